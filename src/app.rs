@@ -1,0 +1,148 @@
+//! Wires the real world (AWS clients, TFE tools) from the config and runs a subcommand.
+
+use crate::aws::{self, AutoScalingClient, Imds, SecretsManager};
+use crate::boot;
+use crate::cli::{Cli, Command};
+use crate::config::{self, AgentConfig};
+use crate::configure;
+use crate::exit::Exit;
+use crate::notify;
+use crate::ports::{Identity, InstanceMetadata, TokioClock, World};
+use crate::render::{self, Redaction};
+use crate::shutdown;
+use crate::state::StateStore;
+use crate::tfe::CliTfe;
+
+type RealWorld = World<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock>;
+
+pub async fn run(cli: Cli) -> Exit {
+    let cfg = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => return fail(Exit::Config, &e),
+    };
+    match cli.command {
+        Command::Validate => validate(&cfg).await,
+        Command::Render { dry_run } => render_files(&cfg, dry_run).await,
+        Command::Boot => boot_once(&cfg).await.0,
+        Command::Run => run_service(&cfg).await,
+    }
+}
+
+fn fail(code: Exit, error: &dyn std::error::Error) -> Exit {
+    log::error!("{}", crate::error_chain(error));
+    code
+}
+
+/// Region from `[aws].region`, else from IMDS (so render/validate work off-instance when set).
+async fn region(cfg: &AgentConfig, imds: &Imds) -> Result<String, Exit> {
+    if let Some(r) = &cfg.aws.region {
+        return Ok(r.clone());
+    }
+    match imds.identity().await {
+        Ok(id) => Ok(id.region),
+        Err(e) => Err(fail(Exit::Aws, &e)),
+    }
+}
+
+async fn world(cfg: &AgentConfig, imds: Imds, region: &str) -> RealWorld {
+    let sdk = aws::sdk_config(region).await;
+    World {
+        secrets: SecretsManager::new(&sdk),
+        asg: AutoScalingClient::new(&sdk),
+        imds,
+        tfe: CliTfe {
+            replicatedctl: cfg.tools.replicatedctl.clone(),
+            replicated: cfg.tools.replicated.clone(),
+            install_sha256: cfg.install.sha256.clone(),
+        },
+        clock: TokioClock,
+    }
+}
+
+async fn validate(cfg: &AgentConfig) -> Exit {
+    let imds = Imds::new();
+    let region = match region(cfg, &imds).await {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let w = world(cfg, imds, &region).await;
+    match configure::plan(&w.secrets, cfg).await {
+        Ok(plan) => {
+            let secret = plan.settings.values().filter(|v| v.is_secret()).count();
+            println!(
+                "configuration is valid: {} settings ({} from secrets), release sequence {}",
+                plan.settings.len(),
+                secret,
+                plan.release_sequence
+            );
+            Exit::Ok
+        }
+        Err(e) => fail(Exit::of_configure(&e), &e),
+    }
+}
+
+async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
+    let imds = Imds::new();
+    let region = match region(cfg, &imds).await {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let w = world(cfg, imds, &region).await;
+    let plan = match configure::plan(&w.secrets, cfg).await {
+        Ok(p) => p,
+        Err(e) => return fail(Exit::of_configure(&e), &e),
+    };
+    if dry_run {
+        for file in render::render(&plan, &cfg.paths, Redaction::Secrets) {
+            println!("==> {} (mode {:04o}) <==", file.path.display(), file.mode);
+            println!("{}", String::from_utf8_lossy(&file.bytes).trim_end());
+        }
+        return Exit::Ok;
+    }
+    match configure::write(cfg, &plan) {
+        Ok(_) => Exit::Ok,
+        Err(e) => fail(Exit::of_configure(&e), &e),
+    }
+}
+
+async fn boot_once(cfg: &AgentConfig) -> (Exit, Option<Identity>) {
+    let imds = Imds::new();
+    let identity = match imds.identity().await {
+        Ok(id) => id,
+        Err(e) => return (fail(Exit::Aws, &e), None),
+    };
+    let region = cfg
+        .aws
+        .region
+        .clone()
+        .unwrap_or_else(|| identity.region.clone());
+    let w = world(cfg, imds, &region).await;
+    let store = StateStore::new(&cfg.paths.state_dir);
+    match boot::boot(&w, cfg, &identity, &store).await {
+        Ok(_) => (Exit::Ok, Some(identity)),
+        // boot() already logged the whole chain before releasing the hook.
+        Err(e) => (Exit::of_boot(&e), Some(identity)),
+    }
+}
+
+async fn run_service(cfg: &AgentConfig) -> Exit {
+    let mut signals = match shutdown::listen() {
+        Ok(rx) => rx,
+        Err(e) => return fail(Exit::Internal, &e),
+    };
+    let (code, _) = tokio::select! {
+        r = boot_once(cfg) => r,
+        signal = shutdown::wait(&mut signals) => {
+            log::warn!("signal {signal} during boot; stopping (the install's process group is killed)");
+            return Exit::Ok;
+        }
+    };
+    if code != Exit::Ok {
+        return code;
+    }
+    notify::ready("in service");
+    let signal = shutdown::wait(&mut signals).await;
+    notify::stopping("stopping");
+    log::info!("signal {signal}: stopping");
+    Exit::Ok
+}

@@ -1,0 +1,39 @@
+//! Command line. Every subcommand reads the same agent config.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tfe-node-agent",
+    version,
+    about = "Runs a Terraform Enterprise Active/Active node on an EC2 Auto Scaling group"
+)]
+pub struct Cli {
+    /// Agent config file (TOML).
+    #[arg(long, global = true, env = "TFE_NODE_AGENT_CONFIG", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: log::LevelFilter,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The whole boot path once; exits 0 when the node is ready and the launch hook released.
+    Boot,
+    /// Fetch secrets, validate, write the config files; nothing else.
+    Render {
+        /// Write nothing; print what would be written, every secret value redacted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the agent config and the secrets' contents; write nothing.
+    Validate,
+    /// Service mode for systemd: boot, then stay running until stopped.
+    Run,
+}

@@ -1,0 +1,244 @@
+//! The agent config file as written by operators (TOML), before any semantic validation.
+//!
+//! Structural rules live here: types, defaults, and "no unknown keys". Semantic rules that need the
+//! secrets too (required ptfe settings, formats) live in `crate::validate`, so every problem can be
+//! reported in one pass.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file. Every section is optional except `[secrets]`, `[replicated]` and `[install]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentConfig {
+    #[serde(default)]
+    pub aws: AwsSection,
+    pub secrets: SecretsSection,
+    pub replicated: ReplicatedSection,
+    /// Non-secret ptfe settings. TOML strings, integers and booleans are accepted; see `validate`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+    pub install: InstallSection,
+    #[serde(default)]
+    pub tools: ToolsSection,
+    #[serde(default)]
+    pub readiness: ReadinessSection,
+    #[serde(default)]
+    pub lifecycle: LifecycleSection,
+    #[serde(default)]
+    pub paths: PathsSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AwsSection {
+    /// Region for Secrets Manager and Auto Scaling; default: the instance's region from IMDS.
+    pub region: Option<String>,
+}
+
+/// Secret ids (names or ARNs) in AWS Secrets Manager. Only ids live in the config, never values.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecretsSection {
+    /// SecretString = JSON object of ptfe setting name -> string.
+    pub shared: String,
+    /// The .rli license: SecretBinary, or base64 in SecretString.
+    pub license: Option<String>,
+    /// Becomes DaemonAuthenticationPassword (and DaemonAuthenticationType = "password").
+    pub console_password: Option<String>,
+    /// PEM certificate and key for TlsBootstrapType = "server-path".
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// PEM bundle written into the `ca_certs` setting.
+    pub ca_bundle: Option<String>,
+    /// Staging label to read; default AWSCURRENT.
+    pub version_stage: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReplicatedSection {
+    /// Pins the TFE release (ReleaseSequence); Active/Active requires a pin.
+    pub release_sequence: toml::Value,
+    #[serde(default = "default_tls_bootstrap_type")]
+    pub tls_bootstrap_type: String,
+    /// Default: the `hostname` setting.
+    pub tls_bootstrap_hostname: Option<String>,
+    #[serde(default = "default_true")]
+    pub bypass_preflight_checks: bool,
+    /// Replicated daemon LogLevel: debug | info | error.
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct InstallSection {
+    pub script: PathBuf,
+    #[serde(default = "default_install_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Optional pin: the script is refused if its SHA-256 differs.
+    pub sha256: Option<String>,
+    pub http_proxy: Option<String>,
+    #[serde(default)]
+    pub additional_no_proxy: Vec<String>,
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolsSection {
+    #[serde(default = "default_replicatedctl")]
+    pub replicatedctl: PathBuf,
+    #[serde(default = "default_replicated")]
+    pub replicated: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReadinessSection {
+    #[serde(default = "default_readiness_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    #[serde(default = "default_poll_interval", with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LifecycleSection {
+    /// Name of the EC2_INSTANCE_LAUNCHING hook; unset = do not look for one.
+    pub launch_hook: Option<String>,
+    /// Name of the EC2_INSTANCE_TERMINATING hook.
+    pub terminate_hook: Option<String>,
+    /// Hook result sent when boot fails.
+    #[serde(default)]
+    pub on_failure: FailureResult,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureResult {
+    #[default]
+    Abandon,
+    Continue,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PathsSection {
+    #[serde(default = "default_replicated_conf")]
+    pub replicated_conf: PathBuf,
+    #[serde(default = "default_settings")]
+    pub settings: PathBuf,
+    #[serde(default = "default_license")]
+    pub license: PathBuf,
+    #[serde(default = "default_tls_cert")]
+    pub tls_cert: PathBuf,
+    #[serde(default = "default_tls_key")]
+    pub tls_key: PathBuf,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Owner of the files that hold secrets. The Replicated daemon reads them as this user
+    /// (spec: "600 if owned by replicated"); when the user does not exist yet they stay root-owned.
+    #[serde(default = "default_file_owner")]
+    pub file_owner: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_tls_bootstrap_type() -> String {
+    "self-signed".into()
+}
+fn default_install_timeout() -> Duration {
+    Duration::from_secs(20 * 60)
+}
+fn default_readiness_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_replicatedctl() -> PathBuf {
+    "/usr/local/bin/replicatedctl".into()
+}
+fn default_replicated() -> PathBuf {
+    "/usr/local/bin/replicated".into()
+}
+fn default_replicated_conf() -> PathBuf {
+    "/etc/replicated.conf".into()
+}
+fn default_settings() -> PathBuf {
+    "/etc/ptfe-settings.json".into()
+}
+fn default_license() -> PathBuf {
+    "/etc/ptfe-license.rli".into()
+}
+fn default_tls_cert() -> PathBuf {
+    "/etc/tfe-node-agent/tls/cert.pem".into()
+}
+fn default_tls_key() -> PathBuf {
+    "/etc/tfe-node-agent/tls/key.pem".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/tfe-node-agent".into()
+}
+fn default_file_owner() -> String {
+    "replicated".into()
+}
+
+impl Default for ToolsSection {
+    fn default() -> Self {
+        Self {
+            replicatedctl: default_replicatedctl(),
+            replicated: default_replicated(),
+        }
+    }
+}
+
+impl Default for ReadinessSection {
+    fn default() -> Self {
+        Self {
+            timeout: default_readiness_timeout(),
+            poll_interval: default_poll_interval(),
+        }
+    }
+}
+
+impl Default for LifecycleSection {
+    fn default() -> Self {
+        Self {
+            launch_hook: None,
+            terminate_hook: None,
+            on_failure: FailureResult::Abandon,
+        }
+    }
+}
+
+impl Default for PathsSection {
+    fn default() -> Self {
+        Self {
+            replicated_conf: default_replicated_conf(),
+            settings: default_settings(),
+            license: default_license(),
+            tls_cert: default_tls_cert(),
+            tls_key: default_tls_key(),
+            state_dir: default_state_dir(),
+            file_owner: default_file_owner(),
+        }
+    }
+}
+
+/// Durations are written the human way ("20m", "5s", "1h 30m").
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        let parsed = humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?}: {e} (write e.g. \"90s\", \"20m\")"
+            ))
+        })?;
+        if parsed.is_zero() {
+            return Err(serde::de::Error::custom(
+                "a duration must be greater than zero",
+            ));
+        }
+        Ok(parsed)
+    }
+}

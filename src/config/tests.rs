@@ -1,0 +1,90 @@
+use super::*;
+use std::time::Duration;
+
+const EXAMPLE: &str = include_str!("../../packaging/agent.toml.example");
+
+fn parse_str(text: &str) -> Result<AgentConfig, ConfigError> {
+    parse(text, Path::new("agent.toml"))
+}
+
+#[test]
+fn the_documented_example_parses_as_written() {
+    let c = parse_str(EXAMPLE).expect("example config");
+    assert_eq!(c.secrets.shared, "tfe/shared");
+    assert_eq!(c.secrets.license.as_deref(), Some("tfe/license"));
+    assert_eq!(c.replicated.release_sequence, toml::Value::Integer(504));
+    assert_eq!(c.install.timeout, Duration::from_secs(1200));
+    assert_eq!(c.readiness.timeout, Duration::from_secs(1800));
+    assert_eq!(c.readiness.poll_interval, Duration::from_secs(5));
+    assert_eq!(c.lifecycle.launch_hook.as_deref(), Some("tfe-launch"));
+    assert_eq!(c.lifecycle.on_failure, FailureResult::Abandon);
+    assert_eq!(c.settings["redis_port"], toml::Value::String("6379".into()));
+    assert_eq!(c.paths.state_dir, PathBuf::from("/var/lib/tfe-node-agent"));
+    assert_eq!(c.paths.file_owner, "replicated");
+}
+
+#[test]
+fn unknown_keys_are_named_by_their_dotted_path() {
+    let text = EXAMPLE.replace("timeout = \"20m\"", "timeout = \"20m\"\ntimout = \"5m\"")
+        + "\n[bogus]\nx = 1\n";
+    let err = parse_str(&text).unwrap_err();
+    let ConfigError::UnknownKeys { keys, .. } = &err else {
+        panic!("expected UnknownKeys, got {err:?}");
+    };
+    assert_eq!(keys, &["bogus".to_string(), "install.timout".to_string()]);
+    assert!(err.to_string().contains("install.timout"), "{err}");
+}
+
+#[test]
+fn settings_table_is_free_form() {
+    let text = EXAMPLE.replace(
+        "[install]",
+        "capacity_concurrency = 10\nforce_tls = true\n\n[install]",
+    );
+    let c = parse_str(&text).unwrap();
+    assert_eq!(c.settings["capacity_concurrency"], toml::Value::Integer(10));
+    assert_eq!(c.settings["force_tls"], toml::Value::Boolean(true));
+}
+
+#[test]
+fn bad_duration_is_an_error_naming_the_value() {
+    let err = parse_str(&EXAMPLE.replace("\"20m\"", "\"soon\"")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    assert!(
+        text.contains("soon") && text.contains("install.timeout"),
+        "{text}"
+    );
+}
+
+#[test]
+fn on_failure_accepts_only_abandon_or_continue() {
+    let c = parse_str(&EXAMPLE.replace("\"abandon\"", "\"continue\"")).unwrap();
+    assert_eq!(c.lifecycle.on_failure, FailureResult::Continue);
+    assert!(parse_str(&EXAMPLE.replace("\"abandon\"", "\"retry\"")).is_err());
+}
+
+#[test]
+fn missing_required_section_is_a_parse_error() {
+    let text = EXAMPLE.replace("[secrets]", "[secretz]");
+    let err = parse_str(&text).unwrap_err();
+    assert!(err.to_string().contains("secrets"), "{err}");
+}
+
+#[test]
+fn defaults_apply_when_sections_are_absent() {
+    let text = "[secrets]\nshared = \"s\"\n[replicated]\nrelease_sequence = 1\n[install]\nscript = \"/i.sh\"\n";
+    let c = parse_str(text).unwrap();
+    assert_eq!(c.install.timeout, Duration::from_secs(1200));
+    assert_eq!(
+        c.tools.replicatedctl,
+        PathBuf::from("/usr/local/bin/replicatedctl")
+    );
+    assert_eq!(c.replicated.tls_bootstrap_type, "self-signed");
+    assert!(c.replicated.bypass_preflight_checks);
+    assert_eq!(
+        c.paths.replicated_conf,
+        PathBuf::from("/etc/replicated.conf")
+    );
+    assert!(c.lifecycle.launch_hook.is_none());
+}

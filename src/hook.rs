@@ -1,0 +1,193 @@
+//! Lifecycle hooks: finding this instance's pending action, keeping it alive with heartbeats while
+//! work runs, and releasing it exactly once.
+
+use crate::ports::{AsgError, AutoScaling, Clock, HookAction, HookInfo, HookResult, LAUNCHING};
+use std::future::Future;
+use std::time::Duration;
+
+/// What the agent found when it looked for a launch action to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchHook {
+    /// No `[lifecycle].launch_hook` configured.
+    NotConfigured,
+    /// DescribeAutoScalingInstances does not know this instance.
+    NotInGroup,
+    /// In a group, but not in a launch wait state (e.g. already InService).
+    NotWaiting { group: String, state: String },
+    /// The group has no launch hook of that name.
+    HookMissing { group: String, hook: String },
+    /// Waiting on our hook: hold it, then release it.
+    Active(ActiveHook),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveHook {
+    pub action: HookAction,
+    pub info: HookInfo,
+    /// `Warmed:Pending:Wait`: being prepared for a warm pool, not entering service.
+    pub warm_pool: bool,
+}
+
+/// Looks up this instance's state and, if it waits on a launch transition, our hook.
+pub async fn discover_launch<A: AutoScaling>(
+    asg: &A,
+    instance_id: &str,
+    hook: Option<&str>,
+) -> Result<LaunchHook, AsgError> {
+    let Some(hook) = hook else {
+        return Ok(LaunchHook::NotConfigured);
+    };
+    let Some(instance) = asg.describe_instance(instance_id).await? else {
+        return Ok(LaunchHook::NotInGroup);
+    };
+    let warm_pool = match instance.lifecycle_state.as_str() {
+        "Pending:Wait" => false,
+        "Warmed:Pending:Wait" => true,
+        _ => {
+            return Ok(LaunchHook::NotWaiting {
+                group: instance.group,
+                state: instance.lifecycle_state,
+            })
+        }
+    };
+    match asg.describe_hook(&instance.group, hook).await? {
+        Some(info) if info.transition == LAUNCHING => Ok(LaunchHook::Active(ActiveHook {
+            action: HookAction {
+                group: instance.group,
+                hook: hook.to_string(),
+                instance_id: instance_id.to_string(),
+            },
+            info,
+            warm_pool,
+        })),
+        _ => Ok(LaunchHook::HookMissing {
+            group: instance.group,
+            hook: hook.to_string(),
+        }),
+    }
+}
+
+/// A third of HeartbeatTimeout leaves two more tries before the action would expire; bounded so
+/// a 2-hour timeout still beats every 10 minutes and a tiny test timeout still has a floor.
+pub fn heartbeat_interval(heartbeat_timeout: Duration) -> Duration {
+    (heartbeat_timeout / 3).clamp(Duration::from_millis(500), Duration::from_secs(600))
+}
+
+/// ±10 % so a fleet started together does not beat in lockstep.
+fn jittered(interval: Duration) -> Duration {
+    let factor = 0.9 + 0.2 * fastrand::f64();
+    interval.mul_f64(factor)
+}
+
+/// Runs `work` while heartbeating `action`; heartbeats stop the moment `work` finishes (or this
+/// future is dropped). The first beat goes out at once: time has passed since the action began.
+pub async fn hold_while<A, C, F, T>(asg: &A, clock: &C, hook: &ActiveHook, work: F) -> T
+where
+    A: AutoScaling,
+    C: Clock,
+    F: Future<Output = T>,
+{
+    let beats = heartbeat_loop(
+        asg,
+        clock,
+        &hook.action,
+        heartbeat_interval(hook.info.heartbeat_timeout),
+    );
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        out = &mut work => out,
+        never = beats => match never {},
+    }
+}
+
+enum Never {}
+
+async fn heartbeat_loop<A: AutoScaling, C: Clock>(
+    asg: &A,
+    clock: &C,
+    action: &HookAction,
+    interval: Duration,
+) -> Never {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match asg.heartbeat(action).await {
+            Ok(()) => {
+                log::debug!(
+                    "heartbeat sent for hook {} (next in about {:?})",
+                    action.hook,
+                    interval
+                );
+                backoff = Duration::from_secs(1);
+                clock.sleep(jittered(interval)).await;
+            }
+            Err(AsgError::NoActiveAction { message, .. }) => {
+                // Resolved elsewhere or expired: beating again cannot help and only adds noise.
+                log::warn!(
+                    "lifecycle action {} is no longer active ({message}); heartbeats stopped",
+                    action.hook
+                );
+                return std::future::pending().await;
+            }
+            Err(e) => {
+                log::warn!(
+                    "heartbeat for hook {} failed: {e}; retrying in {backoff:?}",
+                    action.hook
+                );
+                clock.sleep(backoff.min(interval)).await;
+                backoff = (backoff * 2).min(interval);
+            }
+        }
+    }
+}
+
+/// How a release ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    Completed(HookResult),
+    /// "No active Lifecycle Action": it timed out or someone else resolved it; the instance's
+    /// current state says which way.
+    AlreadyResolved {
+        state: Option<String>,
+    },
+}
+
+/// CompleteLifecycleAction, retried on throttling and transient failures up to `attempts` times.
+pub async fn release<A: AutoScaling, C: Clock>(
+    asg: &A,
+    clock: &C,
+    action: &HookAction,
+    result: HookResult,
+    attempts: u32,
+) -> Result<Released, AsgError> {
+    let mut backoff = Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        match asg.complete(action, result).await {
+            Ok(()) => return Ok(Released::Completed(result)),
+            Err(AsgError::NoActiveAction { .. }) => {
+                let state = asg
+                    .describe_instance(&action.instance_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|i| i.lifecycle_state);
+                return Ok(Released::AlreadyResolved { state });
+            }
+            Err(e) if attempt >= attempts => return Err(e),
+            Err(e) => {
+                log::warn!(
+                    "CompleteLifecycleAction {} for hook {} failed: {e}; retrying in {backoff:?}",
+                    result.as_str(),
+                    action.hook
+                );
+                clock.sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                attempt += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

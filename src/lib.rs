@@ -1,0 +1,48 @@
+//! tfe-node-agent: makes a Terraform Enterprise (Replicated era) Active/Active node on an EC2 Auto
+//! Scaling group run itself — secrets from Secrets Manager, config files, install.sh, readiness,
+//! and the launch lifecycle hook.
+//!
+//! Where each part of a node's life lives:
+//! - `boot`: the boot path, start to finish (generic over the `ports`).
+//! - `lifecycle`: the pure state machine; `state` persists it.
+//! - `configure` (`secrets` → `validate` → `render` → `fsutil`): the node's files.
+//! - `hook`: lifecycle hook discovery, heartbeats, release.
+//! - `readiness`: waiting for TFE to be healthy.
+//! - `aws`, `tfe`: the real adapters behind `ports`.
+
+pub mod app;
+pub mod aws;
+pub mod boot;
+pub mod cli;
+pub mod config;
+pub mod configure;
+pub mod exit;
+pub mod fsutil;
+pub mod hook;
+pub mod lifecycle;
+pub mod logging;
+pub mod notify;
+pub mod ports;
+pub mod readiness;
+pub mod render;
+pub mod secret;
+pub mod secrets;
+pub mod shutdown;
+pub mod state;
+pub mod tfe;
+pub mod validate;
+
+#[cfg(test)]
+mod test_support;
+
+/// An error and all its causes on one line: `top: cause: root cause`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

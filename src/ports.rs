@@ -1,0 +1,225 @@
+//! The boundary to the outside world. Orchestration (`boot`, `hook`, `readiness`) is generic over
+//! these traits; `aws::*` and `tfe::*` implement them for real, and tests drive the real binary
+//! against emulators speaking the same wire protocols.
+
+use crate::secret::{Secret, SecretBytes};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+// ---------------------------------------------------------------- Secrets Manager
+
+/// What Secrets Manager returned for one id.
+#[derive(Debug, Clone)]
+pub enum SecretPayload {
+    String(Secret),
+    Binary(SecretBytes),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("secret {id:?} was not found in Secrets Manager")]
+    NotFound { id: String },
+    #[error("access to secret {id:?} was denied: {detail}")]
+    AccessDenied { id: String, detail: String },
+    #[error("fetching secret {id:?} failed: {detail}")]
+    Fetch { id: String, detail: String },
+    #[error("secret {id:?} has neither SecretString nor SecretBinary")]
+    Empty { id: String },
+}
+
+pub trait SecretSource: Sync {
+    /// Fetches every id; the result maps each requested id to its payload. Any failure fails the
+    /// whole fetch: a node must never be built from part of its secrets.
+    fn fetch(
+        &self,
+        ids: &[String],
+        version_stage: Option<&str>,
+    ) -> impl Future<Output = Result<BTreeMap<String, SecretPayload>, SecretsError>> + Send;
+}
+
+// ---------------------------------------------------------------- Auto Scaling
+
+/// This instance as DescribeAutoScalingInstances sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsgInstance {
+    pub group: String,
+    pub lifecycle_state: String,
+}
+
+/// A lifecycle hook as DescribeLifecycleHooks reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookInfo {
+    pub name: String,
+    pub transition: String,
+    pub heartbeat_timeout: Duration,
+    pub global_timeout: Duration,
+    pub default_result: String,
+}
+
+pub const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
+pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
+
+/// The lifecycle action to heartbeat or complete: by instance id, which needs no token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookAction {
+    pub group: String,
+    pub hook: String,
+    pub instance_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookResult {
+    Continue,
+    Abandon,
+}
+
+impl HookResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookResult::Continue => "CONTINUE",
+            HookResult::Abandon => "ABANDON",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AsgError {
+    /// ValidationError "No active Lifecycle Action found ...": not (or no longer) in a wait state.
+    #[error("{op}: no active lifecycle action: {message}")]
+    NoActiveAction { op: &'static str, message: String },
+    #[error("{op}: throttled by Auto Scaling")]
+    Throttled { op: &'static str },
+    #[error("{op} failed: {detail}")]
+    Call { op: &'static str, detail: String },
+}
+
+pub trait AutoScaling: Sync {
+    fn describe_instance(
+        &self,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<Option<AsgInstance>, AsgError>> + Send;
+    fn describe_hook(
+        &self,
+        group: &str,
+        hook: &str,
+    ) -> impl Future<Output = Result<Option<HookInfo>, AsgError>> + Send;
+    fn heartbeat(&self, action: &HookAction) -> impl Future<Output = Result<(), AsgError>> + Send;
+    fn complete(
+        &self,
+        action: &HookAction,
+        result: HookResult,
+    ) -> impl Future<Output = Result<(), AsgError>> + Send;
+}
+
+// ---------------------------------------------------------------- Instance metadata (IMDSv2)
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub instance_id: String,
+    pub region: String,
+    pub private_ipv4: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("instance metadata {path}: {detail}")]
+pub struct ImdsError {
+    pub path: String,
+    pub detail: String,
+}
+
+pub trait InstanceMetadata: Sync {
+    fn identity(&self) -> impl Future<Output = Result<Identity, ImdsError>> + Send;
+}
+
+// ---------------------------------------------------------------- TFE tools
+
+/// How to run install.sh.
+#[derive(Debug, Clone)]
+pub struct InstallPlan {
+    pub script: std::path::PathBuf,
+    pub args: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// `replicatedctl system status`: every subsystem and whether all are "ready".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemStatus {
+    pub statuses: BTreeMap<String, String>,
+}
+
+impl SystemStatus {
+    pub fn all_ready(&self) -> bool {
+        !self.statuses.is_empty() && self.statuses.values().all(|s| s == "ready")
+    }
+}
+
+/// `replicatedctl app status`, first (only) app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppStatus {
+    pub state: String,
+    pub desired_state: String,
+    pub is_transitioning: bool,
+    pub error: String,
+}
+
+impl AppStatus {
+    /// The documented "installation is complete" predicate.
+    pub fn is_started(&self) -> bool {
+        self.state == "started" && self.desired_state == "started" && !self.is_transitioning
+    }
+}
+
+/// `replicated admin health-check`, judged by its summary line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    pub passed: bool,
+    /// Names of failed checks (from `checking: <Name>...` blocks that end in an error).
+    pub failed_checks: Vec<String>,
+    pub summary: String,
+}
+
+pub trait TfeTools: Sync {
+    /// Runs install.sh to completion (or kills its process group at the timeout).
+    fn install(
+        &self,
+        plan: &InstallPlan,
+    ) -> impl Future<Output = Result<(), crate::tfe::TfeError>> + Send;
+    fn system_status(
+        &self,
+    ) -> impl Future<Output = Result<SystemStatus, crate::tfe::TfeError>> + Send;
+    fn app_status(&self) -> impl Future<Output = Result<AppStatus, crate::tfe::TfeError>> + Send;
+    fn health_check(
+        &self,
+    ) -> impl Future<Output = Result<HealthReport, crate::tfe::TfeError>> + Send;
+}
+
+// ---------------------------------------------------------------- Clock
+
+/// Time, so orchestration can run under tokio's paused clock in tests.
+pub trait Clock: Sync {
+    fn now(&self) -> tokio::time::Instant;
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    fn now(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now()
+    }
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(duration)
+    }
+}
+
+/// The outside world, bundled for the orchestration.
+#[derive(Debug)]
+pub struct World<S, A, M, T, C> {
+    pub secrets: S,
+    pub asg: A,
+    pub imds: M,
+    pub tfe: T,
+    pub clock: C,
+}

@@ -1,0 +1,87 @@
+//! Waiting until TFE is really up: `replicatedctl system status` all ready, then `replicatedctl
+//! app status` started, then `replicated admin health-check` passing (spec §0 step 5, §4, §5.3).
+
+use crate::ports::{Clock, TfeTools};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("TFE was not ready after {}; last seen: {last}", humantime::format_duration(*waited))]
+pub struct ReadinessError {
+    pub waited: Duration,
+    pub last: String,
+}
+
+/// Polls every `poll` until ready or `timeout`. Tool failures (e.g. the replicated container not
+/// up yet) are part of not being ready, never fatal on their own.
+pub async fn wait_until_ready<T: TfeTools, C: Clock>(
+    tfe: &T,
+    clock: &C,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<(), ReadinessError> {
+    let start = clock.now();
+    let mut last = String::from("nothing yet");
+    loop {
+        let seen = probe(tfe).await;
+        match seen {
+            Ok(()) => {
+                log::info!("TFE is ready: system ready, app started, health-check passed");
+                return Ok(());
+            }
+            Err(now) => {
+                if now != last {
+                    log::info!("waiting for TFE: {now}");
+                    last = now;
+                }
+            }
+        }
+        let waited = clock.now() - start;
+        if waited >= timeout {
+            return Err(ReadinessError { waited, last });
+        }
+        clock.sleep(poll.min(timeout - waited)).await;
+    }
+}
+
+/// `Err` says what is not ready yet.
+async fn probe<T: TfeTools>(tfe: &T) -> Result<(), String> {
+    let system = tfe
+        .system_status()
+        .await
+        .map_err(|e| format!("system status: {e}"))?;
+    if !system.all_ready() {
+        let parts: Vec<String> = system
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        return Err(format!("system status {}", parts.join(" ")));
+    }
+    let app = tfe
+        .app_status()
+        .await
+        .map_err(|e| format!("app status: {e}"))?;
+    if !app.is_started() {
+        let error = if app.error.is_empty() {
+            String::new()
+        } else {
+            format!(" error={:?}", app.error)
+        };
+        return Err(format!(
+            "app State={} DesiredState={} IsTransitioning={}{error}",
+            app.state, app.desired_state, app.is_transitioning
+        ));
+    }
+    let health = tfe
+        .health_check()
+        .await
+        .map_err(|e| format!("health-check: {e}"))?;
+    if !health.passed {
+        return Err(format!(
+            "health-check: {} failing: {}",
+            health.summary,
+            health.failed_checks.join(", ")
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,838 @@
+#!/usr/bin/env python3
+"""EC2 Auto Scaling (Query API) + per-instance IMDSv2 emulator for tfe-node-agent tests.
+
+Python 3.11 standard library only, so the Rust integration tests and the demo can
+spawn it with any python3.  It speaks the real wire formats (AWS Query protocol in,
+XML out; IMDSv2 token flow), so aws-sdk-autoscaling, aws-config's IMDS client and
+boto3 all work against it unchanged, and it enforces lifecycle-hook semantics
+(wait states, tokens, heartbeat/global timeouts, DefaultResult, retention).
+
+Usage: aws_emulator.py [--port 0] [--port-file PATH] [--log PATH]
+See README.md next to this file for the control API and the event format.
+"""
+
+import argparse
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+from xml.sax.saxutils import escape
+
+log = logging.getLogger("aws-emulator")
+
+NAMESPACE = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+RESULTS = ("CONTINUE", "ABANDON")
+REGION, AZ, INSTANCE_TYPE, ACCOUNT_ID = "us-east-1", "us-east-1a", "m5.xlarge", "123456789012"
+# States after which the instance no longer exists for the Auto Scaling API.
+GONE = ("Terminated", "Warmed:Terminated")
+# Steady states a launch can end in; reaching one also fixes the IMDS target state.
+STEADY = ("InService", "Warmed:Stopped")
+TICK_SECONDS = 0.05
+MAX_IMDS_TTL = 21600
+
+
+def iso(ts: float) -> str:
+    """AWS timestamp format (millisecond precision, Z suffix); both SDKs parse it."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class ApiError(Exception):
+    """An error reported through the Query API as an <ErrorResponse>."""
+
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+class ControlError(Exception):
+    """A control-API error (HTTP status + message); also mapped to ApiError where shared."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+# --------------------------------------------------------------------------- model
+
+@dataclass
+class Hook:
+    name: str
+    group: str
+    transition: str
+    heartbeat_timeout: int
+    default_result: str
+    global_timeout_override: int | None = None  # test-only: real AWS derives it
+
+    @property
+    def global_timeout(self) -> int:
+        return self.global_timeout_override or min(172800, 100 * self.heartbeat_timeout)
+
+
+@dataclass
+class Group:
+    name: str
+    hooks: dict[str, Hook]
+    retain_on_terminate_abandon: bool
+    wait_state_delay: float  # used by the API's TerminateInstanceInAutoScalingGroup
+    created: float = field(default_factory=time.time)
+
+    def hooks_for(self, transition: str) -> list[Hook]:
+        return [h for h in self.hooks.values() if h.transition == transition]
+
+
+@dataclass
+class LifecycleAction:
+    """One hook's pending action on one instance (AWS issues one token per hook)."""
+    hook: Hook
+    token: str
+    entered_at: float
+    deadline: float          # last heartbeat + HeartbeatTimeout, capped at global_deadline
+    global_deadline: float   # entered_at + GlobalTimeout; heartbeats never extend it
+
+
+@dataclass
+class Instance:
+    id: str
+    group: str
+    private_ip: str
+    spot: bool
+    defer_target: bool
+    state: str = "Pending"
+    target: str | None = None             # IMDS autoscaling/target-lifecycle-state (None = 404)
+    actions: dict[str, LifecycleAction] = field(default_factory=dict)
+    done_state: str | None = None         # where the current wait goes once every hook CONTINUEs
+    terminate_at: float | None = None     # pending wait_state_delay: enter Terminating:Wait then
+    launched_at: float = field(default_factory=time.time)
+    imds: dict = field(default_factory=lambda: {"spot_instance_action": None, "rebalance": None,
+                                                "maintenance": []})
+    imds_tokens: dict[str, float] = field(default_factory=dict)   # token -> monotonic expiry
+    imds_requests: Counter = field(default_factory=Counter)
+    imds_port: int | None = None
+
+
+class Model:
+    """All emulator state.  Every access goes through self.lock (an RLock so helpers nest)."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.started = time.monotonic()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.groups: dict[str, Group] = {}
+            self.instances: dict[str, Instance] = {}
+            self.events: list[dict] = []
+            self.throttles: dict[str, int] = {}  # action (or "*") -> calls still to throttle
+            self._next_ip = 10
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()  # deadlines must not jump with the wall clock
+
+    def record(self, kind: str, **fields):
+        event = {"seq": len(self.events), "t": round(self.now() - self.started, 3), "kind": kind, **fields}
+        self.events.append(event)
+        log.info("event %s", json.dumps(event))
+
+    # ---- control-side operations
+
+    def create_group(self, spec: dict):
+        name = spec.get("name")
+        if not isinstance(name, str) or not name:
+            raise ControlError(400, "group needs a non-empty 'name'")
+        if name in self.groups:
+            raise ControlError(409, f"group {name} already exists")
+        hooks = {}
+        for h in spec.get("hooks") or []:
+            hook = self._parse_hook(name, h)
+            hooks[hook.name] = hook
+        delay = spec.get("wait_state_delay", 0)
+        if not isinstance(delay, (int, float)) or delay < 0:
+            raise ControlError(400, "wait_state_delay must be a number >= 0")
+        self.groups[name] = Group(name, hooks, bool(spec.get("retain_on_terminate_abandon", False)), delay)
+
+    @staticmethod
+    def _parse_hook(group: str, h: dict) -> Hook:
+        name, transition = h.get("name"), h.get("transition")
+        timeout, result = h.get("heartbeat_timeout", 3600), h.get("default_result", "ABANDON")
+        override = h.get("global_timeout")
+        if not isinstance(name, str) or not name:
+            raise ControlError(400, "hook needs a non-empty 'name'")
+        if transition not in (LAUNCHING, TERMINATING):
+            raise ControlError(400, f"hook {name}: transition must be {LAUNCHING} or {TERMINATING}")
+        # Any integer >= 1 (real AWS: 30..7200) so tests can expire hooks in seconds.
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+            raise ControlError(400, f"hook {name}: heartbeat_timeout must be an integer >= 1")
+        if result not in RESULTS:
+            raise ControlError(400, f"hook {name}: default_result must be CONTINUE or ABANDON")
+        if override is not None and (not isinstance(override, int) or override < 1):
+            raise ControlError(400, f"hook {name}: global_timeout must be an integer >= 1")
+        return Hook(name, group, transition, timeout, result, override)
+
+    def create_instance(self, spec: dict, imds_port: int) -> Instance:
+        group = spec.get("group")
+        if group not in self.groups:
+            raise ControlError(404, f"group {group} not found")
+        iid = spec.get("id") or "i-" + secrets.token_hex(9)[:17]
+        if not isinstance(iid, str) or not re.fullmatch(r"i-[0-9a-zA-Z]{1,17}", iid):
+            raise ControlError(400, f"bad instance id {iid!r}")
+        if iid in self.instances:
+            raise ControlError(409, f"instance {iid} already exists")
+        ip = spec.get("private_ip")
+        if ip is None:
+            ip, self._next_ip = f"10.0.1.{self._next_ip}", self._next_ip + 1
+        inst = Instance(iid, group, ip, bool(spec.get("spot", False)), bool(spec.get("defer_target_state", False)),
+                        imds_port=imds_port)
+        self.instances[iid] = inst
+        if spec.get("warm", False):
+            self._begin(inst, LAUNCHING, "Warmed:Pending:Wait", "Warmed:Stopped", "launch")
+        else:
+            self._begin(inst, LAUNCHING, "Pending:Wait", "InService", "launch")
+        return inst
+
+    def instance(self, iid: str) -> Instance:
+        inst = self.instances.get(iid)
+        if inst is None:
+            # Same text as AWS's TerminateInstanceInAutoScalingGroup for an unknown id.
+            raise ControlError(404, f"Instance Id not found - No managed instance found for instance ID: {iid}")
+        return inst
+
+    def terminate(self, iid: str, delay: float, cause: str) -> Instance:
+        inst = self.instance(iid)
+        if inst.state in GONE:
+            raise ControlError(404, f"Instance Id not found - No managed instance found for instance ID: {iid}")
+        if inst.state == "Terminating:Retained":
+            # Retained instances stay until explicitly terminated; no hooks run again.
+            self._set_state(inst, "Terminated", cause)
+            return inst
+        if "Terminating" in inst.state or inst.terminate_at is not None:
+            raise ControlError(409, f"instance {iid} is already terminating ({inst.state})")
+        inst.actions.clear()  # an unfinished launch wait is cancelled by the termination
+        warm = inst.state.startswith("Warmed:")
+        self._set_target(inst, "Warmed:Terminated" if warm else "Terminated")
+        if delay > 0 and inst.state == "InService":
+            # IMDS already says Terminated, but the wait state (and so any action a
+            # Complete/Heartbeat could address) only appears after the delay.
+            inst.terminate_at = self.now() + delay
+        else:
+            self._enter_terminating(inst, cause)
+        return inst
+
+    def _enter_terminating(self, inst: Instance, cause: str):
+        prefix = "Warmed:" if inst.state.startswith("Warmed:") else ""
+        self._begin(inst, TERMINATING, prefix + "Terminating:Wait", prefix + "Terminated", cause)
+
+    def leave_warm_pool(self, iid: str) -> Instance:
+        inst = self.instance(iid)
+        if inst.state != "Warmed:Stopped":
+            raise ControlError(409, f"instance {iid} is {inst.state}, not Warmed:Stopped")
+        # The launch hook fires a second time, now for Pending:Wait (AWS warm-pool docs).
+        self._begin(inst, LAUNCHING, "Pending:Wait", "InService", "leave-warm-pool")
+        return inst
+
+    def set_imds(self, iid: str, spec: dict) -> Instance:
+        inst = self.instance(iid)
+        for key in ("spot_instance_action", "rebalance"):  # null removes the notice (404)
+            if key in spec:
+                inst.imds[key] = spec[key]
+        if "maintenance" in spec:
+            inst.imds["maintenance"] = spec["maintenance"] or []
+        if "target_lifecycle_state" in spec:  # override (null = 404) until the next transition
+            self._set_target(inst, spec["target_lifecycle_state"])
+        return inst
+
+    def set_faults(self, spec: dict):
+        if "throttle" in spec:
+            rule = spec["throttle"]
+            if rule is None:
+                self.throttles.clear()
+            elif not isinstance(rule, dict) or not isinstance(rule.get("count"), int) or not rule.get("action"):
+                raise ControlError(400, "throttle must be {\"action\": str, \"count\": int} or null")
+            else:
+                self.throttles[rule["action"]] = rule["count"]
+        if spec.get("expire_imds_tokens"):
+            for inst in self.instances.values():
+                inst.imds_tokens.clear()
+
+    def take_throttle(self, action: str) -> bool:
+        for key in (action, "*"):
+            if self.throttles.get(key, 0) > 0:
+                self.throttles[key] -= 1
+                return True
+        return False
+
+    def view(self, inst: Instance) -> dict:
+        now = self.now()
+        return {
+            "id": inst.id, "group": inst.group, "lifecycle_state": inst.state,
+            "target_lifecycle_state": inst.target, "private_ip": inst.private_ip,
+            "imds_port": inst.imds_port, "imds_requests": dict(inst.imds_requests),
+            "terminate_in": None if inst.terminate_at is None else round(max(0.0, inst.terminate_at - now), 3),
+            "actions": [{"hook": a.hook.name, "transition": a.hook.transition, "token": a.token,
+                         "heartbeat_deadline_in": round(a.deadline - now, 3),
+                         "global_deadline_in": round(a.global_deadline - now, 3)}
+                        for a in inst.actions.values()],
+        }
+
+    # ---- Query-API-side operations
+
+    def find_action(self, group: str, hook_name: str, iid: str | None, token: str | None):
+        """Locate the active action addressed by Complete/Heartbeat, as AWS validates it."""
+        if not iid and not token:
+            raise ApiError("ValidationError", "Either InstanceId or LifecycleActionToken must be specified.")
+        if iid:
+            inst = self.instances.get(iid)
+        else:
+            inst = next((i for i in self.instances.values()
+                         if any(a.token == token for a in i.actions.values())), None)
+        # The action must belong to this group and this hook; the hook's transition then
+        # necessarily matches the wait state, because actions are only created per hook.
+        action = inst.actions.get(hook_name) if inst and inst.group == group else None
+        if action is not None and token and action.token != token:
+            action = None
+        if action is None:
+            what = f"instance ID {iid}" if iid else f"token {token}"
+            raise ApiError("ValidationError", f"No active Lifecycle Action found with {what}")
+        return inst, action
+
+    def complete(self, inst: Instance, action: LifecycleAction, result: str):
+        self._resolve(inst, action.hook.name, result, "complete")
+
+    def heartbeat(self, action: LifecycleAction):
+        action.deadline = min(self.now() + action.hook.heartbeat_timeout, action.global_deadline)
+
+    # ---- time
+
+    def tick(self):
+        with self.lock:
+            now = self.now()
+            for inst in list(self.instances.values()):
+                if inst.terminate_at is not None and now >= inst.terminate_at:
+                    inst.terminate_at = None
+                    self._enter_terminating(inst, "wait-state-delay")
+                for name, action in list(inst.actions.items()):
+                    if name not in inst.actions:
+                        continue  # an ABANDON earlier in this loop cancelled it
+                    if now >= action.global_deadline:
+                        self._resolve(inst, name, action.hook.default_result, "global-timeout")
+                    elif now >= action.deadline:
+                        self._resolve(inst, name, action.hook.default_result, "heartbeat-timeout")
+
+    # ---- transitions
+
+    def _begin(self, inst: Instance, transition: str, wait_state: str, done_state: str, cause: str):
+        """Start a transition: enter the wait state if hooks exist, else go straight through."""
+        if transition == LAUNCHING and not inst.defer_target:
+            # AWS sets the target while the instance *prepares* to transition, i.e. it is
+            # already InService during Pending:Wait (the AWS user-data tutorial relies on it).
+            self._set_target(inst, done_state)
+        hooks = self.groups[inst.group].hooks_for(transition)
+        if not hooks:
+            self._set_state(inst, done_state, cause)
+            return
+        now = self.now()
+        inst.actions = {h.name: LifecycleAction(h, str(uuid.uuid4()), now,
+                                                now + min(h.heartbeat_timeout, h.global_timeout),
+                                                now + h.global_timeout) for h in hooks}
+        inst.done_state = done_state
+        self._set_state(inst, wait_state, cause)
+
+    def _resolve(self, inst: Instance, hook_name: str, result: str, cause: str):
+        """Apply a hook result, whether from CompleteLifecycleAction or a timeout."""
+        action = inst.actions.pop(hook_name)
+        from_state = inst.state
+        warm = from_state.startswith("Warmed:")
+        if result == "ABANDON":
+            inst.actions.clear()  # ABANDON skips the remaining hooks
+            if warm:
+                to_state = "Warmed:Terminated"
+            elif action.hook.transition == TERMINATING and self.groups[inst.group].retain_on_terminate_abandon:
+                to_state = "Terminating:Retained"  # RetentionTriggers.TerminateHookAbandon=retain
+            else:
+                to_state = "Terminated"  # an abandoned launch is terminated (and replaced)
+        elif inst.actions:
+            to_state = from_state  # other hooks of this transition are still pending
+        else:
+            to_state = inst.done_state
+        inst.state = to_state
+        self.record("lifecycle", instance=inst.id, group=inst.group, hook=hook_name,
+                    transition=action.hook.transition, result=result, cause=cause,
+                    from_state=from_state, to_state=to_state)
+        if result == "ABANDON":
+            self._set_target(inst, "Warmed:Terminated" if warm else "Terminated")
+        elif to_state in STEADY:
+            self._set_target(inst, to_state)
+
+    def _set_state(self, inst: Instance, state: str, cause: str):
+        from_state, inst.state = inst.state, state
+        self.record("state", instance=inst.id, from_state=from_state, to_state=state, cause=cause)
+        if state in STEADY:
+            self._set_target(inst, state)
+
+    def _set_target(self, inst: Instance, target: str | None):
+        if target != inst.target:
+            self.record("target", instance=inst.id, from_target=inst.target, to_target=target)
+            inst.target = target
+
+
+# --------------------------------------------------------------------------- Query API
+
+def members(params: dict, name: str) -> list[str]:
+    """Collect a Query-protocol list `Name.member.N` in N order."""
+    pat = re.compile(re.escape(name) + r"\.member\.(\d+)$")
+    found = sorted((int(m.group(1)), v) for k, v in params.items() if (m := pat.match(k)))
+    return [v for _, v in found]
+
+
+def xml_fields(pairs) -> str:
+    """Render (tag, value) pairs; bools as true/false, None omitted, raw XML passed via bytes."""
+    out = []
+    for tag, value in pairs:
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        text = value.decode() if isinstance(value, bytes) else escape(str(value))
+        out.append(f"<{tag}>{text}</{tag}>")
+    return "".join(out)
+
+
+def member_list(items: list[str]) -> bytes:
+    return "".join(f"<member>{i}</member>" for i in items).encode()
+
+
+class QueryApi:
+    """The Auto Scaling Query API: form-encoded Action requests, XML responses."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.actions = {
+            "DescribeAutoScalingInstances": self.describe_instances,
+            "DescribeAutoScalingGroups": self.describe_groups,
+            "DescribeLifecycleHooks": self.describe_hooks,
+            "CompleteLifecycleAction": self.complete,
+            "RecordLifecycleActionHeartbeat": self.heartbeat,
+            "TerminateInstanceInAutoScalingGroup": self.terminate,
+        }
+
+    def handle(self, params: dict) -> tuple[int, bytes, str]:
+        action, request_id = params.get("Action", ""), str(uuid.uuid4())
+        with self.model.lock:
+            try:
+                if self.model.take_throttle(action):
+                    raise ApiError("Throttling", "Rate exceeded")
+                handler = self.actions.get(action)
+                if handler is None:
+                    raise ApiError("InvalidAction", f"The action {action or '(none)'} is not valid for this web service.")
+                result = handler(params)
+                body = (f'<{action}Response xmlns="{NAMESPACE}">'
+                        + (f"<{action}Result>{result}</{action}Result>" if result else f"<{action}Result/>")
+                        + f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
+                        + f"</{action}Response>")
+                status, code = 200, None
+            except ApiError as e:
+                body = (f'<ErrorResponse xmlns="{NAMESPACE}"><Error><Type>Sender</Type>'
+                        f"<Code>{escape(e.code)}</Code><Message>{escape(e.message)}</Message></Error>"
+                        f"<RequestId>{request_id}</RequestId></ErrorResponse>")
+                status, code = e.status, e.code
+            except Exception:  # a bug must still produce a well-formed 500 the SDK can parse
+                log.exception("%s failed", action)
+                body = (f'<ErrorResponse xmlns="{NAMESPACE}"><Error><Type>Receiver</Type>'
+                        f"<Code>InternalFailure</Code><Message>emulator bug, see --log</Message></Error>"
+                        f"<RequestId>{request_id}</RequestId></ErrorResponse>")
+                status, code = 500, "InternalFailure"
+            self.model.record("api", action=action, params=params, status=status, error_code=code)
+        return status, body.encode(), request_id
+
+    @staticmethod
+    def required(params: dict, name: str) -> str:
+        value = params.get(name)
+        if not value:
+            # The wording AWS uses for a missing required member.
+            raise ApiError("ValidationError", f"1 validation error detected: Value null at "
+                           f"'{name[0].lower() + name[1:]}' failed to satisfy constraint: Member must not be null")
+        return value
+
+    def describe_instances(self, params: dict) -> str:
+        wanted = set(members(params, "InstanceIds"))
+        rows = [i for i in self.model.instances.values()
+                if i.state not in GONE and (not wanted or i.id in wanted)]
+        return "<AutoScalingInstances>" + "".join(
+            "<member>" + xml_fields([
+                ("InstanceId", i.id), ("InstanceType", INSTANCE_TYPE), ("AutoScalingGroupName", i.group),
+                ("AvailabilityZone", AZ), ("LifecycleState", i.state), ("HealthStatus", "HEALTHY"),
+                ("ProtectedFromScaleIn", False)]) + "</member>" for i in rows) + "</AutoScalingInstances>"
+
+    def describe_groups(self, params: dict) -> str:
+        wanted = set(members(params, "AutoScalingGroupNames"))
+        out = []
+        for g in self.model.groups.values():
+            if wanted and g.name not in wanted:
+                continue  # unknown names are silently absent, as in AWS
+            # Warm-pool, retained and gone instances do not count toward capacity.
+            live = [i for i in self.model.instances.values() if i.group == g.name and i.state not in GONE
+                    and not i.state.startswith("Warmed:") and i.state != "Terminating:Retained"]
+            instances = [xml_fields([("InstanceId", i.id), ("InstanceType", INSTANCE_TYPE),
+                                     ("AvailabilityZone", AZ), ("LifecycleState", i.state),
+                                     ("HealthStatus", "HEALTHY"), ("ProtectedFromScaleIn", False)])
+                         for i in live]
+            out.append("<member>" + xml_fields([
+                ("AutoScalingGroupName", g.name),
+                ("AutoScalingGroupARN", f"arn:aws:autoscaling:{REGION}:{ACCOUNT_ID}:autoScalingGroup:"
+                                        f"{uuid.uuid5(uuid.NAMESPACE_DNS, g.name)}:autoScalingGroupName/{g.name}"),
+                ("MinSize", 0), ("MaxSize", max(10, len(live))), ("DesiredCapacity", len(live)),
+                ("DefaultCooldown", 300), ("AvailabilityZones", member_list([AZ])),
+                ("HealthCheckType", "EC2"), ("HealthCheckGracePeriod", 300),
+                ("Instances", member_list(instances)), ("CreatedTime", iso(g.created)),
+                ("NewInstancesProtectedFromScaleIn", False)]) + "</member>")
+        return f"<AutoScalingGroups>{''.join(out)}</AutoScalingGroups>"
+
+    def describe_hooks(self, params: dict) -> str:
+        name = self.required(params, "AutoScalingGroupName")
+        group = self.model.groups.get(name)
+        if group is None:
+            raise ApiError("ValidationError", f"Group {name} not found")  # exact AWS text unverified
+        wanted = set(members(params, "LifecycleHookNames"))
+        return "<LifecycleHooks>" + "".join(
+            "<member>" + xml_fields([
+                ("LifecycleHookName", h.name), ("AutoScalingGroupName", h.group),
+                ("LifecycleTransition", h.transition), ("HeartbeatTimeout", h.heartbeat_timeout),
+                ("GlobalTimeout", h.global_timeout), ("DefaultResult", h.default_result)]) + "</member>"
+            for h in group.hooks.values() if not wanted or h.name in wanted) + "</LifecycleHooks>"
+
+    def _lookup(self, params: dict):
+        group = self.required(params, "AutoScalingGroupName")
+        hook = self.required(params, "LifecycleHookName")
+        return self.model.find_action(group, hook, params.get("InstanceId"), params.get("LifecycleActionToken"))
+
+    def complete(self, params: dict) -> str:
+        result = self.required(params, "LifecycleActionResult")
+        if result not in RESULTS:
+            raise ApiError("ValidationError", "LifecycleActionResult must be either CONTINUE or ABANDON")
+        inst, action = self._lookup(params)
+        self.model.complete(inst, action, result)
+        return ""
+
+    def heartbeat(self, params: dict) -> str:
+        _, action = self._lookup(params)
+        self.model.heartbeat(action)
+        return ""
+
+    def terminate(self, params: dict) -> str:
+        iid = self.required(params, "InstanceId")
+        self.required(params, "ShouldDecrementDesiredCapacity")
+        inst = self.model.instances.get(iid)
+        try:
+            delay = self.model.groups[inst.group].wait_state_delay if inst else 0
+            inst = self.model.terminate(iid, delay, "api-terminate")
+        except ControlError as e:
+            raise ApiError("ValidationError", e.message) from None
+        now = time.time()
+        return "<Activity>" + xml_fields([
+            ("ActivityId", uuid.uuid4()), ("AutoScalingGroupName", inst.group),
+            ("Description", f"Terminating EC2 instance: {iid}"),
+            ("Cause", f"At {iso(now)[:19]}Z instance {iid} was taken out of service in response to a user request."),
+            ("StartTime", iso(now)), ("StatusCode", "InProgress"), ("Progress", 0)]) + "</Activity>"
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+class Handler(BaseHTTPRequestHandler):
+    """Shared HTTP/1.1 plumbing: always Content-Length, so keep-alive works for hyper."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+    def read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while (size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)) > 0:
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def send(self, status: int, body: bytes | str = b"", ctype: str = "text/plain", headers: dict | None = None):
+        body = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class ImdsHandler(Handler):
+    """IMDSv2 for one instance (server.instance_id); counts every request per path."""
+
+    def _instance(self, path: str) -> Instance | None:
+        inst = self.server.model.instances.get(self.server.instance_id)
+        if inst is None or inst.imds_port != self.server.server_address[1]:
+            # Listener of an instance wiped by reset (a stale keep-alive client): refuse.
+            self.close_connection = True
+            return None
+        inst.imds_requests[path] += 1
+        return inst
+
+    def do_PUT(self):
+        self.read_body()
+        path = urlsplit(self.path).path
+        with self.server.model.lock:
+            inst = self._instance(path)
+            if inst is None or path != "/latest/api/token":
+                return self.send(404)
+            if "X-Forwarded-For" in self.headers:
+                return self.send(403)  # real IMDS refuses tokens for proxied requests
+            ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+            if not ttl.isdigit() or not 1 <= int(ttl) <= MAX_IMDS_TTL:
+                return self.send(400)
+            token = secrets.token_urlsafe(40)
+            inst.imds_tokens[token] = Model.now() + int(ttl)
+        # aws-config rejects a token reply that does not echo the TTL header.
+        self.send(200, token, headers={"X-aws-ec2-metadata-token-ttl-seconds": ttl})
+
+    def do_GET(self):
+        path = urlsplit(self.path).path
+        with self.server.model.lock:
+            inst = self._instance(path)
+            if inst is None:
+                return self.send(404)
+            if path == "/latest/api/token":
+                return self.send(405)
+            token = self.headers.get("X-aws-ec2-metadata-token")
+            if not token or inst.imds_tokens.get(token, 0) <= Model.now():
+                return self.send(401)  # IMDSv2 required; clients must refresh on 401
+            value = self.lookup(inst, path)
+        if value is None:
+            return self.send(404)
+        self.send(200, value)
+
+    @staticmethod
+    def lookup(inst: Instance, path: str) -> str | None:
+        md = "/latest/meta-data/"
+        notices = {md + "spot/instance-action": inst.imds["spot_instance_action"],
+                   md + "events/recommendations/rebalance": inst.imds["rebalance"]}
+        if path in notices:
+            value = notices[path]
+            return None if value is None else value if isinstance(value, str) else json.dumps(value)
+        static = {
+            md + "instance-id": inst.id,
+            md + "instance-type": INSTANCE_TYPE,
+            md + "instance-life-cycle": "spot" if inst.spot else "on-demand",
+            md + "local-ipv4": inst.private_ip,
+            md + "placement/region": REGION,
+            md + "placement/availability-zone": AZ,
+            md + "autoscaling/target-lifecycle-state": inst.target,
+            md + "events/maintenance/scheduled": json.dumps(inst.imds["maintenance"]),
+            "/latest/dynamic/instance-identity/document": json.dumps({
+                "accountId": ACCOUNT_ID, "architecture": "x86_64", "availabilityZone": AZ,
+                "billingProducts": None, "devpayProductCodes": None, "marketplaceProductCodes": None,
+                "imageId": "ami-0abcdef1234567890", "instanceId": inst.id, "instanceType": INSTANCE_TYPE,
+                "kernelId": None, "pendingTime": iso(inst.launched_at)[:19] + "Z",
+                "privateIp": inst.private_ip, "ramdiskId": None, "region": REGION, "version": "2017-09-30",
+            }, indent=2),
+        }
+        return static.get(path)
+
+
+class ImdsServer:
+    """One listener per instance, so several agents can share one emulator."""
+
+    def __init__(self, model: Model):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), ImdsHandler)
+        self.httpd.model = model
+        self.httpd.instance_id = None
+        self.port = self.httpd.server_address[1]
+
+    def start(self, instance_id: str):
+        self.httpd.instance_id = instance_id
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                         name=f"imds-{instance_id}", daemon=True).start()
+
+    def close(self):
+        if self.httpd.instance_id is not None:
+            self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class ControlApi:
+    """JSON control API under /_emulator/ used by tests and the demo to drive the model."""
+
+    def __init__(self, emulator: "Emulator"):
+        self.emu, self.model = emulator, emulator.model
+
+    def route(self, method: str, path: str, query: dict, body: dict) -> tuple[int, dict]:
+        parts = path.strip("/").split("/")[1:]  # drop "_emulator"
+        m = self.model
+        if (method, parts) == ("POST", ["reset"]):
+            self.emu.reset()  # takes the lock itself; closes listeners outside it
+            return 200, {}
+        with m.lock:
+            match method, parts:
+                case "POST", ["groups"]:
+                    m.create_group(body)
+                    return 200, {}
+                case "POST", ["instances"]:
+                    inst = self.emu.create_instance(body)
+                    return 200, m.view(inst)
+                case "GET", ["instances"]:
+                    return 200, {"instances": [m.view(i) for i in m.instances.values()]}
+                case "GET", ["instances", iid]:
+                    return 200, m.view(m.instance(iid))
+                case "POST", ["instances", iid, "terminate"]:
+                    delay = body.get("wait_state_delay", 0)
+                    if not isinstance(delay, (int, float)) or delay < 0:
+                        raise ControlError(400, "wait_state_delay must be a number >= 0")
+                    return 200, m.view(m.terminate(iid, delay, "terminate"))
+                case "POST", ["instances", iid, "leave-warm-pool"]:
+                    return 200, m.view(m.leave_warm_pool(iid))
+                case "POST", ["instances", iid, "imds"]:
+                    return 200, m.view(m.set_imds(iid, body))
+                case "POST", ["faults"]:
+                    m.set_faults(body)
+                    return 200, {"throttles": dict(m.throttles)}
+                case "GET", ["events"]:
+                    since, kind = query.get("since", "0"), query.get("kind")
+                    if not since.isdigit():
+                        raise ControlError(400, "since must be a non-negative integer")
+                    since = int(since)
+                    events = [e for e in m.events[since:] if kind is None or e["kind"] == kind]
+                    return 200, {"events": events, "next": len(m.events)}
+        raise ControlError(404, f"no control endpoint {method} {path}")
+
+
+class MainHandler(Handler):
+    """Port shared by the Query API (any path except /_emulator/...) and the control API."""
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str):
+        raw = self.read_body()
+        url = urlsplit(self.path)
+        emu: Emulator = self.server.emulator
+        if url.path.startswith("/_emulator/"):
+            try:
+                body = json.loads(raw or b"{}")
+                if not isinstance(body, dict):
+                    raise ControlError(400, "body must be a JSON object")
+                status, reply = emu.control.route(method, url.path, dict(parse_qsl(url.query)), body)
+            except json.JSONDecodeError as e:
+                status, reply = 400, {"error": f"bad JSON: {e}"}
+            except ControlError as e:
+                status, reply = e.status, {"error": e.message}
+            except Exception as e:  # report bugs to the test instead of dropping the connection
+                log.exception("control request failed")
+                status, reply = 500, {"error": f"internal error: {e!r}"}
+            return self.send(status, json.dumps(reply), "application/json")
+        # Query protocol: POST form body (SDKs) or GET query string; SigV4 headers ignored.
+        source = raw.decode("utf-8", "replace") if method == "POST" else url.query
+        status, body, request_id = emu.query.handle(dict(parse_qsl(source, keep_blank_values=True)))
+        self.send(status, body, "text/xml", {"x-amzn-RequestId": request_id})
+
+
+class Emulator:
+    def __init__(self, port: int):
+        self.model = Model()
+        self.query = QueryApi(self.model)
+        self.control = ControlApi(self)
+        self.imds_servers: dict[str, ImdsServer] = {}
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), MainHandler)  # loopback only
+        self.httpd.emulator = self
+        self.port = self.httpd.server_address[1]
+        self.stopping = threading.Event()
+
+    def create_instance(self, spec: dict) -> Instance:
+        server = ImdsServer(self.model)
+        try:
+            inst = self.model.create_instance(spec, server.port)
+        except Exception:
+            server.close()
+            raise
+        server.start(inst.id)
+        self.imds_servers[inst.id] = server
+        return inst
+
+    def reset(self):
+        with self.model.lock:
+            servers, self.imds_servers = list(self.imds_servers.values()), {}
+            self.model.reset()
+        for server in servers:
+            server.close()
+
+    def _ticker(self):
+        while not self.stopping.wait(TICK_SECONDS):
+            try:
+                self.model.tick()
+            except Exception:  # never let one bad tick stop timeouts for good
+                log.exception("tick failed")
+
+    def serve(self):
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                         name="main-http", daemon=True).start()
+        threading.Thread(target=self._ticker, name="ticker", daemon=True).start()
+
+    def stop(self):
+        self.stopping.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.reset()
+
+
+def write_port_file(path: str, port: int):
+    """Atomic: readers never see a partial file (write a temp file, then rename)."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = pick a free one)")
+    ap.add_argument("--port-file", help="write the chosen port here once listening")
+    ap.add_argument("--log", help="append a debug log (requests, events) to this file")
+    args = ap.parse_args(argv)
+    if args.log:
+        logging.basicConfig(filename=args.log, level=logging.DEBUG,
+                            format="%(asctime)s %(threadName)s %(levelname)s %(message)s")
+    emulator = Emulator(args.port)
+    emulator.serve()
+    if args.port_file:
+        write_port_file(args.port_file, emulator.port)
+    print(f"aws-emulator listening on 127.0.0.1:{emulator.port}", flush=True)
+
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(0.2):  # a timed wait keeps the main thread responsive to signals
+        pass
+    emulator.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

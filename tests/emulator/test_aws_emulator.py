@@ -1,0 +1,502 @@
+"""Tests for aws_emulator.py, driven through boto3 (a real AWS SDK parses the XML) and urllib.
+
+Run from the repository root:
+    .venv/bin/python -m unittest discover -s tests/emulator -v
+
+Every wait is bounded in both iterations and time, and every emulator process is
+stopped by its own PID in a cleanup hook.
+"""
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+EMULATOR = Path(__file__).resolve().parent / "aws_emulator.py"
+LAUNCH = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATE = "autoscaling:EC2_INSTANCE_TERMINATING"
+IID = "i-0123456789abcdef0"
+
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"  # never let botocore reach a real IMDS
+
+
+def wait_until(predicate, timeout=5.0, interval=0.05):
+    """Poll predicate() until truthy; bounded by time *and* iteration count."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class EmulatorProcess:
+    """The emulator as a subprocess on a free port (read from --port-file)."""
+
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory(prefix="aws-emulator-test-")
+        self.port_file = os.path.join(self.dir.name, "port")
+        self.log_file = os.path.join(self.dir.name, "emulator.log")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(EMULATOR), "--port", "0", "--port-file", self.port_file, "--log", self.log_file],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self.port = wait_until(self._read_port, timeout=10)
+        except Exception:
+            self.stop()
+            raise
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _read_port(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"emulator exited early: {self.proc.stderr.read()}")
+        try:
+            with open(self.port_file) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.endswith("\n") else None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            stream.close()
+        self.dir.cleanup()
+
+
+class EmulatorTestCase(unittest.TestCase):
+    """One emulator process per test class; state is reset before every test."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.emu = EmulatorProcess()
+        cls.addClassCleanup(cls.emu.stop)
+        cls.asg = boto3.client(
+            "autoscaling", region_name="us-east-1", endpoint_url=cls.emu.url,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+            # One attempt: throttling must surface, not be retried away.
+            config=Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=2, read_timeout=5))
+
+    def setUp(self):
+        self.control("POST", "/_emulator/reset")
+
+    # ---- helpers
+
+    def control(self, method, path, body=None, expect=200):
+        data = None if body is None and method == "GET" else json.dumps(body or {}).encode()
+        req = urllib.request.Request(self.emu.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                status, payload = resp.status, json.load(resp)
+        except urllib.error.HTTPError as e:
+            status, payload = e.code, json.load(e)
+        self.assertEqual(status, expect, payload)
+        return payload
+
+    def group(self, name="tfe-asg", hooks=(), **extra):
+        self.control("POST", "/_emulator/groups", {"name": name, "hooks": list(hooks), **extra})
+
+    def launch(self, group="tfe-asg", **extra):
+        return self.control("POST", "/_emulator/instances", {"group": group, **extra})
+
+    def instance(self, iid):
+        return self.control("GET", f"/_emulator/instances/{iid}")
+
+    def events(self, kind=None):
+        return self.control("GET", "/_emulator/events" + (f"?kind={kind}" if kind else ""))["events"]
+
+    def state(self, iid):
+        """Lifecycle state as the AWS API reports it (None once terminated)."""
+        rows = self.asg.describe_auto_scaling_instances(InstanceIds=[iid])["AutoScalingInstances"]
+        return rows[0]["LifecycleState"] if rows else None
+
+    def complete(self, iid, hook, result="CONTINUE", group="tfe-asg"):
+        return self.asg.complete_lifecycle_action(
+            AutoScalingGroupName=group, LifecycleHookName=hook, LifecycleActionResult=result, InstanceId=iid)
+
+    def heartbeat(self, iid, hook, group="tfe-asg"):
+        return self.asg.record_lifecycle_action_heartbeat(
+            AutoScalingGroupName=group, LifecycleHookName=hook, InstanceId=iid)
+
+    def assertApiError(self, code, call, *args, message=None, **kwargs):
+        with self.assertRaises(ClientError) as ctx:
+            call(*args, **kwargs)
+        self.assertEqual(ctx.exception.response["Error"]["Code"], code)
+        if message is not None:
+            self.assertEqual(ctx.exception.response["Error"]["Message"], message)
+        return ctx.exception
+
+    def imds(self, port, path, token=None, method="GET", headers=None):
+        """Raw IMDS request; returns (status, body, headers)."""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            hdrs = dict(headers or {})
+            if token:
+                hdrs["X-aws-ec2-metadata-token"] = token
+            conn.request(method, path, headers=hdrs)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode(), resp.headers
+        finally:
+            conn.close()
+
+    def token(self, port, ttl="60"):
+        status, body, headers = self.imds(port, "/latest/api/token", method="PUT",
+                                          headers={"X-aws-ec2-metadata-token-ttl-seconds": ttl})
+        self.assertEqual(status, 200)
+        return body
+
+
+def hook(name, transition, timeout=30, default="ABANDON", **extra):
+    return {"name": name, "transition": transition, "heartbeat_timeout": timeout, "default_result": default, **extra}
+
+
+class AutoScalingApiTests(EmulatorTestCase):
+
+    def test_describe_instances_hooks_and_groups(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH, 30), hook("tfe-drain", TERMINATE, 3600, "CONTINUE")])
+        self.launch(id=IID)
+        rows = self.asg.describe_auto_scaling_instances(InstanceIds=[IID, "i-00000000000000000"])
+        self.assertEqual(rows["AutoScalingInstances"], [{
+            "InstanceId": IID, "InstanceType": "m5.xlarge", "AutoScalingGroupName": "tfe-asg",
+            "AvailabilityZone": "us-east-1a", "LifecycleState": "Pending:Wait", "HealthStatus": "HEALTHY",
+            "ProtectedFromScaleIn": False}])
+        self.assertEqual(len(self.asg.describe_auto_scaling_instances()["AutoScalingInstances"]), 1)
+
+        hooks = self.asg.describe_lifecycle_hooks(AutoScalingGroupName="tfe-asg")["LifecycleHooks"]
+        self.assertEqual(hooks, [
+            {"LifecycleHookName": "tfe-launch", "AutoScalingGroupName": "tfe-asg", "LifecycleTransition": LAUNCH,
+             "HeartbeatTimeout": 30, "GlobalTimeout": 3000, "DefaultResult": "ABANDON"},
+            {"LifecycleHookName": "tfe-drain", "AutoScalingGroupName": "tfe-asg", "LifecycleTransition": TERMINATE,
+             "HeartbeatTimeout": 3600, "GlobalTimeout": 172800, "DefaultResult": "CONTINUE"}])
+        only = self.asg.describe_lifecycle_hooks(AutoScalingGroupName="tfe-asg", LifecycleHookNames=["tfe-drain"])
+        self.assertEqual([h["LifecycleHookName"] for h in only["LifecycleHooks"]], ["tfe-drain"])
+        self.assertApiError("ValidationError", self.asg.describe_lifecycle_hooks, AutoScalingGroupName="nope",
+                            message="Group nope not found")
+
+        groups = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["tfe-asg"])["AutoScalingGroups"]
+        self.assertEqual(len(groups), 1)
+        self.assertEqual(groups[0]["DesiredCapacity"], 1)
+        self.assertEqual(groups[0]["Instances"][0]["LifecycleState"], "Pending:Wait")
+        self.assertEqual(groups[0]["AvailabilityZones"], ["us-east-1a"])
+        self.assertEqual(self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["x"])["AutoScalingGroups"], [])
+
+    def test_heartbeat_then_complete_continue(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH)])
+        self.launch(id=IID)
+        self.heartbeat(IID, "tfe-launch")
+        self.complete(IID, "tfe-launch", "CONTINUE")
+        self.assertEqual(self.state(IID), "InService")
+        self.assertApiError("ValidationError", self.complete, IID, "tfe-launch",
+                            message=f"No active Lifecycle Action found with instance ID {IID}")
+        self.assertApiError("ValidationError", self.heartbeat, IID, "tfe-launch")
+        [ev] = self.events("lifecycle")
+        self.assertEqual({k: ev[k] for k in ("instance", "group", "hook", "transition", "result", "cause",
+                                             "from_state", "to_state")},
+                         {"instance": IID, "group": "tfe-asg", "hook": "tfe-launch", "transition": LAUNCH,
+                          "result": "CONTINUE", "cause": "complete", "from_state": "Pending:Wait",
+                          "to_state": "InService"})
+        api = [e for e in self.events("api") if e["action"] == "CompleteLifecycleAction"]
+        self.assertEqual([(e["status"], e["error_code"]) for e in api], [(200, None), (400, "ValidationError")])
+        self.assertEqual(api[0]["params"]["InstanceId"], IID)
+
+    def test_validation_by_token_hook_and_result(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH), hook("tfe-drain", TERMINATE)])
+        token = self.launch(id=IID)["actions"][0]["token"]
+        # The terminate hook has no action while the instance is launching.
+        self.assertApiError("ValidationError", self.complete, IID, "tfe-drain")
+        self.assertApiError("ValidationError", self.complete, IID, "tfe-launch", group="other")
+        self.assertApiError("ValidationError", self.complete, IID, "tfe-launch", "MAYBE")
+        bogus = "00000000-0000-0000-0000-000000000000"
+        self.assertApiError("ValidationError", self.asg.complete_lifecycle_action, AutoScalingGroupName="tfe-asg",
+                            LifecycleHookName="tfe-launch", LifecycleActionResult="CONTINUE",
+                            LifecycleActionToken=bogus, message=f"No active Lifecycle Action found with token {bogus}")
+        self.asg.record_lifecycle_action_heartbeat(AutoScalingGroupName="tfe-asg", LifecycleHookName="tfe-launch",
+                                                   LifecycleActionToken=token)
+        self.asg.complete_lifecycle_action(AutoScalingGroupName="tfe-asg", LifecycleHookName="tfe-launch",
+                                           LifecycleActionResult="ABANDON", LifecycleActionToken=token)
+        self.assertIsNone(self.state(IID))  # abandoned launch: terminated, gone from the API
+        self.assertEqual(self.instance(IID)["lifecycle_state"], "Terminated")
+
+    def test_heartbeat_timeout_applies_default_result(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH, timeout=1, default="CONTINUE")])
+        start = time.monotonic()
+        self.launch(id=IID)
+        wait_until(lambda: self.instance(IID)["lifecycle_state"] == "InService", timeout=5)
+        self.assertGreaterEqual(time.monotonic() - start, 0.9)
+        [ev] = self.events("lifecycle")
+        self.assertEqual((ev["cause"], ev["result"], ev["to_state"]), ("heartbeat-timeout", "CONTINUE", "InService"))
+        self.assertApiError("ValidationError", self.complete, IID, "tfe-launch")
+
+    def test_heartbeats_keep_the_action_alive(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH, timeout=2)])
+        self.launch(id=IID)
+        for _ in range(6):  # 3 s of heartbeats, well past the 2 s timeout
+            time.sleep(0.5)
+            self.heartbeat(IID, "tfe-launch")
+        self.assertEqual(self.state(IID), "Pending:Wait")
+        self.assertEqual(self.events("lifecycle"), [])
+        self.complete(IID, "tfe-launch")
+        self.assertEqual(self.state(IID), "InService")
+
+    def test_global_timeout_is_not_extended_by_heartbeats(self):
+        # global_timeout is a test-only override (AWS: min(172800, 100 * HeartbeatTimeout)).
+        self.group(hooks=[hook("tfe-launch", LAUNCH, timeout=1, global_timeout=2)])
+        self.launch(id=IID)
+        for _ in range(20):  # heartbeat every 0.3 s until the global deadline ends the wait
+            if self.instance(IID)["lifecycle_state"] != "Pending:Wait":
+                break
+            try:
+                self.heartbeat(IID, "tfe-launch")
+            except ClientError:
+                break
+            time.sleep(0.3)
+        wait_until(lambda: self.events("lifecycle"), timeout=3)
+        [ev] = self.events("lifecycle")
+        self.assertEqual((ev["cause"], ev["result"], ev["to_state"]), ("global-timeout", "ABANDON", "Terminated"))
+        self.assertGreaterEqual(ev["t"], 1.9)
+
+    def test_throttling(self):
+        self.group()
+        self.control("POST", "/_emulator/faults", {"throttle": {"action": "DescribeAutoScalingInstances", "count": 2}})
+        for _ in range(2):
+            self.assertApiError("Throttling", self.asg.describe_auto_scaling_instances, message="Rate exceeded")
+        self.asg.describe_auto_scaling_instances()
+        self.asg.describe_lifecycle_hooks(AutoScalingGroupName="tfe-asg")  # other actions unaffected
+        codes = [(e["action"], e["status"], e["error_code"]) for e in self.events("api")]
+        self.assertEqual(codes, [("DescribeAutoScalingInstances", 400, "Throttling")] * 2
+                         + [("DescribeAutoScalingInstances", 200, None), ("DescribeLifecycleHooks", 200, None)])
+
+    def test_terminate_with_wait_state_delay(self):
+        self.group(hooks=[hook("tfe-drain", TERMINATE)])
+        port = self.launch(id=IID)["imds_port"]
+        token = self.token(port)
+        target = "/latest/meta-data/autoscaling/target-lifecycle-state"
+        self.assertEqual(self.imds(port, target, token)[1], "InService")
+        start = time.monotonic()
+        self.control("POST", f"/_emulator/instances/{IID}/terminate", {"wait_state_delay": 1})
+        self.assertEqual(self.imds(port, target, token)[:2], (200, "Terminated"))
+        self.assertEqual(self.state(IID), "InService")
+        self.assertApiError("ValidationError", self.complete, IID, "tfe-drain")
+        wait_until(lambda: self.state(IID) == "Terminating:Wait", timeout=5)
+        self.assertGreaterEqual(time.monotonic() - start, 0.9)
+        self.complete(IID, "tfe-drain", "CONTINUE")
+        self.assertIsNone(self.state(IID))
+        states = [(e["from_state"], e["to_state"], e["cause"]) for e in self.events("state")]
+        self.assertEqual(states, [("Pending", "InService", "launch"),
+                                  ("InService", "Terminating:Wait", "wait-state-delay")])
+
+    def test_terminate_via_api_and_keepalive(self):
+        self.group(hooks=[hook("tfe-drain", TERMINATE)])
+        self.launch(id=IID)
+        activity = self.asg.terminate_instance_in_auto_scaling_group(
+            InstanceId=IID, ShouldDecrementDesiredCapacity=True)["Activity"]
+        self.assertEqual((activity["StatusCode"], activity["AutoScalingGroupName"]), ("InProgress", "tfe-asg"))
+        self.assertEqual(self.state(IID), "Terminating:Wait")
+        self.assertApiError("ValidationError", self.asg.terminate_instance_in_auto_scaling_group,
+                            InstanceId="i-nope", ShouldDecrementDesiredCapacity=True)
+        # Several requests on one HTTP/1.1 connection, as the Rust SDK does.
+        conn = http.client.HTTPConnection("127.0.0.1", self.emu.port, timeout=5)
+        try:
+            for body in ("Action=DescribeAutoScalingInstances&Version=2011-01-01",
+                         "Action=NoSuchThing&Version=2011-01-01",
+                         "Action=CompleteLifecycleAction&Version=2011-01-01&AutoScalingGroupName=tfe-asg"
+                         f"&LifecycleHookName=tfe-drain&LifecycleActionResult=ABANDON&InstanceId={IID}"):
+                conn.request("POST", "/", body, {"Content-Type": "application/x-www-form-urlencoded"})
+                resp = conn.getresponse()
+                text = resp.read().decode()
+                if "NoSuchThing" in body:
+                    self.assertEqual(resp.status, 400)
+                    self.assertIn("<Code>InvalidAction</Code>", text)
+                else:
+                    self.assertEqual(resp.status, 200, text)
+        finally:
+            conn.close()
+        self.assertIsNone(self.state(IID))  # ABANDON without retention still terminates
+
+    def test_retention_on_abandon(self):
+        self.group(hooks=[hook("tfe-drain", TERMINATE, timeout=1)], retain_on_terminate_abandon=True)
+        a, b = self.launch(id="i-0000000000000000a")["id"], self.launch(id="i-0000000000000000b")["id"]
+        for iid in (a, b):
+            self.control("POST", f"/_emulator/instances/{iid}/terminate")
+        self.complete(a, "tfe-drain", "ABANDON")
+        self.assertEqual(self.state(a), "Terminating:Retained")
+        # b: the heartbeat timeout applies DefaultResult ABANDON, which also retains.
+        wait_until(lambda: self.state(b) == "Terminating:Retained", timeout=5)
+        causes = {e["instance"]: (e["cause"], e["to_state"]) for e in self.events("lifecycle")}
+        self.assertEqual(causes, {a: ("complete", "Terminating:Retained"),
+                                  b: ("heartbeat-timeout", "Terminating:Retained")})
+        self.asg.terminate_instance_in_auto_scaling_group(InstanceId=a, ShouldDecrementDesiredCapacity=False)
+        self.assertIsNone(self.state(a))
+
+    def test_warm_pool(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH)])
+        created = self.launch(id=IID, warm=True)
+        self.assertEqual((created["lifecycle_state"], created["target_lifecycle_state"]),
+                         ("Warmed:Pending:Wait", "Warmed:Stopped"))
+        self.complete(IID, "tfe-launch")
+        self.assertEqual(self.state(IID), "Warmed:Stopped")
+        self.assertEqual(self.asg.describe_auto_scaling_groups()["AutoScalingGroups"][0]["Instances"], [])
+        left = self.control("POST", f"/_emulator/instances/{IID}/leave-warm-pool")
+        self.assertEqual((left["lifecycle_state"], left["target_lifecycle_state"]), ("Pending:Wait", "InService"))
+        self.assertNotEqual(left["actions"][0]["token"], created["actions"][0]["token"])
+        self.complete(IID, "tfe-launch")
+        self.assertEqual(self.state(IID), "InService")
+        self.control("POST", f"/_emulator/instances/{IID}/leave-warm-pool", expect=409)
+        path = [(e["from_state"], e["to_state"]) for e in self.events("lifecycle")]
+        self.assertEqual(path, [("Warmed:Pending:Wait", "Warmed:Stopped"), ("Pending:Wait", "InService")])
+
+    def test_control_errors(self):
+        self.group()
+        self.control("POST", "/_emulator/groups", {"name": "tfe-asg"}, expect=409)
+        self.control("POST", "/_emulator/groups", {"name": "g2", "hooks": [hook("h", "autoscaling:NOPE")]},
+                     expect=400)
+        self.control("POST", "/_emulator/groups", {"name": "g2", "hooks": [hook("h", LAUNCH, timeout=0)]},
+                     expect=400)
+        self.control("POST", "/_emulator/instances", {"group": "missing"}, expect=404)
+        self.control("GET", "/_emulator/instances/i-missing", expect=404)
+        self.control("POST", "/_emulator/nope", expect=404)
+        iid = self.launch()["id"]
+        self.assertRegex(iid, r"^i-[0-9a-f]{17}$")
+        self.control("POST", "/_emulator/instances", {"group": "tfe-asg", "id": iid}, expect=409)
+
+
+class ImdsTests(EmulatorTestCase):
+
+    def test_token_flow_and_static_paths(self):
+        self.group()
+        port = self.launch(id=IID, private_ip="10.0.1.5")["imds_port"]
+        md = "/latest/meta-data/"
+        self.assertEqual(self.imds(port, md + "instance-id")[0], 401)
+        self.assertEqual(self.imds(port, md + "instance-id", token="made-up")[0], 401)
+        self.assertEqual(self.imds(port, "/latest/api/token", method="PUT")[0], 400)
+        for bad in ("0", "21601", "abc"):
+            self.assertEqual(self.imds(port, "/latest/api/token", method="PUT",
+                                       headers={"X-aws-ec2-metadata-token-ttl-seconds": bad})[0], 400)
+        self.assertEqual(self.imds(port, "/latest/api/token", method="PUT",
+                                   headers={"X-aws-ec2-metadata-token-ttl-seconds": "60",
+                                            "X-Forwarded-For": "1.2.3.4"})[0], 403)
+        self.assertEqual(self.imds(port, "/latest/api/token")[0], 405)
+        status, token, headers = self.imds(port, "/latest/api/token", method="PUT",
+                                           headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
+        self.assertEqual((status, headers["X-aws-ec2-metadata-token-ttl-seconds"]), (200, "21600"))
+        expected = {"instance-id": IID, "placement/region": "us-east-1", "placement/availability-zone": "us-east-1a",
+                    "local-ipv4": "10.0.1.5", "instance-type": "m5.xlarge",
+                    "autoscaling/target-lifecycle-state": "InService", "events/maintenance/scheduled": "[]"}
+        for path, value in expected.items():
+            self.assertEqual(self.imds(port, md + path, token)[:2], (200, value), path)
+        status, doc, _ = self.imds(port, "/latest/dynamic/instance-identity/document", token)
+        doc = json.loads(doc)
+        self.assertEqual((doc["instanceId"], doc["region"], doc["availabilityZone"], doc["privateIp"],
+                          doc["accountId"], doc["instanceType"]),
+                         (IID, "us-east-1", "us-east-1a", "10.0.1.5", "123456789012", "m5.xlarge"))
+        for path in ("spot/instance-action", "events/recommendations/rebalance", "nope", ""):
+            self.assertEqual(self.imds(port, md + path, token)[0], 404, path)
+
+    def test_target_lifecycle_state_values(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH), hook("tfe-drain", TERMINATE)])
+        target = "/latest/meta-data/autoscaling/target-lifecycle-state"
+        # AWS semantics: the target is set when the transition *begins*.
+        port = self.launch(id=IID)["imds_port"]
+        token = self.token(port)
+        self.assertEqual(self.imds(port, target, token)[:2], (200, "InService"))
+        # defer_target_state: 404 while Pending:Wait, the value appears once InService.
+        deferred = self.launch(id="i-0000000000000000d", defer_target_state=True)
+        dport = deferred["imds_port"]
+        dtoken = self.token(dport)
+        self.assertEqual(self.imds(dport, target, dtoken)[0], 404)
+        self.complete(deferred["id"], "tfe-launch")
+        self.assertEqual(self.imds(dport, target, dtoken)[:2], (200, "InService"))
+        self.control("POST", f"/_emulator/instances/{deferred['id']}/terminate")
+        self.assertEqual(self.imds(dport, target, dtoken)[:2], (200, "Terminated"))
+        self.assertEqual(self.state(deferred["id"]), "Terminating:Wait")
+        warm = self.launch(warm=True)
+        wtoken = self.token(warm["imds_port"])
+        self.assertEqual(self.imds(warm["imds_port"], target, wtoken)[:2], (200, "Warmed:Stopped"))
+        self.assertEqual(self.instance(deferred["id"])["target_lifecycle_state"], "Terminated")
+
+    def test_notices(self):
+        self.group()
+        port = self.launch(id=IID)["imds_port"]
+        token = self.token(port)
+        spot = {"action": "terminate", "time": "2026-11-21T12:00:00Z"}
+        maint = [{"NotBefore": "21 Jan 2026 09:00:43 GMT", "Code": "system-reboot", "Description": "reboot",
+                  "EventId": "instance-event-0d59937288b749b32", "NotAfter": "21 Jan 2026 09:17:23 GMT",
+                  "State": "active"}]
+        self.control("POST", f"/_emulator/instances/{IID}/imds",
+                     {"spot_instance_action": spot, "rebalance": {"noticeTime": "2026-11-21T11:58:00Z"},
+                      "maintenance": maint})
+        md = "/latest/meta-data/"
+        self.assertEqual(json.loads(self.imds(port, md + "spot/instance-action", token)[1]), spot)
+        self.assertEqual(json.loads(self.imds(port, md + "events/recommendations/rebalance", token)[1]),
+                         {"noticeTime": "2026-11-21T11:58:00Z"})
+        self.assertEqual(json.loads(self.imds(port, md + "events/maintenance/scheduled", token)[1]), maint)
+        self.control("POST", f"/_emulator/instances/{IID}/imds", {"spot_instance_action": None})  # merge
+        self.assertEqual(self.imds(port, md + "spot/instance-action", token)[0], 404)
+        self.assertEqual(self.imds(port, md + "events/recommendations/rebalance", token)[0], 200)
+
+    def test_token_expiry_fault_and_ttl(self):
+        self.group()
+        port = self.launch(id=IID)["imds_port"]
+        path = "/latest/meta-data/instance-id"
+        token = self.token(port)
+        self.assertEqual(self.imds(port, path, token)[0], 200)
+        self.control("POST", "/_emulator/faults", {"expire_imds_tokens": True})
+        self.assertEqual(self.imds(port, path, token)[0], 401)
+        self.assertEqual(self.imds(port, path, self.token(port))[0], 200)
+        short = self.token(port, ttl="1")
+        wait_until(lambda: self.imds(port, path, short)[0] == 401, timeout=3, interval=0.2)
+
+    def test_request_counters_and_separate_listeners(self):
+        self.group()
+        a, b = self.launch(id="i-0000000000000000a"), self.launch(id="i-0000000000000000b")
+        self.assertNotEqual(a["imds_port"], b["imds_port"])
+        token = self.token(a["imds_port"])
+        for _ in range(3):
+            self.imds(a["imds_port"], "/latest/meta-data/instance-id", token)
+        self.imds(a["imds_port"], "/latest/meta-data/placement/region", token)
+        tb = self.token(b["imds_port"])
+        self.assertEqual(self.imds(b["imds_port"], "/latest/meta-data/instance-id", tb)[1], "i-0000000000000000b")
+        self.assertEqual(self.instance(a["id"])["imds_requests"],
+                         {"/latest/api/token": 1, "/latest/meta-data/instance-id": 3,
+                          "/latest/meta-data/placement/region": 1})
+        self.control("POST", "/_emulator/reset")
+        with self.assertRaises(OSError):  # listeners are closed by reset
+            self.imds(a["imds_port"], "/latest/meta-data/instance-id", token)
+
+
+class ProcessTests(unittest.TestCase):
+
+    def test_port_file_stdout_and_sigterm(self):
+        emu = EmulatorProcess()
+        self.addCleanup(emu.stop)
+        with open(emu.port_file) as f:
+            self.assertRegex(f.read(), r"^\d+\n$")
+        self.assertEqual(emu.proc.stdout.readline().strip(), f"aws-emulator listening on 127.0.0.1:{emu.port}")
+        emu.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(emu.proc.wait(timeout=5), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything the tests and the demo need on a fresh machine; safe to run again.
+#  - a Python virtualenv (default ./.venv, override with TFE_TEST_VENV) holding moto's server (pinned)
+#  - Debian packages the tests call, via apt-get, only when missing
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="${TFE_TEST_VENV:-$root/.venv}"
+moto_pin="moto[server,secretsmanager,autoscaling,ec2]==5.2.5"
+
+apt_missing=()
+need() { command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2"); }
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
+need curl curl
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${apt_missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+
+stamp="$venv/.tfe-node-agent-setup"
+if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$moto_pin" ]; then
+  echo "setup: creating virtualenv $venv with $moto_pin"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$moto_pin" boto3
+  echo "$moto_pin" > "$stamp"
+fi
+echo "setup: ready (venv $venv)"
