@@ -94,6 +94,10 @@ impl TfeTools for CliTfe {
             program: "/bin/bash".into(),
             args,
             cwd: plan.script.parent().map(PathBuf::from),
+            label: plan
+                .script
+                .file_name()
+                .map_or_else(|| "install.sh".into(), |n| n.to_string_lossy().into_owned()),
         };
         let status = process::run_logged(&spec, plan.timeout).await?;
         if !status.success() {

@@ -48,12 +48,16 @@ pub struct Spec {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub cwd: Option<PathBuf>,
+    /// Names the command in log lines ("install.sh: …" rather than "bash: …").
+    pub label: String,
 }
 
 impl Spec {
     pub fn new(program: impl Into<PathBuf>, args: &[&str]) -> Self {
+        let program = program.into();
         Self {
-            program: program.into(),
+            label: file_name(&program),
+            program,
             args: args.iter().map(|a| a.to_string()).collect(),
             cwd: None,
         }
@@ -68,10 +72,7 @@ impl Spec {
     }
 
     fn name(&self) -> String {
-        Path::new(&self.program)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.label.clone()
     }
 
     fn spawn(&self) -> Result<(Child, GroupGuard), ProcessError> {
@@ -95,6 +96,12 @@ impl Spec {
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
         Ok((child, GroupGuard { pgid }))
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Kills the whole process group if dropped while armed: a cancelled (dropped) run leaves nothing.

@@ -1021,7 +1021,7 @@ def install_main(argv, sd, knobs):
     for a in argv:
         if a == "":
             break
-        name, _eq, value = a.partition("=")
+        name, _sep, value = a.partition("=")
         canon = name.replace("_", "-")
         if canon not in INSTALL_FLAGS:
             raise ToolExit(1, 'Error: unknown parameter "%s"' % name)

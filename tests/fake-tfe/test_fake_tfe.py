@@ -441,6 +441,13 @@ class TestConfigStrictness(Base):
         self.install()
         self.assertTrue(self.daemon()["config_ok"], self.daemon()["errors"])
 
+    def test_settings_file_0600_owned_by_replicated_user(self):
+        import pwd
+        self.write_settings(SETTINGS, mode=0o600)
+        self.write_knobs(replicated_user=pwd.getpwuid(os.geteuid()).pw_name)  # "the files belong to replicated"
+        self.install()
+        self.assertTrue(self.daemon()["config_ok"], self.daemon()["errors"])
+
     def test_invalid_json_and_wrong_types(self):
         self.write_conf('{"ImportSettingsFrom": "%s",}' % self.settings_path)
         self.install()

@@ -1,0 +1,308 @@
+//! The boot path, end to end: the real binary against moto (Secrets Manager), the Auto Scaling +
+//! IMDSv2 emulator and the fake TFE tools. Every run also checks that no secret value appeared in
+//! the agent's output or in a TFE tool's argv.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+const BOOT: Duration = Duration::from_secs(90);
+
+#[test]
+fn happy_path_writes_files_installs_once_and_releases_the_launch_hook() {
+    let node = Node::new();
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(0);
+
+    assert_eq!(
+        node.emulator.resolutions(),
+        [("tfe-launch".into(), "CONTINUE".into(), "complete".into())]
+    );
+    assert_eq!(node.instance()["lifecycle_state"], "InService");
+    assert!(node.emulator.api_calls("RecordLifecycleActionHeartbeat") >= 1);
+
+    let installs = node.install_runs();
+    assert_eq!(installs.len(), 1);
+    assert_eq!(
+        installs[0]["argv"],
+        json!([
+            "disable-replicated-ui",
+            "private-address=10.0.1.5",
+            "public-address=10.0.1.5",
+            "no-proxy",
+            "fast-timeouts"
+        ])
+    );
+    node.assert_no_secrets_in_calls();
+
+    // The fake daemon imported the settings: the files were valid, complete and readable by its user.
+    let daemon: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(node.fake_state().join("daemon.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(daemon["config_ok"], true, "{daemon}");
+    assert_eq!(daemon["release_sequence"], 504);
+
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    for name in ["replicated.conf", "ptfe-settings.json", "ptfe-license.rli"] {
+        let path = node.path("etc").join(name);
+        // install.sh ran `chmod a+r` on replicated.conf; the agent took it back.
+        assert_eq!(mode_of(&path), 0o600, "{name}");
+        assert_eq!(owner_of(&path), nobody, "{name}");
+    }
+    let settings: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(node.path("etc/ptfe-settings.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(settings["enc_password"]["value"], SHARED_SECRET_VALUES[0]);
+    assert_eq!(settings["enable_active_active"]["value"], "1");
+    assert_eq!(
+        std::fs::read(node.path("etc/ptfe-license.rli")).unwrap(),
+        SHARED_SECRET_VALUES[11].as_bytes()
+    );
+    assert!(
+        run.stderr
+            .contains("launch hook tfe-launch released with CONTINUE"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_restart_after_install_does_not_install_again() {
+    let node = Node::new();
+    node.run(&["boot"], BOOT).assert_code(0);
+    let second = node.run(&["boot"], BOOT);
+    second.assert_code(0);
+    assert!(
+        second.stderr.contains("not running it again"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(node.install_runs().len(), 1);
+    assert_eq!(
+        node.emulator.resolutions().len(),
+        1,
+        "the hook is released once"
+    );
+}
+
+#[test]
+fn killed_after_install_then_restarted_finishes_without_a_second_install() {
+    let node = Node::new();
+    // The app never comes up during the first run: the agent is killed while it waits.
+    node.set_behaviour(json!({"app_started_after_s": 3600}));
+    let mut child = node.agent(&["boot"]).spawn().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    wait_for_line(&mut err, "waiting for TFE", BOOT);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(node.install_runs().len(), 1);
+    assert!(
+        node.emulator.resolutions().is_empty(),
+        "nothing released yet"
+    );
+
+    // The daemon keeps its own clock; let the app start now, and restart the agent.
+    node.set_behaviour(json!({"app_started_after_s": 0.1}));
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(0);
+    assert_eq!(
+        node.install_runs().len(),
+        1,
+        "no second install after a restart"
+    );
+    assert_eq!(
+        node.emulator.resolutions(),
+        [("tfe-launch".into(), "CONTINUE".into(), "complete".into())]
+    );
+}
+
+#[test]
+fn install_failure_abandons_the_launch_hook() {
+    let node = Node::new();
+    node.set_behaviour(json!({"install_exit_code": 3}));
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(5);
+    assert_eq!(
+        node.emulator.resolutions(),
+        [("tfe-launch".into(), "ABANDON".into(), "complete".into())]
+    );
+    assert!(run.stderr.contains("install.sh failed"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("releasing launch hook tfe-launch with ABANDON"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_hanging_install_is_killed_with_its_process_group_at_the_timeout() {
+    let node = Node::new();
+    node.set_behaviour(json!({"install_hang": true}));
+    node.write_config("timeout = \"20m\" => timeout = \"2s\"");
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(5);
+    assert!(
+        run.stderr.contains("did not finish within 2s"),
+        "{}",
+        run.stderr
+    );
+    let pid: i32 = std::fs::read_to_string(node.fake_state().join("install-child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"),
+        "install's child survived: {stat}"
+    );
+    assert_eq!(
+        node.emulator.resolutions(),
+        [("tfe-launch".into(), "ABANDON".into(), "complete".into())]
+    );
+}
+
+#[test]
+fn a_pinned_digest_that_differs_refuses_the_script() {
+    let node = Node::new();
+    node.write_config("# sha256 = \"…\"                   # optional pin: the script is refused if its digest differs => sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"");
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(5);
+    assert!(run.stderr.contains("refusing to run it"), "{}", run.stderr);
+    assert!(node.install_runs().is_empty());
+    assert_eq!(node.emulator.resolutions()[0].1, "ABANDON");
+}
+
+#[test]
+fn readiness_timeout_abandons_the_launch_hook() {
+    let node = Node::new();
+    node.set_behaviour(json!({"health_failing_checks": ["Terraform Enterprise Health Check"]}));
+    node.write_config("timeout = \"30m\" => timeout = \"3s\"");
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(6);
+    assert!(
+        run.stderr.contains("TFE was not ready after"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Terraform Enterprise Health Check"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        node.emulator.resolutions(),
+        [("tfe-launch".into(), "ABANDON".into(), "complete".into())]
+    );
+}
+
+#[test]
+fn on_failure_continue_is_honoured() {
+    let node = Node::new();
+    node.set_behaviour(json!({"install_exit_code": 1}));
+    node.write_config("on_failure = \"abandon\" => on_failure = \"continue\"");
+    node.run(&["boot"], BOOT).assert_code(5);
+    assert_eq!(node.emulator.resolutions()[0].1, "CONTINUE");
+}
+
+#[test]
+fn a_boot_longer_than_the_heartbeat_timeout_survives_on_heartbeats() {
+    let node = Node::with(
+        Hooks {
+            launch_timeout: 2,
+            terminate_timeout: 60,
+        },
+        shared_secret(),
+    );
+    // About 7 s of boot against a 2 s HeartbeatTimeout.
+    node.set_behaviour(json!({"install_duration_s": 3.0, "app_started_after_s": 4.0}));
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(0);
+    assert_eq!(
+        node.emulator.resolutions(),
+        [("tfe-launch".into(), "CONTINUE".into(), "complete".into())]
+    );
+    assert!(node.emulator.api_calls("RecordLifecycleActionHeartbeat") >= 5);
+}
+
+#[test]
+fn without_heartbeats_the_same_boot_loses_the_hook_to_its_default_result() {
+    // The control for the test above: an agent that does not hold the hook (no launch_hook
+    // configured) lets the emulator's 2 s HeartbeatTimeout expire and apply DefaultResult.
+    let node = Node::with(
+        Hooks {
+            launch_timeout: 2,
+            terminate_timeout: 60,
+        },
+        shared_secret(),
+    );
+    node.set_behaviour(json!({"install_duration_s": 3.0, "app_started_after_s": 4.0}));
+    node.write_config("launch_hook = \"tfe-launch\" => # launch_hook unset");
+    node.run(&["boot"], BOOT).assert_code(0);
+    assert_eq!(
+        node.emulator.resolutions(),
+        [(
+            "tfe-launch".into(),
+            "ABANDON".into(),
+            "heartbeat-timeout".into()
+        )]
+    );
+}
+
+#[test]
+fn invalid_secrets_write_nothing_name_the_key_and_abandon() {
+    let mut shared = shared_secret();
+    shared["internal_api_token"] = json!("zz-not-hex-SECRET");
+    shared.as_object_mut().unwrap().remove("enc_password");
+    let node = Node::with(Hooks::default(), shared);
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(3);
+    assert!(!run.stderr.contains("zz-not-hex-SECRET"));
+    assert!(
+        run.stderr.contains(
+            "setting \"internal_api_token\" (from secret \"tfe/shared\"): must be a hex value"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("setting \"enc_password\""),
+        "{}",
+        run.stderr
+    );
+    assert!(!node.path("etc").exists(), "nothing may be written");
+    assert!(node.install_runs().is_empty());
+    assert_eq!(node.emulator.resolutions()[0].1, "ABANDON");
+}
+
+#[test]
+fn a_missing_secret_is_an_aws_error_naming_the_id() {
+    let node = Node::new();
+    node.write_config("license = \"tfe/license\" => license = \"tfe/no-such-license\"");
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(4);
+    assert!(run.stderr.contains("tfe/no-such-license"), "{}", run.stderr);
+    assert_eq!(node.emulator.resolutions()[0].1, "ABANDON");
+}
+
+#[test]
+fn a_hook_the_group_does_not_have_is_reported_and_boot_proceeds() {
+    let node = Node::new();
+    node.write_config("launch_hook = \"tfe-launch\" => launch_hook = \"no-such-hook\"");
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("has no launch hook named no-such-hook"),
+        "{}",
+        run.stderr
+    );
+}

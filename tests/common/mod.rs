@@ -1,0 +1,492 @@
+//! Harness for binary-level tests: real peers on loopback (moto's server for Secrets Manager, the
+//! project's Auto Scaling + IMDSv2 emulator, the fake TFE tools) and the real agent binary.
+//! Every process started here is killed when its handle drops; every wait is bounded.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv() -> PathBuf {
+    let v = std::env::var_os("TFE_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"));
+    assert!(
+        v.join("bin/moto_server").exists(),
+        "{}/bin/moto_server missing: run tests/setup.sh first (the README's test command does)",
+        v.display()
+    );
+    v
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} not ready within {timeout:?}");
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// moto's server, Secrets Manager only.
+pub struct Moto {
+    pub url: String,
+    _proc: Proc,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new(venv().join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for("moto", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Moto {
+            url,
+            _proc: Proc(child),
+        }
+    }
+
+    /// CreateSecret over Secrets Manager's JSON protocol (SecretString or base64 SecretBinary).
+    pub fn put_secret(&self, name: &str, value: SecretValue) {
+        let mut body = json!({ "Name": name });
+        match value {
+            SecretValue::String(s) => body["SecretString"] = json!(s),
+            SecretValue::Binary(b64) => body["SecretBinary"] = json!(b64),
+        }
+        ureq::post(&self.url)
+            .set("Content-Type", "application/x-amz-json-1.1")
+            .set("X-Amz-Target", "secretsmanager.CreateSecret")
+            .set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=x")
+            .send_string(&body.to_string())
+            .unwrap_or_else(|e| panic!("CreateSecret {name}: {e}"));
+    }
+}
+
+pub enum SecretValue {
+    String(String),
+    Binary(String),
+}
+
+/// The Auto Scaling + IMDSv2 emulator (tests/emulator).
+pub struct Emulator {
+    pub url: String,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Emulator {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let child = Command::new("python3")
+            .arg(repo().join("tests/emulator/aws_emulator.py"))
+            .args(["--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the emulator");
+        wait_for("emulator", Duration::from_secs(20), || port_file.exists());
+        let port = std::fs::read_to_string(&port_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        Emulator {
+            url: format!("http://127.0.0.1:{port}"),
+            _proc: Proc(child),
+            _dir: dir,
+        }
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Value {
+        ureq::post(&format!("{}{path}", self.url))
+            .send_json(body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+            .into_json()
+            .unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        ureq::get(&format!("{}{path}", self.url))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap()
+    }
+
+    pub fn events(&self, kind: &str) -> Vec<Value> {
+        self.get(&format!("/_emulator/events?kind={kind}"))["events"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// Hook resolutions, as (hook, result, cause).
+    pub fn resolutions(&self) -> Vec<(String, String, String)> {
+        self.events("lifecycle")
+            .iter()
+            .map(|e| {
+                (
+                    e["hook"].as_str().unwrap().to_string(),
+                    e["result"].as_str().unwrap().to_string(),
+                    e["cause"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn api_calls(&self, action: &str) -> usize {
+        self.events("api")
+            .iter()
+            .filter(|e| e["action"] == action)
+            .count()
+    }
+}
+
+/// One TFE node's world: secrets in moto, an ASG instance with hooks in the emulator, the fake
+/// TFE tools' state dir, and the agent's config and output paths in a temp dir.
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub moto: Moto,
+    pub emulator: Emulator,
+    pub instance_id: String,
+    pub imds_port: u64,
+    pub config: PathBuf,
+}
+
+pub const SHARED_SECRET_VALUES: &[&str] = &[
+    "enc-SECRET-767fee4e6046de48",
+    "pg-SECRET-password",
+    "redis-SECRET-pass",
+    "28f5d86814893a45faafbff52ad1efc0",
+    "e41028914bbe63f1bb6f3c6a59be7cd5",
+    "87c07f934a979d9e071dc30bdc570dd4",
+    "8975b57fb001517fe009b310da90afcd",
+    "5ae19acaf6d4fdc75caa8fd9256c5576",
+    "80fc62a320240b02e28da24c3554e1c4",
+    "978a42cd38a567d7fb1456c8991cb541",
+    "99934b8d65bf743a324a42de4491fb95",
+    "LICENSE-SECRET-BYTES",
+];
+
+pub fn shared_secret() -> Value {
+    let v = SHARED_SECRET_VALUES;
+    json!({
+        "enc_password": v[0], "pg_password": v[1], "redis_pass": v[2],
+        "install_id": v[3], "root_secret": v[4], "user_token": v[5], "archivist_token": v[6],
+        "cookie_hash": v[7], "internal_api_token": v[8],
+        "registry_session_encryption_key": v[9], "registry_session_secret_key": v[10],
+    })
+}
+
+/// Hook settings for a node.
+pub struct Hooks {
+    pub launch_timeout: u64,
+    pub terminate_timeout: u64,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            launch_timeout: 60,
+            terminate_timeout: 60,
+        }
+    }
+}
+
+impl Node {
+    /// A launched instance (Pending:Wait on `tfe-launch`), valid secrets, fast fake TFE.
+    pub fn new() -> Self {
+        Self::with(Hooks::default(), shared_secret())
+    }
+
+    pub fn with(hooks: Hooks, shared: Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let moto = Moto::start();
+        moto.put_secret("tfe/shared", SecretValue::String(shared.to_string()));
+        use base64::Engine;
+        let license = base64::engine::general_purpose::STANDARD.encode(SHARED_SECRET_VALUES[11]);
+        moto.put_secret("tfe/license", SecretValue::Binary(license));
+        let emulator = Emulator::start();
+        emulator.post(
+            "/_emulator/groups",
+            json!({"name": "tfe-asg", "hooks": [
+                {"name": "tfe-launch", "transition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                 "heartbeat_timeout": hooks.launch_timeout, "default_result": "ABANDON"},
+                {"name": "tfe-terminate", "transition": "autoscaling:EC2_INSTANCE_TERMINATING",
+                 "heartbeat_timeout": hooks.terminate_timeout, "default_result": "CONTINUE"}]}),
+        );
+        let inst = emulator.post(
+            "/_emulator/instances",
+            json!({"group": "tfe-asg", "private_ip": "10.0.1.5"}),
+        );
+        let fake = dir.path().join("fake-tfe");
+        std::fs::create_dir_all(&fake).unwrap();
+        let node = Node {
+            config: dir.path().join("agent.toml"),
+            instance_id: inst["id"].as_str().unwrap().to_string(),
+            imds_port: inst["imds_port"].as_u64().unwrap(),
+            dir,
+            moto,
+            emulator,
+        };
+        node.set_behaviour(json!({}));
+        node.write_config("");
+        node
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn fake_state(&self) -> PathBuf {
+        self.path("fake-tfe")
+    }
+
+    /// Fake TFE knobs; `replicated_conf` and the daemon user are always set to this node's.
+    pub fn set_behaviour(&self, mut knobs: Value) {
+        knobs["replicated_conf"] = json!(self.path("etc/replicated.conf"));
+        knobs["replicated_user"] = json!("nobody");
+        if knobs.get("install_duration_s").is_none() {
+            knobs["install_duration_s"] = json!(0.2);
+        }
+        if knobs.get("app_started_after_s").is_none() {
+            knobs["app_started_after_s"] = json!(0.8);
+        }
+        if knobs.get("system_ready_after_s").is_none() {
+            knobs["system_ready_after_s"] = json!(0.3);
+        }
+        std::fs::write(self.fake_state().join("behaviour.json"), knobs.to_string()).unwrap();
+    }
+
+    /// The agent config: the documented example with this node's paths; `extra` is appended
+    /// TOML (`[section]` keys are replaced by putting them in `extra` under a fresh table).
+    pub fn write_config(&self, replacements: &str) {
+        let fake_tools = repo().join("tests/fake-tfe");
+        let mut text =
+            std::fs::read_to_string(repo().join("packaging/agent.toml.example")).unwrap();
+        let etc = self.path("etc");
+        text = text
+            .replace("/opt/tfe/install.sh", &fake_tools.join("install.sh").to_string_lossy())
+            .replace("/usr/local/bin/replicatedctl", &fake_tools.join("replicatedctl").to_string_lossy())
+            .replace("/usr/local/bin/replicated\"", &format!("{}\"", fake_tools.join("replicated").to_string_lossy()))
+            .replace("/etc/replicated.conf", &etc.join("replicated.conf").to_string_lossy())
+            .replace("/etc/ptfe-settings.json", &etc.join("ptfe-settings.json").to_string_lossy())
+            .replace("/etc/ptfe-license.rli", &etc.join("ptfe-license.rli").to_string_lossy())
+            .replace("/var/lib/tfe-node-agent", &self.path("state").to_string_lossy())
+            .replace("poll_interval = \"5s\"", "poll_interval = \"200ms\"")
+            .replace(
+                "state_dir =",
+                &format!("file_owner = \"nobody\"\ntls_cert = \"{0}/cert.pem\"\ntls_key = \"{0}/key.pem\"\nstate_dir =", etc.display()),
+            );
+        for line in replacements.lines().filter(|l| !l.trim().is_empty()) {
+            // "old => new" edits the example line by line.
+            let (old, new) = line
+                .split_once(" => ")
+                .expect("replacement is `old => new`");
+            assert!(text.contains(old), "config has no {old:?}");
+            text = text.replace(old, new);
+        }
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn agent(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tfe-node-agent"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TFE_NODE_AGENT_CONFIG", &self.config)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_CONFIG_FILE", self.path("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.path("no-aws-credentials"),
+            )
+            .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &self.moto.url)
+            .env("AWS_ENDPOINT_URL_AUTO_SCALING", &self.emulator.url)
+            .env(
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+                format!("http://127.0.0.1:{}", self.imds_port),
+            )
+            .env("FAKE_TFE_STATE", self.fake_state())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs the agent to completion (bounded), asserting it printed no secret value.
+    pub fn run(&self, args: &[&str], timeout: Duration) -> Run {
+        let child = self.agent(args).spawn().expect("spawn agent");
+        let run = Run::wait(child, timeout);
+        run.assert_no_secrets();
+        run
+    }
+
+    /// The fake tools' call log.
+    pub fn calls(&self) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.fake_state().join("calls.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn install_runs(&self) -> Vec<Value> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c["tool"] == "install.sh" && c["event"] == "start")
+            .collect()
+    }
+
+    pub fn instance(&self) -> Value {
+        self.emulator
+            .get(&format!("/_emulator/instances/{}", self.instance_id))
+    }
+
+    /// No secret value in the fake tools' argv either.
+    pub fn assert_no_secrets_in_calls(&self) {
+        let text =
+            std::fs::read_to_string(self.fake_state().join("calls.jsonl")).unwrap_or_default();
+        for s in SHARED_SECRET_VALUES {
+            assert!(
+                !text.contains(s),
+                "a secret value reached a TFE tool's argv"
+            );
+        }
+    }
+}
+
+/// A finished agent run.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn wait(mut child: Child, timeout: Duration) -> Run {
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let out_t = std::thread::spawn(move || read_all(out));
+        let err_t = std::thread::spawn(move || read_all(err));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let run = Run {
+            code: status.and_then(|s| s.code()),
+            stdout: out_t.join().unwrap(),
+            stderr: err_t.join().unwrap(),
+        };
+        assert!(
+            status.is_some(),
+            "agent did not exit within {timeout:?}; stderr:\n{}",
+            run.stderr
+        );
+        run
+    }
+
+    pub fn assert_no_secrets(&self) {
+        for s in SHARED_SECRET_VALUES {
+            assert!(
+                !self.stdout.contains(s) && !self.stderr.contains(s),
+                "a secret value appeared in the agent's output"
+            );
+        }
+    }
+
+    pub fn assert_code(&self, code: i32) {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code; stderr:\n{}\nstdout:\n{}",
+            self.stderr,
+            self.stdout
+        );
+    }
+}
+
+fn read_all(mut r: impl Read) -> String {
+    let mut s = String::new();
+    let _ = r.read_to_string(&mut s);
+    s
+}
+
+/// Reads lines from a running agent's stderr until one contains `needle` (bounded).
+pub fn wait_for_line(
+    reader: &mut BufReader<std::process::ChildStderr>,
+    needle: &str,
+    timeout: Duration,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut seen = String::new();
+    let mut line = String::new();
+    while Instant::now() < deadline {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+    panic!("no line with {needle:?} within {timeout:?}; saw:\n{seen}");
+}
+
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .mode()
+        & 0o7777
+}
+
+pub fn owner_of(path: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().uid()
+}
