@@ -18,7 +18,7 @@ fn happy_path_writes_files_installs_once_and_releases_the_launch_hook() {
 
     assert_eq!(
         node.emulator.resolutions(),
-        [("tfe-launch".into(), "CONTINUE".into(), "complete".into())]
+        launch_resolved("CONTINUE", "complete")
     );
     assert_eq!(node.instance()["lifecycle_state"], "InService");
     assert!(node.emulator.api_calls("RecordLifecycleActionHeartbeat") >= 1);
@@ -120,7 +120,7 @@ fn killed_after_install_then_restarted_finishes_without_a_second_install() {
     );
     assert_eq!(
         node.emulator.resolutions(),
-        [("tfe-launch".into(), "CONTINUE".into(), "complete".into())]
+        launch_resolved("CONTINUE", "complete")
     );
 }
 
@@ -132,7 +132,7 @@ fn install_failure_abandons_the_launch_hook() {
     run.assert_code(5);
     assert_eq!(
         node.emulator.resolutions(),
-        [("tfe-launch".into(), "ABANDON".into(), "complete".into())]
+        launch_resolved("ABANDON", "complete")
     );
     assert!(run.stderr.contains("install.sh failed"), "{}", run.stderr);
     assert!(
@@ -167,7 +167,7 @@ fn a_hanging_install_is_killed_with_its_process_group_at_the_timeout() {
     );
     assert_eq!(
         node.emulator.resolutions(),
-        [("tfe-launch".into(), "ABANDON".into(), "complete".into())]
+        launch_resolved("ABANDON", "complete")
     );
 }
 
@@ -201,7 +201,7 @@ fn readiness_timeout_abandons_the_launch_hook() {
     );
     assert_eq!(
         node.emulator.resolutions(),
-        [("tfe-launch".into(), "ABANDON".into(), "complete".into())]
+        launch_resolved("ABANDON", "complete")
     );
 }
 
@@ -229,7 +229,7 @@ fn a_boot_longer_than_the_heartbeat_timeout_survives_on_heartbeats() {
     run.assert_code(0);
     assert_eq!(
         node.emulator.resolutions(),
-        [("tfe-launch".into(), "CONTINUE".into(), "complete".into())]
+        launch_resolved("CONTINUE", "complete")
     );
     assert!(node.emulator.api_calls("RecordLifecycleActionHeartbeat") >= 5);
 }
@@ -250,11 +250,7 @@ fn without_heartbeats_the_same_boot_loses_the_hook_to_its_default_result() {
     node.run(&["boot"], BOOT).assert_code(0);
     assert_eq!(
         node.emulator.resolutions(),
-        [(
-            "tfe-launch".into(),
-            "ABANDON".into(),
-            "heartbeat-timeout".into()
-        )]
+        launch_resolved("ABANDON", "heartbeat-timeout")
     );
 }
 
@@ -304,5 +300,40 @@ fn a_hook_the_group_does_not_have_is_reported_and_boot_proceeds() {
         run.stderr.contains("has no launch hook named no-such-hook"),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+fn run_boots_then_stays_until_sigterm() {
+    let node = Node::new();
+    let mut child = node.agent(&["run"]).spawn().unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let seen = wait_for_line(&mut err, "is in service", BOOT);
+    assert!(seen.contains("released with CONTINUE"), "{seen}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "run must stay up after boot"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("CONTINUE", "complete")
     );
 }

@@ -242,6 +242,12 @@ async fn capture(stream: Option<impl AsyncRead + Unpin>) -> String {
 mod tests {
     use super::*;
 
+    /// Exited (no /proc entry) or a zombie nobody reaped yet.
+    fn is_gone(pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z")
+    }
+
     fn sh(script: &str) -> Spec {
         Spec::new("/bin/sh", &["-c", script])
     }
@@ -288,8 +294,7 @@ mod tests {
         // The grandchild got the group's signal; give the kernel a moment to reap it.
         let gone = (0..50).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z")
+            is_gone(pid)
         });
         assert!(gone, "grandchild {pid} survived the timeout");
     }
@@ -309,8 +314,7 @@ mod tests {
             .unwrap();
         let gone = (0..50).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z")
+            is_gone(pid)
         });
         assert!(gone, "child {pid} survived cancellation");
     }

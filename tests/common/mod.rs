@@ -478,6 +478,11 @@ pub fn wait_for_line(
     panic!("no line with {needle:?} within {timeout:?}; saw:\n{seen}");
 }
 
+/// What `Emulator::resolutions` shows after exactly one resolution of the launch hook.
+pub fn launch_resolved(result: &str, cause: &str) -> Vec<(String, String, String)> {
+    vec![("tfe-launch".into(), result.into(), cause.into())]
+}
+
 pub fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path)
