@@ -71,10 +71,6 @@ impl Spec {
             .join(" ")
     }
 
-    fn name(&self) -> String {
-        self.label.clone()
-    }
-
     fn spawn(&self) -> Result<(Child, GroupGuard), ProcessError> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args)
@@ -126,7 +122,7 @@ impl Drop for GroupGuard {
 /// Runs to completion, logging every output line as `<name>: <line>`.
 pub async fn run_logged(spec: &Spec, timeout: Duration) -> Result<ExitStatus, ProcessError> {
     let (mut child, mut guard) = spec.spawn()?;
-    let name = spec.name();
+    let name = spec.label.clone();
     let out = tokio::spawn(log_lines(child.stdout.take(), name.clone(), false));
     let err = tokio::spawn(log_lines(child.stderr.take(), name, true));
     let status = wait_or_kill(spec, &mut child, &mut guard, timeout).await?;
@@ -168,14 +164,14 @@ async fn wait_or_kill(
             if let Some(pgid) = guard.pgid {
                 log::warn!(
                     "{} timed out; sending SIGTERM to its process group",
-                    spec.name()
+                    spec.label
                 );
                 let _ = killpg(pgid, Signal::SIGTERM);
                 if tokio::time::timeout(KILL_GRACE, child.wait())
                     .await
                     .is_err()
                 {
-                    log::warn!("{} ignored SIGTERM; killing its process group", spec.name());
+                    log::warn!("{} ignored SIGTERM; killing its process group", spec.label);
                 }
             }
             // Whatever of the group is left (stragglers that ignored SIGTERM) goes now.

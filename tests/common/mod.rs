@@ -254,8 +254,6 @@ impl Node {
             "/_emulator/instances",
             json!({"group": "tfe-asg", "private_ip": "10.0.1.5"}),
         );
-        let fake = dir.path().join("fake-tfe");
-        std::fs::create_dir_all(&fake).unwrap();
         let node = Node {
             config: dir.path().join("agent.toml"),
             instance_id: inst["id"].as_str().unwrap().to_string(),
@@ -264,6 +262,7 @@ impl Node {
             moto,
             emulator,
         };
+        std::fs::create_dir_all(node.fake_state()).unwrap();
         node.set_behaviour(json!({}));
         node.write_config("");
         node
@@ -358,11 +357,15 @@ impl Node {
         run
     }
 
+    /// The fake tools' call log, as written.
+    fn calls_text(&self) -> String {
+        std::fs::read_to_string(self.fake_state().join("calls.jsonl")).unwrap_or_default()
+    }
+
     /// The fake tools' call log.
     pub fn calls(&self) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.fake_state().join("calls.jsonl")).unwrap_or_default();
-        text.lines()
+        self.calls_text()
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
     }
@@ -381,8 +384,7 @@ impl Node {
 
     /// No secret value in the fake tools' argv either.
     pub fn assert_no_secrets_in_calls(&self) {
-        let text =
-            std::fs::read_to_string(self.fake_state().join("calls.jsonl")).unwrap_or_default();
+        let text = self.calls_text();
         for s in SHARED_SECRET_VALUES {
             assert!(
                 !text.contains(s),
