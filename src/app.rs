@@ -6,11 +6,13 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, AgentConfig};
 use crate::configure;
 use crate::exit::Exit;
-use crate::notify;
-use crate::ports::{Identity, InstanceMetadata, TokioClock, World};
+use crate::host;
+use crate::ports::{InstanceMetadata, TokioClock, World};
 use crate::render::{self, Redaction};
+use crate::service;
 use crate::shutdown;
 use crate::state::StateStore;
+use crate::tfe::drain::DrainFiles;
 use crate::tfe::CliTfe;
 
 type RealWorld = World<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock>;
@@ -23,7 +25,7 @@ pub async fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Validate => validate(&cfg).await,
         Command::Render { dry_run } => render_files(&cfg, dry_run).await,
-        Command::Boot => boot_once(&cfg).await.0,
+        Command::Boot => boot_once(&cfg).await,
         Command::Run => run_service(&cfg).await,
     }
 }
@@ -54,6 +56,7 @@ async fn world(cfg: &AgentConfig, imds: Imds, region: &str) -> RealWorld {
             replicatedctl: cfg.tools.replicatedctl.clone(),
             replicated: cfg.tools.replicated.clone(),
             install_sha256: cfg.install.sha256.clone(),
+            drain: DrainFiles::new(&cfg.paths.state_dir),
         },
         clock: TokioClock,
     }
@@ -105,11 +108,11 @@ async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
     }
 }
 
-async fn boot_once(cfg: &AgentConfig) -> (Exit, Option<Identity>) {
+async fn boot_once(cfg: &AgentConfig) -> Exit {
     let imds = Imds::new();
     let identity = match imds.identity().await {
         Ok(id) => id,
-        Err(e) => return (fail(Exit::Aws, &e), None),
+        Err(e) => return fail(Exit::Aws, &e),
     };
     let region = cfg
         .aws
@@ -119,9 +122,9 @@ async fn boot_once(cfg: &AgentConfig) -> (Exit, Option<Identity>) {
     let w = world(cfg, imds, &region).await;
     let store = StateStore::new(&cfg.paths.state_dir);
     match boot::boot(&w, cfg, &identity, &store).await {
-        Ok(_) => (Exit::Ok, Some(identity)),
+        Ok(_) => Exit::Ok,
         // boot() already logged the whole chain before releasing the hook.
-        Err(e) => (Exit::of_boot(&e), Some(identity)),
+        Err(e) => Exit::of_boot(&e),
     }
 }
 
@@ -130,19 +133,27 @@ async fn run_service(cfg: &AgentConfig) -> Exit {
         Ok(rx) => rx,
         Err(e) => return fail(Exit::Internal, &e),
     };
-    let (code, _) = tokio::select! {
-        r = boot_once(cfg) => r,
+    let imds = Imds::new();
+    let identity = tokio::select! {
+        id = imds.identity() => match id {
+            Ok(id) => id,
+            Err(e) => return fail(Exit::Aws, &e),
+        },
         signal = shutdown::wait(&mut signals) => {
-            log::warn!("signal {signal} during boot; stopping (the install's process group is killed)");
+            log::info!("signal {signal} before the instance identity was known: stopping");
             return Exit::Ok;
         }
     };
-    if code != Exit::Ok {
-        return code;
-    }
-    notify::ready("in service");
-    let signal = shutdown::wait(&mut signals).await;
-    notify::stopping("stopping");
-    log::info!("signal {signal}: stopping");
-    Exit::Ok
+    let region = cfg
+        .aws
+        .region
+        .clone()
+        .unwrap_or_else(|| identity.region.clone());
+    let w = world(cfg, imds, &region).await;
+    let store = StateStore::new(&cfg.paths.state_dir);
+    let systemctl = cfg.tools.systemctl.clone();
+    service::run(&w, cfg, &identity, &store, &mut signals, || {
+        host::system_is_stopping(&systemctl)
+    })
+    .await
 }

@@ -209,6 +209,14 @@ where
         );
     }
 
+    if state.restart_app {
+        // A drain this instance survived (a reboot) left the app stopped: node-drain has no
+        // reverse but starting the app again.
+        log::info!("starting the app again after the earlier drain");
+        if let Err(e) = world.tfe.app_start().await {
+            log::warn!("replicatedctl app start failed: {e}; waiting for readiness anyway");
+        }
+    }
     notify::status("waiting for TFE to become ready");
     readiness::wait_until_ready(
         &world.tfe,

@@ -1,9 +1,12 @@
 //! tfe-node-agent: makes a Terraform Enterprise (Replicated era) Active/Active node on an EC2 Auto
 //! Scaling group run itself — secrets from Secrets Manager, config files, install.sh, readiness,
-//! and the launch lifecycle hook.
+//! and the lifecycle hooks — and drains it before it goes.
 //!
 //! Where each part of a node's life lives:
 //! - `boot`: the boot path, start to finish (generic over the `ports`).
+//! - `watch`: noticing the end (IMDS target state, spot, rebalance, maintenance).
+//! - `terminate`: the termination path: node-drain once, the terminate hook released once.
+//! - `service`: `run`, the whole life: boot, watch, terminate, signals.
 //! - `lifecycle`: the pure state machine; `state` persists it.
 //! - `configure` (`secrets` → `validate` → `render` → `fsutil`): the node's files.
 //! - `hook`: lifecycle hook discovery, heartbeats, release.
@@ -19,6 +22,7 @@ pub mod configure;
 pub mod exit;
 pub mod fsutil;
 pub mod hook;
+pub mod host;
 pub mod lifecycle;
 pub mod logging;
 pub mod notify;
@@ -27,10 +31,13 @@ pub mod readiness;
 pub mod render;
 pub mod secret;
 pub mod secrets;
+pub mod service;
 pub mod shutdown;
 pub mod state;
+pub mod terminate;
 pub mod tfe;
 pub mod validate;
+pub mod watch;
 
 #[cfg(test)]
 mod test_support;

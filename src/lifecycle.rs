@@ -1,9 +1,12 @@
 //! The node's life as a pure state machine: what has happened to this instance, what may happen
-//! next, and what a (re)started agent still has to do. No I/O here; `state` persists it and
-//! `boot` drives it.
+//! next, and what a (re)started agent still has to do. No I/O here; `state` persists it, `boot`
+//! and `terminate` drive it. The termination half lives in `lifecycle/termination.rs`.
 
-use crate::ports::HookResult;
+use crate::ports::{DrainProcess, HookResult};
 use serde::{Deserialize, Serialize};
+
+mod termination;
+pub use termination::*;
 
 /// Where the node is. Shown in `STATUS=` and the state file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +22,10 @@ pub enum Phase {
     InService,
     /// Boot failed; the launch hook (if any) got the failure result.
     BootFailed,
+    /// The node is to go: draining, and holding the terminate hook.
+    Draining,
+    /// Drained, and the terminate hook (if any) released: waiting for the instance to stop.
+    Drained,
 }
 
 /// Something that happened, fed to [`NodeState::apply`].
@@ -33,6 +40,22 @@ pub enum Event {
     /// The launch hook was released, or there was no hook to release (`None`).
     LaunchReleased(Option<HookResult>),
     BootFailed,
+    /// A termination notice (IMDS, spot, a system shutdown, …). Repeats are harmless.
+    TerminationNoticed(Notice),
+    /// node-drain was started as this process. Refused once a drain was started: at most one.
+    DrainStarted(DrainProcess),
+    DrainFinished(DrainOutcome),
+    /// `replicatedctl app stop` reported the app stopped.
+    AppStopped,
+    /// DescribeAutoScalingInstances showed the terminate wait state (unix seconds); the hook's
+    /// global budget counts from here.
+    WaitStateSeen {
+        at: u64,
+    },
+    /// The terminate hook was released, found resolved, or found not to apply. Once.
+    TerminateHookDone(HookOutcome),
+    /// The machine came back from a drain that did not end the instance (a reboot): serve again.
+    Resumed,
 }
 
 /// The persisted record of one instance.
@@ -44,6 +67,12 @@ pub struct NodeState {
     pub installed_release: Option<u64>,
     /// The result sent for the launch hook ("CONTINUE"/"ABANDON"), or "none" when there was no hook.
     pub launch_hook: Option<String>,
+    /// Set from the first termination notice on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination: Option<Termination>,
+    /// A drain that the instance survived stopped the app: start it again on the next boot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_app: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +97,8 @@ impl NodeState {
             phase: Phase::Booting,
             installed_release: None,
             launch_hook: None,
+            termination: None,
+            restart_app: false,
         }
     }
 
@@ -86,7 +117,23 @@ impl NodeState {
             event: event.clone(),
             why,
         };
+        if event.is_termination() {
+            return self.apply_termination(event);
+        }
+        if self.termination.is_some() {
+            // A termination during boot still abandons the launch hook it interrupted.
+            if event == Event::LaunchReleased(Some(HookResult::Abandon))
+                && self.launch_hook.is_none()
+            {
+                self.launch_hook = Some(HookResult::Abandon.as_str().to_string());
+                return Ok(());
+            }
+            return Err(illegal(
+                "the node is terminating; boot events no longer apply",
+            ));
+        }
         let next = match (&event, self.phase) {
+            (_, Draining | Drained) => return Err(illegal("the node is terminating")),
             // A restart resumes: an in-service node stays in service while it re-checks itself.
             (Event::BootStarted, InService) => InService,
             (Event::BootStarted, _) => Booting,
@@ -116,6 +163,7 @@ impl NodeState {
                 return Err(illegal("an in-service node does not fail its boot"))
             }
             (Event::BootFailed, _) => BootFailed,
+            _ => return Err(illegal("not a boot event")),
         };
         match event {
             Event::InstallSucceeded { release_sequence } => {
@@ -124,6 +172,7 @@ impl NodeState {
             Event::LaunchReleased(result) => {
                 self.launch_hook = Some(result.map_or("none", HookResult::as_str).to_string())
             }
+            Event::Healthy => self.restart_app = false,
             _ => {}
         }
         self.phase = next;
@@ -132,128 +181,4 @@ impl NodeState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn booted() -> NodeState {
-        let mut s = NodeState::new("i-1");
-        s.apply(Event::BootStarted).unwrap();
-        s
-    }
-
-    #[test]
-    fn happy_path_installs_once_and_releases_once() {
-        let mut s = booted();
-        assert_eq!(
-            s.plan(),
-            BootPlan {
-                install: true,
-                release_launch_hook: true
-            }
-        );
-        s.apply(Event::InstallSucceeded {
-            release_sequence: 504,
-        })
-        .unwrap();
-        assert_eq!(s.phase, Phase::Installed);
-        s.apply(Event::Healthy).unwrap();
-        assert_eq!(s.phase, Phase::Ready);
-        s.apply(Event::LaunchReleased(Some(HookResult::Continue)))
-            .unwrap();
-        assert_eq!(s.phase, Phase::InService);
-        assert_eq!(s.launch_hook.as_deref(), Some("CONTINUE"));
-        assert_eq!(
-            s.plan(),
-            BootPlan {
-                install: false,
-                release_launch_hook: false
-            }
-        );
-    }
-
-    #[test]
-    fn a_second_install_or_release_is_refused() {
-        let mut s = booted();
-        s.apply(Event::InstallSucceeded {
-            release_sequence: 504,
-        })
-        .unwrap();
-        let before = s.clone();
-        let err = s
-            .apply(Event::InstallSucceeded {
-                release_sequence: 504,
-            })
-            .unwrap_err();
-        assert_eq!(err.why, "install.sh already succeeded on this instance");
-        assert_eq!(s, before, "a refused event changes nothing");
-        s.apply(Event::Healthy).unwrap();
-        s.apply(Event::LaunchReleased(None)).unwrap();
-        assert_eq!(s.launch_hook.as_deref(), Some("none"));
-        assert!(s
-            .apply(Event::LaunchReleased(Some(HookResult::Continue)))
-            .is_err());
-    }
-
-    #[test]
-    fn continue_before_ready_is_refused() {
-        let mut s = booted();
-        assert!(s
-            .apply(Event::LaunchReleased(Some(HookResult::Continue)))
-            .is_err());
-        assert!(
-            s.apply(Event::Healthy).is_err(),
-            "healthy needs an install first"
-        );
-    }
-
-    #[test]
-    fn failure_abandons_and_a_restart_retries_without_reinstalling() {
-        let mut s = booted();
-        s.apply(Event::InstallSucceeded {
-            release_sequence: 504,
-        })
-        .unwrap();
-        s.apply(Event::BootFailed).unwrap();
-        s.apply(Event::LaunchReleased(Some(HookResult::Abandon)))
-            .unwrap();
-        assert_eq!(s.phase, Phase::BootFailed);
-        s.apply(Event::BootStarted).unwrap();
-        assert_eq!(s.phase, Phase::Booting);
-        assert_eq!(
-            s.plan(),
-            BootPlan {
-                install: false,
-                release_launch_hook: false
-            }
-        );
-        s.apply(Event::Healthy).unwrap();
-        assert_eq!(s.phase, Phase::Ready);
-    }
-
-    #[test]
-    fn failure_with_continue_policy_still_records_the_release() {
-        let mut s = booted();
-        s.apply(Event::BootFailed).unwrap();
-        s.apply(Event::LaunchReleased(Some(HookResult::Continue)))
-            .unwrap();
-        assert_eq!(s.phase, Phase::BootFailed);
-        assert_eq!(s.launch_hook.as_deref(), Some("CONTINUE"));
-    }
-
-    #[test]
-    fn restart_of_an_in_service_node_stays_in_service() {
-        let mut s = booted();
-        s.apply(Event::InstallSucceeded {
-            release_sequence: 504,
-        })
-        .unwrap();
-        s.apply(Event::Healthy).unwrap();
-        s.apply(Event::LaunchReleased(Some(HookResult::Continue)))
-            .unwrap();
-        s.apply(Event::BootStarted).unwrap();
-        assert_eq!(s.phase, Phase::InService);
-        s.apply(Event::Healthy).unwrap();
-        assert_eq!(s.phase, Phase::InService);
-        assert!(s.apply(Event::BootFailed).is_err());
-    }
-}
+mod tests;

@@ -14,6 +14,12 @@ pub fn stopping(text: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(text)]);
 }
 
+/// Asks systemd for `extra` more time to stop (sent again before it runs out).
+pub fn extend_timeout(extra: std::time::Duration) {
+    let usec = u32::try_from(extra.as_micros()).unwrap_or(u32::MAX);
+    send(&[NotifyState::ExtendTimeoutUsec(usec)]);
+}
+
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(false, states) {
         log::debug!("sd_notify failed: {e}");

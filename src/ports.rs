@@ -68,7 +68,8 @@ pub struct HookAction {
     pub instance_id: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum HookResult {
     Continue,
     Abandon,
@@ -130,6 +131,10 @@ pub struct ImdsError {
 
 pub trait InstanceMetadata: Sync {
     fn identity(&self) -> impl Future<Output = Result<Identity, ImdsError>> + Send;
+    /// One item; `None` when IMDS answers 404 (for notices: "nothing announced").
+    fn get(&self, path: &str) -> impl Future<Output = Result<Option<String>, ImdsError>> + Send;
+    /// An item that never changes on an instance, asked once and then cached.
+    fn get_static(&self, path: &str) -> impl Future<Output = Result<String, ImdsError>> + Send;
 }
 
 // ---------------------------------------------------------------- TFE tools
@@ -179,6 +184,24 @@ pub struct HealthReport {
     pub summary: String,
 }
 
+/// A running `node-drain`, identified well enough to find it again after an agent restart
+/// (a pid alone could be reused).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DrainProcess {
+    pub pid: i32,
+    /// Field 22 of /proc/<pid>/stat: clock ticks after boot at which it started.
+    pub start_ticks: u64,
+    pub boot_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainState {
+    Running,
+    Exited(i32),
+    /// Gone without leaving its exit status (killed, or the machine rebooted).
+    Vanished,
+}
+
 pub trait TfeTools: Sync {
     /// Runs install.sh to completion (or kills its process group at the timeout).
     fn install(
@@ -192,6 +215,16 @@ pub trait TfeTools: Sync {
     fn health_check(
         &self,
     ) -> impl Future<Output = Result<HealthReport, crate::tfe::TfeError>> + Send;
+    /// Starts `replicated admin --tty=0 node-drain` detached from the agent (own process group,
+    /// output and exit status to files), so it outlives an agent restart.
+    fn start_drain(&self) -> Result<DrainProcess, crate::tfe::TfeError>;
+    /// Where a drain is; also forwards its new output lines into the log.
+    fn drain_state(&self, drain: &DrainProcess) -> DrainState;
+    /// SIGTERM to the drain's process group, SIGKILL after a grace period.
+    fn stop_drain(&self, drain: &DrainProcess) -> impl Future<Output = ()> + Send;
+    /// `replicatedctl app stop` / `app start` (asynchronous: poll `app_status` after).
+    fn app_stop(&self) -> impl Future<Output = Result<(), crate::tfe::TfeError>> + Send;
+    fn app_start(&self) -> impl Future<Output = Result<(), crate::tfe::TfeError>> + Send;
 }
 
 // ---------------------------------------------------------------- Clock

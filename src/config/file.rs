@@ -27,6 +27,10 @@ pub struct AgentConfig {
     #[serde(default)]
     pub lifecycle: LifecycleSection,
     #[serde(default)]
+    pub termination: TerminationSection,
+    #[serde(default)]
+    pub drain: DrainSection,
+    #[serde(default)]
     pub paths: PathsSection,
 }
 
@@ -88,6 +92,9 @@ pub struct ToolsSection {
     pub replicatedctl: PathBuf,
     #[serde(default = "default_replicated")]
     pub replicated: PathBuf,
+    /// Asked on SIGTERM whether the whole system is going down (`is-system-running` = stopping).
+    #[serde(default = "default_systemctl")]
+    pub systemctl: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,6 +112,54 @@ pub struct LifecycleSection {
     /// Name of the EC2_INSTANCE_TERMINATING hook.
     pub terminate_hook: Option<String>,
     /// Hook result sent when boot fails.
+    #[serde(default)]
+    pub on_failure: FailureResult,
+}
+
+/// How the agent notices that its node is about to go.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TerminationSection {
+    /// IMDS `autoscaling/target-lifecycle-state`.
+    #[serde(default = "default_termination_poll", with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    /// `spot/instance-action` and rebalance recommendations (spot instances only).
+    #[serde(default = "default_spot_poll", with = "humantime_serde_compat")]
+    pub spot_poll_interval: Duration,
+    /// `events/maintenance/scheduled`.
+    #[serde(default = "default_events_poll", with = "humantime_serde_compat")]
+    pub events_poll_interval: Duration,
+    /// A rebalance recommendation starts a drain (otherwise it is logged and reported).
+    #[serde(default)]
+    pub drain_on_rebalance: bool,
+    /// A scheduled stop/retirement/reboot starts a drain (otherwise logged and reported).
+    #[serde(default)]
+    pub drain_on_maintenance: bool,
+    /// After IMDS says Terminated, how long to wait for `Terminating:Wait` before giving up on
+    /// the hook (the drain goes on regardless).
+    #[serde(
+        default = "default_wait_state_timeout",
+        with = "humantime_serde_compat"
+    )]
+    pub wait_state_timeout: Duration,
+    /// Drain budget when the OS shuts down with no ASG termination (reboot, manual stop); must
+    /// fit the unit's TimeoutStopSec.
+    #[serde(default = "default_shutdown_drain", with = "humantime_serde_compat")]
+    pub shutdown_drain_timeout: Duration,
+}
+
+/// How the node is drained once it is to go.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DrainSection {
+    /// Longest `replicated admin node-drain` may run (the hook's budget may cut it shorter).
+    #[serde(default = "default_drain_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// After a successful drain, `replicatedctl app stop` and wait until stopped.
+    #[serde(default = "default_true")]
+    pub stop_app: bool,
+    #[serde(default = "default_app_stop_timeout", with = "humantime_serde_compat")]
+    pub app_stop_timeout: Duration,
+    /// Terminate-hook result when the drain fails or runs out of time. With ABANDON and the
+    /// group's `TerminateHookAbandon = retain`, the node stays for an operator.
     #[serde(default)]
     pub on_failure: FailureResult,
 }
@@ -158,6 +213,30 @@ fn default_replicatedctl() -> PathBuf {
 fn default_replicated() -> PathBuf {
     "/usr/local/bin/replicated".into()
 }
+fn default_systemctl() -> PathBuf {
+    "/usr/bin/systemctl".into()
+}
+fn default_termination_poll() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_spot_poll() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_events_poll() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_wait_state_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_shutdown_drain() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(60 * 60)
+}
+fn default_app_stop_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
+}
 fn default_replicated_conf() -> PathBuf {
     "/etc/replicated.conf".into()
 }
@@ -185,6 +264,32 @@ impl Default for ToolsSection {
         Self {
             replicatedctl: default_replicatedctl(),
             replicated: default_replicated(),
+            systemctl: default_systemctl(),
+        }
+    }
+}
+
+impl Default for TerminationSection {
+    fn default() -> Self {
+        Self {
+            poll_interval: default_termination_poll(),
+            spot_poll_interval: default_spot_poll(),
+            events_poll_interval: default_events_poll(),
+            drain_on_rebalance: false,
+            drain_on_maintenance: false,
+            wait_state_timeout: default_wait_state_timeout(),
+            shutdown_drain_timeout: default_shutdown_drain(),
+        }
+    }
+}
+
+impl Default for DrainSection {
+    fn default() -> Self {
+        Self {
+            timeout: default_drain_timeout(),
+            stop_app: true,
+            app_stop_timeout: default_app_stop_timeout(),
+            on_failure: FailureResult::Abandon,
         }
     }
 }

@@ -1,11 +1,15 @@
 //! The TFE tools (install.sh, replicatedctl, `replicated admin`) behind the
 //! [`TfeTools`](crate::ports::TfeTools) port, run as child processes.
 
+pub mod drain;
 pub mod install;
 pub mod parse;
 pub mod process;
 
-use crate::ports::{AppStatus, HealthReport, InstallPlan, SystemStatus, TfeTools};
+use crate::ports::{
+    AppStatus, DrainProcess, DrainState, HealthReport, InstallPlan, SystemStatus, TfeTools,
+};
+use drain::DrainFiles;
 use process::{ProcessError, Spec};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +29,18 @@ pub enum TfeError {
     },
     #[error("cannot understand the output of {command}: {detail}")]
     Parse { command: String, detail: String },
+    #[error("cannot start {command}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot prepare node-drain's files at {path}")]
+    DrainFiles {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot read install script {path}")]
     ReadScript {
         path: PathBuf,
@@ -40,12 +56,14 @@ pub enum TfeError {
 }
 
 /// The real tools, at the paths from `[tools]`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CliTfe {
     pub replicatedctl: PathBuf,
     pub replicated: PathBuf,
     /// `[install].sha256`, checked right before the script runs.
     pub install_sha256: Option<String>,
+    /// node-drain's status and log files (in `[paths].state_dir`).
+    pub drain: DrainFiles,
 }
 
 impl CliTfe {
@@ -108,6 +126,30 @@ impl TfeTools for CliTfe {
             });
         }
         Ok(())
+    }
+
+    fn start_drain(&self) -> Result<DrainProcess, TfeError> {
+        self.drain.start(&self.replicated)
+    }
+
+    fn drain_state(&self, drain: &DrainProcess) -> DrainState {
+        self.drain.state(drain)
+    }
+
+    async fn stop_drain(&self, drain: &DrainProcess) {
+        self.drain.stop(drain).await
+    }
+
+    async fn app_stop(&self) -> Result<(), TfeError> {
+        self.query(Spec::new(&self.replicatedctl, &["app", "stop"]))
+            .await
+            .map(drop)
+    }
+
+    async fn app_start(&self) -> Result<(), TfeError> {
+        self.query(Spec::new(&self.replicatedctl, &["app", "start"]))
+            .await
+            .map(drop)
     }
 
     async fn system_status(&self) -> Result<SystemStatus, TfeError> {

@@ -1,0 +1,46 @@
+//! Facts about the machine itself: which boot this is, and whether the system is going down.
+
+use std::path::Path;
+use std::time::Duration;
+
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Changes on every boot: tells "the machine rebooted" from "the agent restarted".
+pub fn boot_id() -> String {
+    std::fs::read_to_string(BOOT_ID)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Seconds since the epoch, for the state file (which must survive restarts and reboots).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether the whole system is shutting down (`systemctl is-system-running` says "stopping"),
+/// as opposed to only this unit being stopped or restarted.
+pub async fn system_is_stopping(systemctl: &Path) -> bool {
+    let run = tokio::process::Command::new(systemctl)
+        .arg("is-system-running")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(5), run).await {
+        // Its exit status is non-zero for every state but "running": read the text instead.
+        Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).trim() == "stopping",
+        Ok(Err(e)) => {
+            log::warn!(
+                "cannot run {} is-system-running: {e}; assuming the system is not stopping",
+                systemctl.display()
+            );
+            false
+        }
+        Err(_) => {
+            log::warn!("{} is-system-running did not answer within 5s; assuming the system is not stopping", systemctl.display());
+            false
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! `run`: the agent as a service for the node's whole life. Boot (unless the node is already
+//! going), then watch for the end — IMDS, spot, a system shutdown — and run the termination path,
+//! which a SIGTERM does not cut short while an ASG termination is in progress.
+
+use crate::boot::{self, BootError};
+use crate::config::AgentConfig;
+use crate::exit::Exit;
+use crate::hook::{self, LaunchHook};
+use crate::host;
+use crate::lifecycle::{Event, NodeState, Notice, Source};
+use crate::notify;
+use crate::ports::{
+    AutoScaling, Clock, HookResult, Identity, InstanceMetadata, SecretSource, TfeTools, World,
+};
+use crate::shutdown::{self, ShutdownRx};
+use crate::state::StateStore;
+use crate::terminate;
+use crate::watch::{Seen, Watcher};
+use std::future::Future;
+use std::time::Duration;
+
+/// While finishing an ASG termination after SIGTERM, ask systemd for this much more time…
+const EXTEND_BY: Duration = Duration::from_secs(60);
+/// …this often.
+const EXTEND_EVERY: Duration = Duration::from_secs(20);
+
+enum BootEnd {
+    Booted(Result<(), BootError>),
+    Interrupted(Seen),
+    Stopped(i32),
+}
+
+pub async fn run<S, A, M, T, C, P, F>(
+    world: &World<S, A, M, T, C>,
+    cfg: &AgentConfig,
+    identity: &Identity,
+    store: &StateStore,
+    signals: &mut ShutdownRx,
+    system_stopping: P,
+) -> Exit
+where
+    S: SecretSource,
+    A: AutoScaling,
+    M: InstanceMetadata,
+    T: TfeTools,
+    C: Clock,
+    P: Fn() -> F,
+    F: Future<Output = bool>,
+{
+    let fail = |code: Exit, e: &dyn std::error::Error| {
+        log::error!("{}", crate::error_chain(e));
+        code
+    };
+    let mut state = match store.load(&identity.instance_id) {
+        Ok(s) => s,
+        Err(e) => return fail(Exit::LocalIo, &e),
+    };
+    let boot_id = host::boot_id();
+    if state.resumable(&boot_id) {
+        let t = state.termination.as_ref().expect("resumable");
+        log::warn!(
+            "the machine rebooted after a drain ({}) that did not end the instance; serving again",
+            t.detail
+        );
+        if let Err(e) = state
+            .apply(Event::Resumed)
+            .map_err(|e| e.to_string())
+            .and_then(|_| store.save(&state).map_err(|e| crate::error_chain(&e)))
+        {
+            log::error!("cannot record the resumption: {e}");
+            return Exit::LocalIo;
+        }
+    }
+    let mut watcher = Watcher::new(&world.imds, &world.clock, &cfg.termination);
+    let mut boot_failure = None;
+
+    if state.termination.is_none() {
+        let end = tokio::select! {
+            r = boot::boot(world, cfg, identity, store) => BootEnd::Booted(r.map(drop)),
+            seen = watcher.next() => BootEnd::Interrupted(seen),
+            signal = shutdown::wait(signals) => BootEnd::Stopped(signal),
+        };
+        // The boot future is gone: a running install.sh's process group was killed with it.
+        let seen = match end {
+            BootEnd::Booted(Ok(())) => {
+                notify::ready("in service");
+                None
+            }
+            BootEnd::Booted(Err(e)) => {
+                // boot() logged why and released the launch hook; stay to handle the terminate
+                // hook when the group replaces this node.
+                boot_failure = Some(Exit::of_boot(&e));
+                notify::ready("boot failed; watching for termination");
+                None
+            }
+            BootEnd::Interrupted(seen) => Some(seen),
+            BootEnd::Stopped(signal) if system_stopping().await => {
+                Some(shutdown_notice(signal, cfg))
+            }
+            BootEnd::Stopped(signal) => {
+                log::warn!("signal {signal} during boot; stopping (install.sh, if running, was killed; the next start resumes)");
+                return Exit::Ok;
+            }
+        };
+        if let Some(seen) = seen {
+            log::warn!("{} during boot: abandoning the boot", seen.detail);
+            state = match store.load(&identity.instance_id) {
+                Ok(s) => s,
+                Err(e) => return fail(Exit::LocalIo, &e),
+            };
+            if let Err(code) = record_notice(store, &mut state, &seen) {
+                return code;
+            }
+            abandon_launch(world, cfg, store, &mut state).await;
+        }
+    }
+
+    loop {
+        if state.termination.as_ref().is_some_and(|t| !t.is_done()) {
+            let source = state.termination.as_ref().map(|t| t.source);
+            let signalled;
+            (state, signalled) = match finish_termination(world, cfg, store, state, signals).await {
+                Ok(v) => v,
+                Err(e) => return fail(Exit::LocalIo, &e),
+            };
+            if signalled || source == Some(Source::Shutdown) {
+                notify::stopping("drained; stopping");
+                return Exit::Ok;
+            }
+        }
+        tokio::select! {
+            seen = watcher.next() => {
+                if let Err(code) = record_notice(store, &mut state, &seen) {
+                    return code;
+                }
+            }
+            signal = shutdown::wait(signals) => {
+                let going = state.termination.is_some();
+                if !going && system_stopping().await {
+                    log::warn!("signal {signal}: the system is shutting down with no ASG termination; draining within [termination].shutdown_drain_timeout");
+                    if let Err(code) = record_notice(store, &mut state, &shutdown_notice(signal, cfg)) {
+                        return code;
+                    }
+                    continue;
+                }
+                notify::stopping("stopping");
+                log::info!("signal {signal}: stopping{}", if going { "" } else { " (the node keeps serving; this is not a system shutdown)" });
+                return boot_failure.unwrap_or(Exit::Ok);
+            }
+        }
+    }
+}
+
+fn shutdown_notice(signal: i32, cfg: &AgentConfig) -> Seen {
+    Seen {
+        source: Source::Shutdown,
+        detail: format!("system shutdown (signal {signal})"),
+        deadline: Some(host::unix_now() + cfg.termination.shutdown_drain_timeout.as_secs()),
+    }
+}
+
+fn record_notice(store: &StateStore, state: &mut NodeState, seen: &Seen) -> Result<(), Exit> {
+    let notice = Notice {
+        source: seen.source,
+        detail: seen.detail.clone(),
+        at: host::unix_now(),
+        boot_id: host::boot_id(),
+        deadline_at: seen.deadline,
+    };
+    state
+        .apply(Event::TerminationNoticed(notice))
+        .map_err(|e| {
+            log::error!("{e}");
+            Exit::Internal
+        })?;
+    store.save(state).map_err(|e| {
+        log::error!("{}", crate::error_chain(&e));
+        Exit::LocalIo
+    })
+}
+
+/// A boot cut short by a termination: the launch hook, if still held, gets ABANDON.
+async fn abandon_launch<S, A, M, T, C>(
+    world: &World<S, A, M, T, C>,
+    cfg: &AgentConfig,
+    store: &StateStore,
+    state: &mut NodeState,
+) where
+    A: AutoScaling,
+    C: Clock,
+{
+    if state.launch_hook.is_some() {
+        return;
+    }
+    let found = hook::discover_launch(
+        &world.asg,
+        &state.instance_id,
+        cfg.lifecycle.launch_hook.as_deref(),
+    )
+    .await;
+    let Ok(LaunchHook::Active(h)) = found else {
+        log::info!("no launch action to abandon (the termination cancelled it, or there was none)");
+        return;
+    };
+    match hook::release(&world.asg, &world.clock, &h.action, HookResult::Abandon, 3).await {
+        Ok(r) => {
+            log::warn!(
+                "launch hook {} released with ABANDON ({r:?}): the node will not enter service",
+                h.action.hook
+            );
+            if state
+                .apply(Event::LaunchReleased(Some(HookResult::Abandon)))
+                .is_ok()
+            {
+                let _ = store.save(state);
+            }
+        }
+        Err(e) => log::error!("could not abandon launch hook {}: {e}", h.action.hook),
+    }
+}
+
+/// Runs the termination path to its end. A signal meanwhile does not cut it short: for an ASG
+/// termination systemd is asked for more time until the hook is released; other drains are
+/// bounded by their own deadlines. Returns the state and whether a signal arrived.
+async fn finish_termination<S, A, M, T, C>(
+    world: &World<S, A, M, T, C>,
+    cfg: &AgentConfig,
+    store: &StateStore,
+    state: NodeState,
+    signals: &mut ShutdownRx,
+) -> Result<(NodeState, bool), terminate::TerminateError>
+where
+    S: SecretSource,
+    A: AutoScaling,
+    M: InstanceMetadata,
+    T: TfeTools,
+    C: Clock,
+{
+    let asg = state
+        .termination
+        .as_ref()
+        .is_some_and(|t| t.source == Source::Asg);
+    let work = terminate::terminate(world, cfg, store, state);
+    tokio::pin!(work);
+    let mut signalled = signals.borrow().is_some();
+    if signalled && asg {
+        notify::extend_timeout(EXTEND_BY);
+    }
+    loop {
+        tokio::select! {
+            r = &mut work => return r.map(|s| (s, signalled)),
+            signal = shutdown::wait(signals), if !signalled => {
+                signalled = true;
+                if asg {
+                    log::warn!("signal {signal}: an ASG termination is in progress; finishing the drain and the terminate hook first");
+                    notify::extend_timeout(EXTEND_BY);
+                } else {
+                    log::warn!("signal {signal}: finishing the drain within its deadline first");
+                }
+                notify::stopping("stopping after the drain");
+            }
+            _ = world.clock.sleep(EXTEND_EVERY), if signalled && asg => notify::extend_timeout(EXTEND_BY),
+        }
+    }
+}
