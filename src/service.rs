@@ -102,12 +102,13 @@ where
                 return Exit::Ok;
             }
         };
+        // boot() recorded its progress in the store; continue from there.
+        state = match store.load(&identity.instance_id) {
+            Ok(s) => s,
+            Err(e) => return fail(Exit::LocalIo, &e),
+        };
         if let Some(seen) = seen {
             log::warn!("{} during boot: abandoning the boot", seen.detail);
-            state = match store.load(&identity.instance_id) {
-                Ok(s) => s,
-                Err(e) => return fail(Exit::LocalIo, &e),
-            };
             if let Err(code) = record_notice(store, &mut state, &seen) {
                 return code;
             }

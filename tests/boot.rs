@@ -219,7 +219,7 @@ fn a_boot_longer_than_the_heartbeat_timeout_survives_on_heartbeats() {
     let node = Node::with(
         Hooks {
             launch_timeout: 2,
-            terminate_timeout: 60,
+            ..Hooks::default()
         },
         shared_secret(),
     );
@@ -241,7 +241,7 @@ fn without_heartbeats_the_same_boot_loses_the_hook_to_its_default_result() {
     let node = Node::with(
         Hooks {
             launch_timeout: 2,
-            terminate_timeout: 60,
+            ..Hooks::default()
         },
         shared_secret(),
     );

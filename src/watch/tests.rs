@@ -86,7 +86,10 @@ async fn on_demand_idle_polls_cost_one_request_each() {
     );
     assert_eq!(imds.requests(SPOT_ACTION), 0, "not a spot instance");
     let events = imds.requests(MAINTENANCE);
-    assert!((2..=3).contains(&events), "{events}: maintenance once a minute");
+    assert!(
+        (2..=3).contains(&events),
+        "{events}: maintenance once a minute"
+    );
 }
 
 #[tokio::test(start_paused = true)]

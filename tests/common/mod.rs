@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn repo() -> PathBuf {
@@ -217,6 +218,10 @@ pub fn shared_secret() -> Value {
 pub struct Hooks {
     pub launch_timeout: u64,
     pub terminate_timeout: u64,
+    /// The group's RetentionTriggers.TerminateHookAbandon = retain.
+    pub retain: bool,
+    /// A spot instance (IMDS instance-life-cycle = spot).
+    pub spot: bool,
 }
 
 impl Default for Hooks {
@@ -224,6 +229,8 @@ impl Default for Hooks {
         Hooks {
             launch_timeout: 60,
             terminate_timeout: 60,
+            retain: false,
+            spot: false,
         }
     }
 }
@@ -248,11 +255,12 @@ impl Node {
                 {"name": "tfe-launch", "transition": "autoscaling:EC2_INSTANCE_LAUNCHING",
                  "heartbeat_timeout": hooks.launch_timeout, "default_result": "ABANDON"},
                 {"name": "tfe-terminate", "transition": "autoscaling:EC2_INSTANCE_TERMINATING",
-                 "heartbeat_timeout": hooks.terminate_timeout, "default_result": "CONTINUE"}]}),
+                 "heartbeat_timeout": hooks.terminate_timeout, "default_result": "CONTINUE"}],
+                 "retain_on_terminate_abandon": hooks.retain}),
         );
         let inst = emulator.post(
             "/_emulator/instances",
-            json!({"group": "tfe-asg", "private_ip": "10.0.1.5"}),
+            json!({"group": "tfe-asg", "private_ip": "10.0.1.5", "spot": hooks.spot}),
         );
         let node = Node {
             config: dir.path().join("agent.toml"),
@@ -292,8 +300,8 @@ impl Node {
         std::fs::write(self.fake_state().join("behaviour.json"), knobs.to_string()).unwrap();
     }
 
-    /// The agent config: the documented example with this node's paths; `extra` is appended
-    /// TOML (`[section]` keys are replaced by putting them in `extra` under a fresh table).
+    /// The agent config: the documented example with this node's paths, edited by
+    /// `replacements`: one `old => new` per line, where a literal `\n` in `new` is a line break.
     pub fn write_config(&self, replacements: &str) {
         let fake_tools = repo().join("tests/fake-tfe");
         let mut text =
@@ -318,7 +326,8 @@ impl Node {
                 .split_once(" => ")
                 .expect("replacement is `old => new`");
             assert!(text.contains(old), "config has no {old:?}");
-            text = text.replace(old, new);
+            // A literal `\n` in `new` starts a new line (to add keys under a section header).
+            text = text.replace(old, &new.replace("\\n", "\n"));
         }
         std::fs::write(&self.config, text).unwrap();
     }
@@ -347,6 +356,50 @@ impl Node {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd
+    }
+
+    /// Starts the agent in the background; its stderr is collected as it comes.
+    pub fn start(&self, args: &[&str]) -> Agent {
+        let mut child = self.agent(args).spawn().expect("spawn agent");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Agent { child, lines }
+    }
+
+    /// Asks the emulator to terminate this instance (scale-in); `delay` seconds between IMDS
+    /// saying Terminated and the wait state.
+    pub fn scale_in(&self, delay: f64) {
+        self.emulator.post(
+            &format!("/_emulator/instances/{}/terminate", self.instance_id),
+            json!({"wait_state_delay": delay}),
+        );
+    }
+
+    /// The fake node-drain's counters.
+    pub fn drains(&self) -> Value {
+        std::fs::read_to_string(self.fake_state().join("drain.json"))
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or(json!({"drains_started": 0}))
+    }
+
+    /// Calls of one fake tool command (e.g. "node-drain", "stop"), start events only.
+    pub fn tool_calls(&self, word: &str) -> Vec<Value> {
+        self.calls()
+            .into_iter()
+            .filter(|c| {
+                c["event"] == "start"
+                    && c["argv"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|w| w == word))
+            })
+            .collect()
     }
 
     /// Runs the agent to completion (bounded), asserting it printed no secret value.
@@ -391,6 +444,75 @@ impl Node {
                 "a secret value reached a TFE tool's argv"
             );
         }
+    }
+}
+
+/// A running agent. Dropping it kills it.
+pub struct Agent {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Waits (bounded) for a stderr line containing `needle`; returns all lines so far.
+    pub fn wait_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.stderr();
+            if text.lines().any(|l| l.contains(needle)) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needle:?} within {timeout:?}; saw:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits (bounded) for the agent to exit; returns its exit code and checks its output for
+    /// secret values.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not exit within {timeout:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(100)); // the reader thread's last lines
+        let text = self.stderr();
+        for s in SHARED_SECRET_VALUES {
+            assert!(
+                !text.contains(s),
+                "a secret value appeared in the agent's output"
+            );
+        }
+        status.code()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
