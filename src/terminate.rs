@@ -389,7 +389,11 @@ where
     let (instance_id, source, noticed_at) = {
         let s = recorder.state.borrow();
         let t = s.termination.as_ref().expect("recorded");
-        (s.instance_id.clone(), t.source, t.noticed_at)
+        (
+            s.instance_id.clone(),
+            t.source,
+            t.asg_noticed_at.unwrap_or(t.noticed_at),
+        )
     };
     let not_applicable = |why: String| {
         recorder

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""The main job, locally: boot one TFE node from nothing to a released launch hook.
+"""The main job, locally: one TFE node from nothing to a released launch hook, then a scale-in
+to a drained node and a released terminate hook.
 
 Starts moto's server (Secrets Manager) and the project's Auto Scaling + IMDSv2 emulator on
 127.0.0.1, stores the node's secrets, creates an Auto Scaling group with launch and terminate
-hooks and launches an instance into Pending:Wait, then runs the real `tfe-node-agent boot` with
-the fake TFE tools, and prints a timeline of what the Auto Scaling service saw.
+hooks and launches an instance into Pending:Wait, then runs the real `tfe-node-agent run` with
+the fake TFE tools. Once the node is in service it scales in (TerminateInstanceInAutoScalingGroup
+through the Query API), waits for the agent to drain the node and release the terminate hook,
+stops the agent like the OS shutdown would, and prints a timeline of what Auto Scaling saw.
 Run it through tests/demo.sh (which installs what it needs and builds the binary)."""
 
-import base64, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+import json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.environ.get("TFE_TEST_VENV", os.path.join(ROOT, ".venv"))
@@ -72,7 +75,7 @@ def main():
         say("stored secrets tfe/shared and tfe/license in Secrets Manager")
 
         # --- the Auto Scaling group and a new instance ------------------------------------------
-        http("POST", emu + "/_emulator/groups", {"name": "tfe-asg", "hooks": [
+        http("POST", emu + "/_emulator/groups", {"name": "tfe-asg", "wait_state_delay": 1.0, "hooks": [
             {"name": "tfe-launch", "transition": "autoscaling:EC2_INSTANCE_LAUNCHING",
              "heartbeat_timeout": 30, "default_result": "ABANDON"},
             {"name": "tfe-terminate", "transition": "autoscaling:EC2_INSTANCE_TERMINATING",
@@ -85,7 +88,8 @@ def main():
         os.makedirs(fake_state)
         etc = os.path.join(work, "etc")
         json.dump({"replicated_conf": os.path.join(etc, "replicated.conf"), "replicated_user": "nobody",
-                   "install_duration_s": 2.0, "system_ready_after_s": 1.0, "app_started_after_s": 4.0},
+                   "install_duration_s": 2.0, "system_ready_after_s": 1.0, "app_started_after_s": 4.0,
+                   "drain_duration_s": 3.0, "app_stop_duration_s": 1.0},
                   open(os.path.join(fake_state, "behaviour.json"), "w"))
         tools = os.path.join(ROOT, "tests/fake-tfe")
         text = open(os.path.join(ROOT, "packaging/agent.toml.example")).read()
@@ -105,11 +109,32 @@ def main():
                "AWS_ENDPOINT_URL_SECRETS_MANAGER": moto, "AWS_ENDPOINT_URL_AUTO_SCALING": emu,
                "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{inst['imds_port']}",
                "FAKE_TFE_STATE": fake_state}
-        say(f"running: tfe-node-agent boot   (config {config})")
+        say(f"running: tfe-node-agent run   (config {config})")
         print("-" * 100, flush=True)
-        rc = subprocess.run([AGENT, "boot"], env=env, stdin=subprocess.DEVNULL, timeout=300).returncode
+        agent = subprocess.Popen([AGENT, "run"], env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        procs.append(agent)
+        lines = []
+        def pump():
+            for line in agent.stderr:
+                lines.append(line)
+                print("    " + line, end="", flush=True)
+        threading.Thread(target=pump, daemon=True).start()
+        wait("the node in service", lambda: any("is in service" in l for l in lines), timeout=120)
+
+        # --- scale-in: the Auto Scaling API, as an operator or a scaling policy would ------------
+        import boto3
+        asg = boto3.client("autoscaling", region_name="us-east-1", endpoint_url=emu,
+                           aws_access_key_id="demo", aws_secret_access_key="demo")
+        asg.terminate_instance_in_auto_scaling_group(InstanceId=inst["id"], ShouldDecrementDesiredCapacity=True)
+        say(f"scale-in: TerminateInstanceInAutoScalingGroup {inst['id']}")
+        wait("the terminate hook's release", lambda: any("terminate hook tfe-terminate released" in l for l in lines),
+             timeout=120)
+        # The instance now shuts down: systemd stops the agent.
+        agent.send_signal(signal.SIGTERM)
+        rc = agent.wait(timeout=30)
+        time.sleep(0.2)
         print("-" * 100, flush=True)
-        say(f"tfe-node-agent boot exited {rc}")
+        say(f"tfe-node-agent run exited {rc} on SIGTERM")
 
         # --- what the Auto Scaling service saw -------------------------------------------------
         say("timeline as the Auto Scaling + IMDS emulator recorded it:")
@@ -128,12 +153,16 @@ def main():
         calls = [json.loads(l) for l in open(os.path.join(fake_state, "calls.jsonl"))]
         installs = [c for c in calls if c["tool"] == "install.sh" and c["event"] == "start"]
         say(f"install.sh ran {len(installs)} time(s): {' '.join(installs[0]['argv']) if installs else '-'}")
-        leaked = [k for k, v in shared.items() if v in open(os.path.join(fake_state, "calls.jsonl")).read()]
-        released = [e for e in http("GET", emu + "/_emulator/events?kind=lifecycle")["events"]
-                    if e["hook"] == "tfe-launch"]
-        if rc == 0 and released and released[-1]["result"] == "CONTINUE" and not leaked:
-            say(f"DEMO OK: launch hook tfe-launch released with CONTINUE; instance is "
-                f"{http('GET', emu + '/_emulator/instances/' + inst['id'])['lifecycle_state']}")
+        drains = json.load(open(os.path.join(fake_state, "drain.json")))
+        say(f"node-drain started {drains['drains_started']} time(s), completed {drains['drains_completed']}")
+        leaked = [k for k, v in shared.items() if v in open(os.path.join(fake_state, "calls.jsonl")).read()
+                  or any(v in l for l in lines)]
+        results = {e["hook"]: e["result"] for e in http("GET", emu + "/_emulator/events?kind=lifecycle")["events"]}
+        state = http("GET", emu + "/_emulator/instances/" + inst["id"])["lifecycle_state"]
+        if (rc == 0 and results == {"tfe-launch": "CONTINUE", "tfe-terminate": "CONTINUE"} and not leaked
+                and drains["drains_started"] == 1 and drains["drains_completed"] == 1):
+            say(f"DEMO OK: launch hook tfe-launch released with CONTINUE, node-drain ran once, "
+                f"terminate hook tfe-terminate released with CONTINUE; instance is {state}")
             return 0
         say("DEMO FAILED")
         return 1

@@ -125,6 +125,10 @@ pub struct Termination {
     pub boot_id: String,
     #[serde(default)]
     pub deadline_at: Option<u64>,
+    /// When the ASG termination was noticed (unix seconds), which may be after a drain for
+    /// another reason: the wait for the terminate wait state counts from here.
+    #[serde(default)]
+    pub asg_noticed_at: Option<u64>,
     pub drain: DrainRecord,
     pub app_stopped: bool,
     /// First time the terminate wait state was seen (unix seconds).
@@ -212,6 +216,7 @@ impl NodeState {
                         noticed_at: notice.at,
                         boot_id: notice.boot_id.clone(),
                         deadline_at: notice.deadline_at,
+                        asg_noticed_at: (notice.source == Source::Asg).then_some(notice.at),
                         drain: DrainRecord::NotStarted,
                         app_stopped: false,
                         wait_state_seen_at: None,
@@ -222,6 +227,7 @@ impl NodeState {
                 Some(t) if notice.source == Source::Asg && t.source != Source::Asg => {
                     t.source = Source::Asg;
                     t.detail = notice.detail.clone();
+                    t.asg_noticed_at = Some(notice.at);
                 }
                 Some(_) => {}
             }
@@ -274,7 +280,15 @@ impl NodeState {
                 if t.source == Source::Asg {
                     return Err(illegal(phase, "an ASG termination is never undone"));
                 }
-                self.restart_app = t.drain != DrainRecord::NotStarted;
+                // Only a drain that ran quiesced the node; one that never started changed nothing.
+                self.restart_app = match &t.drain {
+                    DrainRecord::NotStarted => false,
+                    DrainRecord::Running { .. } => true,
+                    DrainRecord::Finished { outcome } => !matches!(
+                        outcome,
+                        DrainOutcome::Skipped { .. } | DrainOutcome::CouldNotStart { .. }
+                    ),
+                };
                 self.termination = None;
                 self.phase = Phase::Booting;
                 return Ok(());

@@ -1023,7 +1023,6 @@ async fn a_spot_drain_holds_a_terminate_action_that_shows_up_meanwhile() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "bug: after an escalation the wait-state timeout counts from the earlier rebalance notice (lifecycle/termination.rs:221 keeps noticed_at; terminate.rs:399 counts from it), so the hook is given up at the first describe"]
 async fn an_asg_termination_after_an_earlier_drain_still_waits_for_the_wait_state() {
     // A rebalance recommendation drained the node ten minutes ago; now the ASG terminates it.
     let now = host::unix_now();
