@@ -350,14 +350,16 @@ where
     .await
     {
         Ok(hook::Released::Completed(r)) => {
+            // Recorded first: whoever reads the log line may rely on the state file.
+            recorder.record(Event::TerminateHookDone(HookOutcome::Released {
+                result: r,
+            }))?;
             log::info!(
                 "terminate hook {} released with {}",
                 hook.action.hook,
                 r.as_str()
             );
-            recorder.record(Event::TerminateHookDone(HookOutcome::Released {
-                result: r,
-            }))
+            Ok(())
         }
         Ok(hook::Released::AlreadyResolved { state }) => {
             log::warn!("terminate hook {} had no active action any more (timed out or resolved elsewhere); instance is now {}", hook.action.hook, state.as_deref().unwrap_or("unknown"));

@@ -97,7 +97,7 @@ def main():
                          ("/usr/local/bin/replicatedctl", f"{tools}/replicatedctl"),
                          ('/usr/local/bin/replicated"', f'{tools}/replicated"'),
                          ("/etc/", etc + "/"), ("/var/lib/tfe-node-agent", os.path.join(work, "state")),
-                         ('poll_interval = "5s"', 'poll_interval = "1s"'),
+                         ('\npoll_interval = "5s"', '\npoll_interval = "1s"'),
                          ("state_dir =", 'file_owner = "nobody"\nstate_dir =')]:
             text = text.replace(old, new)
         config = os.path.join(work, "agent.toml")

@@ -13,8 +13,8 @@ const BOOT: Duration = Duration::from_secs(90);
 const DRAIN: Duration = Duration::from_secs(60);
 
 /// Polls quickly so the tests do not wait on the defaults.
-const FAST: &str =
-    r#"[paths] => [termination]\npoll_interval = "200ms"\nwait_state_timeout = "30s"\n\n[paths]"#;
+const FAST: &str = r#"poll_interval = "1s" => poll_interval = "200ms"
+wait_state_timeout = "5m" => wait_state_timeout = "30s""#;
 
 fn fast_node(hooks: Hooks, knobs: Value) -> Node {
     let node = Node::with(hooks, shared_secret());
@@ -274,7 +274,7 @@ fn spot_interruption_during_install_abandons_the_launch_hook() {
     let node = fast_node(hooks, json!({"install_duration_s": 60.0}));
     node.write_config(&format!(
         "{FAST}\n{}",
-        r#"[termination] => [termination]\nspot_poll_interval = "200ms""#
+        r#"# spot_poll_interval = "5s" => spot_poll_interval = "200ms""#
     ));
     let agent = node.start(&["run"]);
     agent.wait_line("running ", BOOT);
@@ -354,7 +354,7 @@ fn fake_systemctl(node: &Node, answer: &str) -> String {
     std::fs::write(&path, format!("#!/bin/sh\necho {answer}\n")).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     format!(
-        "{FAST}\n[tools] => [tools]\\nsystemctl = \"{}\"",
+        "{FAST}\n# systemctl = \"/usr/bin/systemctl\" => systemctl = \"{}\" #",
         path.display()
     )
 }

@@ -315,7 +315,7 @@ impl Node {
             .replace("/etc/ptfe-settings.json", &etc.join("ptfe-settings.json").to_string_lossy())
             .replace("/etc/ptfe-license.rli", &etc.join("ptfe-license.rli").to_string_lossy())
             .replace("/var/lib/tfe-node-agent", &self.path("state").to_string_lossy())
-            .replace("poll_interval = \"5s\"", "poll_interval = \"200ms\"")
+            .replace("\npoll_interval = \"5s\"", "\npoll_interval = \"200ms\"")
             .replace(
                 "state_dir =",
                 &format!("file_owner = \"nobody\"\ntls_cert = \"{0}/cert.pem\"\ntls_key = \"{0}/key.pem\"\nstate_dir =", etc.display()),

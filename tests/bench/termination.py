@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""Benchmark of the termination path with the real `target/release/tfe-node-agent run`.
+
+Against moto (Secrets Manager), the Auto Scaling + IMDSv2 emulator and the fake TFE tools, one
+fresh instance, state dir and fake TFE state per run, it measures:
+  1. ASG termination notice -> node-drain started (IMDS target-lifecycle-state polled every
+     [termination].poll_interval: expect ~poll/2 on average, at most ~poll, plus process starts);
+  2. SIGTERM during a system shutdown (fake `systemctl is-system-running` says "stopping")
+     -> node-drain started;
+  3. idle cost of `run` once in service: RSS, CPU, IMDS requests per second.
+T0 is the wall clock just before the notice; T1 is the fake node-drain's own "start" record in
+$FAKE_TFE_STATE/calls.jsonl (wall clock, written once its Python is up), and also the agent's
+"node-drain started" log line (ms timestamps). Run it with tests/bench/termination.sh.
+Env: BENCH_RUNS (10), BENCH_IDLE_SECONDS (60), KEEP_BENCH_DIR=1 keeps the temp dir."""
+
+import datetime, json, os, platform, random, re, shutil, signal, socket, statistics, subprocess, sys
+import tempfile, threading, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV = os.environ.get("TFE_TEST_VENV", os.path.join(ROOT, ".venv"))
+AGENT = os.environ.get("TFE_NODE_AGENT_BIN", os.path.join(ROOT, "target/release/tfe-node-agent"))
+RUNS = int(os.environ.get("BENCH_RUNS", "10"))
+IDLE_S = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+KNOBS = {"replicated_user": "nobody", "drain_duration_s": 0.2, "install_duration_s": 0.2,
+         "system_ready_after_s": 0.3, "app_started_after_s": 0.8, "app_stop_duration_s": 0.1}
+BOOT_TIMEOUT, DRAIN_TIMEOUT = 90, 60
+rng = random.Random(1)  # the notice's phase against the poll loop: uniform, but reproducible
+
+
+def say(msg):
+    print(f"[bench] {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(what, check, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (v := check()):
+            return v
+        time.sleep(0.02)
+    raise RuntimeError(f"{what}: not within {timeout}s")
+
+
+def http(method, url, body=None):
+    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                 method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read() or b"{}")
+
+
+def set_keys(text, section, keys):
+    """Sets `keys` (TOML values) in `[section]` of the config text, adding the section if absent."""
+    new = "".join(f"{k} = {v}\n" for k, v in keys.items())
+    m = re.search(rf"^\[{section}\][^\n]*\n", text, re.M)
+    if not m:
+        return text.rstrip("\n") + f"\n\n[{section}]\n{new}"
+    nxt = re.search(r"^\[", text[m.end():], re.M)
+    end = m.end() + nxt.start() if nxt else len(text)
+    body = "".join(l for l in text[m.end():end].splitlines(True) if l.split("=")[0].strip() not in keys)
+    return text[:m.end()] + new + body + text[end:]
+
+
+class Node:
+    """One fresh instance in the emulator, its own dirs and config, and the agent `run` on it."""
+
+    def __init__(self, bench, name, termination=None, systemctl=None):
+        self.dir = os.path.join(bench.work, name)
+        etc, self.fake = os.path.join(self.dir, "etc"), os.path.join(self.dir, "fake-tfe")
+        os.makedirs(self.fake)
+        json.dump(dict(KNOBS, replicated_conf=os.path.join(etc, "replicated.conf")),
+                  open(os.path.join(self.fake, "behaviour.json"), "w"))
+        bench.n += 1
+        self.inst = http("POST", bench.emu + "/_emulator/instances",
+                         {"group": "tfe-asg", "private_ip": f"10.0.{bench.n // 250}.{bench.n % 250 + 5}"})
+        q, tools = json.dumps, os.path.join(ROOT, "tests/fake-tfe")
+        text = open(os.path.join(ROOT, "packaging/agent.toml.example")).read()
+        text = set_keys(text, "install", {"script": q(f"{tools}/install.sh")})
+        text = set_keys(text, "tools", {"replicatedctl": q(f"{tools}/replicatedctl"),
+                                        "replicated": q(f"{tools}/replicated"),
+                                        **({"systemctl": q(systemctl)} if systemctl else {})})
+        text = set_keys(text, "readiness", {"poll_interval": q("200ms")})
+        text = set_keys(text, "paths", {
+            "replicated_conf": q(f"{etc}/replicated.conf"), "settings": q(f"{etc}/ptfe-settings.json"),
+            "license": q(f"{etc}/ptfe-license.rli"), "tls_cert": q(f"{etc}/cert.pem"),
+            "tls_key": q(f"{etc}/key.pem"), "state_dir": q(os.path.join(self.dir, "state")),
+            "file_owner": q("nobody")})
+        if termination:
+            text = set_keys(text, "termination", {k: q(v) for k, v in termination.items()})
+        config = os.path.join(self.dir, "agent.toml")
+        open(config, "w").write(text)
+        env = {"PATH": os.environ["PATH"], "TFE_NODE_AGENT_CONFIG": config,
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_CONFIG_FILE": os.path.join(self.dir, "no-aws-config"),
+               "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.dir, "no-aws-credentials"),
+               "AWS_ENDPOINT_URL_SECRETS_MANAGER": bench.moto, "AWS_ENDPOINT_URL_AUTO_SCALING": bench.emu,
+               "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{self.inst['imds_port']}",
+               "FAKE_TFE_STATE": self.fake}
+        self.lines, self.log = [], open(os.path.join(self.dir, "agent.log"), "w")
+        self.proc = subprocess.Popen([AGENT, "run"], env=env, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.PIPE, text=True)
+        bench.procs.append(self.proc)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            self.log.write(line)
+            self.log.flush()
+
+    def line(self, needle, timeout):
+        """The wall-clock time the agent logged the first line holding `needle` (bounded wait)."""
+        try:
+            hit = wait(f"agent line {needle!r}", lambda: next((l for l in self.lines if needle in l), None), timeout)
+        except RuntimeError:
+            sys.stderr.write("".join(self.lines[-30:]))
+            raise
+        return datetime.datetime.fromisoformat(hit.split()[0]).timestamp()
+
+    def drain_started(self):
+        """The fake node-drain's own start record (wall clock)."""
+        def find():
+            if os.path.exists(p := os.path.join(self.fake, "calls.jsonl")):
+                for c in map(json.loads, open(p)):
+                    if c["event"] == "start" and "node-drain" in c["argv"]:
+                        return c["t"]
+        return wait("node-drain start in calls.jsonl", find, 10)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def summary(ms):
+    return {"runs_ms": [round(x, 1) for x in ms], "median_ms": round(statistics.median(ms), 1),
+            "mean_ms": round(statistics.mean(ms), 1), "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1)}
+
+
+def series(bench, name, notify, termination=None, systemctl=None, phase=1.0):
+    """RUNS fresh nodes; `notify(node)` gives the notice; latency to the fake drain's start."""
+    drain_ms, agent_ms = [], []
+    for i in range(RUNS):
+        node = Node(bench, f"{name}-{i}", termination, systemctl)
+        try:
+            node.line("is in service", BOOT_TIMEOUT)
+            time.sleep(0.5 + rng.uniform(0, phase))
+            t0 = time.time()
+            notify(node)
+            drain_ms.append((node.drain_started() - t0) * 1000)
+            agent_ms.append((node.line("node-drain started", DRAIN_TIMEOUT) - t0) * 1000)
+            if systemctl:
+                node.proc.wait(timeout=DRAIN_TIMEOUT)
+            else:
+                node.line("terminate hook tfe-terminate released with CONTINUE", DRAIN_TIMEOUT)
+        finally:
+            node.stop()
+        say(f"{name} run {i + 1}/{RUNS}: drain started after {drain_ms[-1]:.0f} ms (agent logged it at {agent_ms[-1]:.0f} ms)")
+    return dict(summary(drain_ms), agent_logged=summary(agent_ms))
+
+
+def proc_status(pid):
+    st = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status"))
+    ticks = sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+    return {"rss_kib": int(st["VmRSS"].split()[0]), "hwm_kib": int(st["VmHWM"].split()[0]),
+            "threads": int(st["Threads"]), "cpu_s": ticks / os.sysconf("SC_CLK_TCK"), "t": time.monotonic()}
+
+
+def idle(bench):
+    node = Node(bench, "idle")
+    url = f"{bench.emu}/_emulator/instances/{node.inst['id']}"
+    try:
+        node.line("is in service", BOOT_TIMEOUT)
+        time.sleep(1)
+        a, imds_a = proc_status(node.proc.pid), http("GET", url)["imds_requests"]
+        max_rss = a["rss_kib"]
+        while time.monotonic() < a["t"] + IDLE_S:
+            time.sleep(min(1.0, max(0.0, a["t"] + IDLE_S - time.monotonic())))
+            max_rss = max(max_rss, proc_status(node.proc.pid)["rss_kib"])
+        b, imds_b = proc_status(node.proc.pid), http("GET", url)["imds_requests"]
+    finally:
+        node.stop()
+    wall, cpu = b["t"] - a["t"], b["cpu_s"] - a["cpu_s"]
+    per_path = {p: n - imds_a.get(p, 0) for p, n in imds_b.items() if n - imds_a.get(p, 0)}
+    return {"window_s": round(wall, 2), "rss_end_kib": b["rss_kib"], "rss_max_sampled_kib": max(max_rss, b["rss_kib"]),
+            "vm_hwm_kib": b["hwm_kib"], "threads": b["threads"], "cpu_s": round(cpu, 3),
+            "cpu_pct_of_one_core": round(100 * cpu / wall, 3), "imds_requests": sum(per_path.values()),
+            "imds_requests_per_s": round(sum(per_path.values()) / wall, 3), "imds_by_path": per_path}
+
+
+def machine():
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": model, "kernel": platform.release(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+class Bench:
+    def __init__(self):
+        self.work, self.procs, self.n = tempfile.mkdtemp(prefix="tfe-node-agent-bench-"), [], 0
+        moto_port, port_file = free_port(), os.path.join(self.work, "emulator.port")
+        self.procs.append(subprocess.Popen([os.path.join(VENV, "bin/moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "tests/emulator/aws_emulator.py"),
+                                            "--port", "0", "--port-file", port_file],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait("emulator", lambda: os.path.exists(port_file), 20)
+        wait("moto", lambda: socket.socket().connect_ex(("127.0.0.1", moto_port)) == 0, 30)
+        self.moto, self.emu = f"http://127.0.0.1:{moto_port}", "http://127.0.0.1:" + open(port_file).read().strip()
+        import boto3
+        sm = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=self.moto,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        shared = {k: os.urandom(16).hex() for k in (
+            "enc_password", "install_id", "root_secret", "user_token", "archivist_token", "cookie_hash",
+            "internal_api_token", "registry_session_encryption_key", "registry_session_secret_key")}
+        sm.create_secret(Name="tfe/shared", SecretString=json.dumps(dict(shared, pg_password="pg", redis_pass="redis")))
+        sm.create_secret(Name="tfe/license", SecretBinary=b"bench license bytes")
+        http("POST", self.emu + "/_emulator/groups", {"name": "tfe-asg", "hooks": [
+            {"name": "tfe-launch", "transition": "autoscaling:EC2_INSTANCE_LAUNCHING", "heartbeat_timeout": 60,
+             "default_result": "ABANDON"},
+            {"name": "tfe-terminate", "transition": "autoscaling:EC2_INSTANCE_TERMINATING", "heartbeat_timeout": 60,
+             "default_result": "CONTINUE"}]})
+
+    def close(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if os.environ.get("KEEP_BENCH_DIR"):
+            say(f"kept {self.work}")
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` cleans up
+    started, bench = time.monotonic(), Bench()
+    try:
+        terminate = lambda n: http("POST", f"{bench.emu}/_emulator/instances/{n.inst['id']}/terminate", {})
+        systemctl = os.path.join(bench.work, "systemctl")
+        open(systemctl, "w").write("#!/bin/sh\necho stopping\n")
+        os.chmod(systemctl, 0o755)
+        res = {"runs": RUNS, "knobs": KNOBS,
+               "asg_notice_poll_1s": series(bench, "asg-1s", terminate),
+               "asg_notice_poll_200ms": series(bench, "asg-200ms", terminate, {"poll_interval": "200ms"}, phase=0.2),
+               "sigterm_shutdown": series(bench, "sigterm", lambda n: n.proc.send_signal(signal.SIGTERM), systemctl=systemctl),
+               "idle": idle(bench)}
+    finally:
+        bench.close()
+    res["machine"], res["duration_s"] = machine(), round(time.monotonic() - started, 1)
+    os.makedirs(os.path.join(ROOT, "target/bench"), exist_ok=True)
+    json.dump(res, open(os.path.join(ROOT, "target/bench/termination.json"), "w"), indent=2)
+    print(f"\n== tfe-node-agent termination benchmark ({RUNS} runs each; ms from notice to the fake node-drain's start) ==")
+    for key, what in [("asg_notice_poll_1s", "ASG notice, poll_interval 1s (default)"),
+                      ("asg_notice_poll_200ms", "ASG notice, poll_interval 200ms"),
+                      ("sigterm_shutdown", "SIGTERM, system stopping")]:
+        s = res[key]
+        print(f"  {what:<40} median {s['median_ms']:7.1f}  max {s['max_ms']:7.1f}  min {s['min_ms']:7.1f}"
+              f"   (agent log line: median {s['agent_logged']['median_ms']:.0f}, max {s['agent_logged']['max_ms']:.0f})")
+    i = res["idle"]
+    print(f"  idle `run` over {i['window_s']:.0f}s: RSS {i['rss_end_kib']} KiB ({i['rss_end_kib'] / 1024:.1f} MiB) at end, "
+          f"max sampled {i['rss_max_sampled_kib']} KiB, VmHWM {i['vm_hwm_kib']} KiB, {i['threads']} threads")
+    print(f"    CPU {i['cpu_s']:.2f} s = {i['cpu_pct_of_one_core']:.3f} % of one core; IMDS {i['imds_requests']} requests "
+          f"= {i['imds_requests_per_s']:.2f}/s {i['imds_by_path']}")
+    m = res["machine"]
+    print(f"  machine: {m['nproc']} CPUs, {m['cpu_model']}, kernel {m['kernel']}, {m['date']}; "
+          f"took {res['duration_s']:.0f}s; JSON: target/bench/termination.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
