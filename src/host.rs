@@ -1,5 +1,6 @@
 //! Facts about the machine itself: which boot this is, and whether the system is going down.
 
+use crate::ports::TrackedProcess;
 use std::path::Path;
 use std::time::Duration;
 
@@ -43,4 +44,31 @@ pub async fn system_is_stopping(systemctl: &Path) -> bool {
             false
         }
     }
+}
+
+/// Records a just-started child (read before anything can reap it: a zombie keeps its entry).
+pub fn track(pid: i32) -> TrackedProcess {
+    TrackedProcess {
+        pid,
+        start_ticks: process_start(pid).map_or(0, |(ticks, _)| ticks),
+        boot_id: boot_id(),
+    }
+}
+
+/// The same process (pid, start time, boot), still running (a zombie has ended).
+pub fn is_alive(process: &TrackedProcess) -> bool {
+    process.boot_id == boot_id()
+        && process_start(process.pid)
+            .is_some_and(|(ticks, state)| ticks == process.start_ticks && state != 'Z')
+}
+
+/// (start time in clock ticks after boot, state letter) from /proc/<pid>/stat.
+fn process_start(pid: i32) -> Option<(u64, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let ticks = fields.get(19)?.parse().ok()?;
+    Some((ticks, state))
 }

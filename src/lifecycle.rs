@@ -2,7 +2,7 @@
 //! next, and what a (re)started agent still has to do. No I/O here; `state` persists it, `boot`
 //! and `terminate` drive it. The termination half lives in `lifecycle/termination.rs`.
 
-use crate::ports::{DrainProcess, HookResult};
+use crate::ports::{HookResult, TrackedProcess};
 use serde::{Deserialize, Serialize};
 
 mod termination;
@@ -43,7 +43,7 @@ pub enum Event {
     /// A termination notice (IMDS, spot, a system shutdown, …). Repeats are harmless.
     TerminationNoticed(Notice),
     /// node-drain was started as this process. Refused once a drain was started: at most one.
-    DrainStarted(DrainProcess),
+    DrainStarted(TrackedProcess),
     DrainFinished(DrainOutcome),
     /// `replicatedctl app stop` reported the app stopped.
     AppStopped,

@@ -184,10 +184,10 @@ pub struct HealthReport {
     pub summary: String,
 }
 
-/// A running `node-drain`, identified well enough to find it again after an agent restart
-/// (a pid alone could be reused).
+/// A child the agent started and recorded (node-drain, install.sh), identified well enough to
+/// find it again after an agent restart (a pid alone could be reused).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DrainProcess {
+pub struct TrackedProcess {
     pub pid: i32,
     /// Field 22 of /proc/<pid>/stat: clock ticks after boot at which it started.
     pub start_ticks: u64,
@@ -217,11 +217,11 @@ pub trait TfeTools: Sync {
     ) -> impl Future<Output = Result<HealthReport, crate::tfe::TfeError>> + Send;
     /// Starts `replicated admin --tty=0 node-drain` detached from the agent (own process group,
     /// output and exit status to files), so it outlives an agent restart.
-    fn start_drain(&self) -> Result<DrainProcess, crate::tfe::TfeError>;
+    fn start_drain(&self) -> Result<TrackedProcess, crate::tfe::TfeError>;
     /// Where a drain is; also forwards its new output lines into the log.
-    fn drain_state(&self, drain: &DrainProcess) -> DrainState;
+    fn drain_state(&self, drain: &TrackedProcess) -> DrainState;
     /// SIGTERM to the drain's process group, SIGKILL after a grace period.
-    fn stop_drain(&self, drain: &DrainProcess) -> impl Future<Output = ()> + Send;
+    fn stop_drain(&self, drain: &TrackedProcess) -> impl Future<Output = ()> + Send;
     /// `replicatedctl app stop` / `app start` (asynchronous: poll `app_status` after).
     fn app_stop(&self) -> impl Future<Output = Result<(), crate::tfe::TfeError>> + Send;
     fn app_start(&self) -> impl Future<Output = Result<(), crate::tfe::TfeError>> + Send;

@@ -12,8 +12,8 @@ use crate::lifecycle::{
 };
 use crate::notify;
 use crate::ports::{
-    AutoScaling, Clock, DrainProcess, DrainState, HookAction, HookResult, InstanceMetadata,
-    SecretSource, TfeTools, World, TERMINATING,
+    AutoScaling, Clock, DrainState, HookAction, HookResult, InstanceMetadata, SecretSource,
+    TfeTools, TrackedProcess, World, TERMINATING,
 };
 use crate::state::{StateError, StateStore};
 use std::cell::RefCell;
@@ -210,7 +210,7 @@ where
 
 async fn wait_for_drain<S, A, M, T, C>(
     world: &World<S, A, M, T, C>,
-    process: &DrainProcess,
+    process: &TrackedProcess,
     deadline: Instant,
     why: &str,
     budget: watch::Receiver<Option<Instant>>,

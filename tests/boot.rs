@@ -94,6 +94,64 @@ fn a_restart_after_install_does_not_install_again() {
 }
 
 #[test]
+fn killed_during_install_then_restarted_stops_the_leftover_install_first() {
+    // An agent killed with -9 leaves install.sh running (as systemd's KillMode=process does);
+    // the restarted agent must not run a second install.sh beside it.
+    let node = Node::new();
+    node.set_behaviour(json!({"install_hang": true}));
+    let first = node.start(&["boot"]);
+    first.wait_line("install.sh: Pulling replicated", BOOT);
+    drop(first); // SIGKILL
+    let leftover: i32 = std::fs::read_to_string(node.fake_state().join("install-child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        std::fs::metadata(format!("/proc/{leftover}")).is_ok(),
+        "install.sh's child outlived the killed agent"
+    );
+
+    node.set_behaviour(json!({}));
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(0);
+    assert!(
+        run.stderr.contains("started by an earlier agent"),
+        "{}",
+        run.stderr
+    );
+    // The leftover's whole group is gone (the fake's `sleep 3600` child included)…
+    let stat = std::fs::read_to_string(format!("/proc/{leftover}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .trim_start()
+                .starts_with('Z'),
+        "the leftover install's child {leftover} survived"
+    );
+    // …and exactly one install.sh ran to completion.
+    let ends: Vec<_> = node
+        .calls()
+        .into_iter()
+        .filter(|c| c["tool"] == "install.sh" && c["event"] == "end")
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["exit_code"], 0);
+    assert_eq!(
+        node.install_runs().len(),
+        2,
+        "the killed one and the one that finished"
+    );
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("CONTINUE", "complete")
+    );
+}
+
+#[test]
 fn killed_after_install_then_restarted_finishes_without_a_second_install() {
     let node = Node::new();
     // The app never comes up during the first run: the agent is killed while it waits.

@@ -2,7 +2,7 @@
 //! terminate hook is released at most once — and a restarted agent reads from here what is left.
 
 use super::{Event, IllegalTransition, NodeState, Phase};
-use crate::ports::{DrainProcess, HookResult};
+use crate::ports::{HookResult, TrackedProcess};
 use serde::{Deserialize, Serialize};
 
 /// What said the node is to go.
@@ -50,7 +50,7 @@ pub struct Notice {
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum DrainRecord {
     NotStarted,
-    Running { process: DrainProcess },
+    Running { process: TrackedProcess },
     Finished { outcome: DrainOutcome },
 }
 
@@ -157,7 +157,7 @@ pub struct TerminationPlan {
 pub enum DrainStep {
     Start,
     /// A drain started before a restart of the agent: wait for it, never start another.
-    Adopt(DrainProcess),
+    Adopt(TrackedProcess),
     Done(DrainOutcome),
 }
 

@@ -155,8 +155,8 @@ fn noticed(source: Source) -> NodeState {
     s
 }
 
-fn drain_process() -> DrainProcess {
-    DrainProcess {
+fn drain_process() -> TrackedProcess {
+    TrackedProcess {
         pid: 4242,
         start_ticks: 991,
         boot_id: BOOT_A.into(),

@@ -220,8 +220,8 @@ fn check_action(action: &HookAction) {
     );
 }
 
-fn drain_process() -> DrainProcess {
-    DrainProcess {
+fn drain_process() -> TrackedProcess {
+    TrackedProcess {
         pid: 4242,
         start_ticks: 991,
         boot_id: host::boot_id(),
@@ -298,7 +298,7 @@ impl TfeTools for FakeTfe {
     async fn health_check(&self) -> Result<HealthReport, TfeError> {
         unreachable!("health is not checked while terminating")
     }
-    fn start_drain(&self) -> Result<DrainProcess, TfeError> {
+    fn start_drain(&self) -> Result<TrackedProcess, TfeError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
         if self.start_fails {
             return Err(TfeError::Spawn {
@@ -308,7 +308,7 @@ impl TfeTools for FakeTfe {
         }
         Ok(drain_process())
     }
-    fn drain_state(&self, drain: &DrainProcess) -> DrainState {
+    fn drain_state(&self, drain: &TrackedProcess) -> DrainState {
         assert_eq!(*drain, drain_process(), "asked about another process");
         assert!(self.stops().is_empty(), "polled after it was stopped");
         self.polls.fetch_add(1, Ordering::SeqCst);
@@ -318,7 +318,7 @@ impl TfeTools for FakeTfe {
             DrainState::Running
         }
     }
-    async fn stop_drain(&self, drain: &DrainProcess) {
+    async fn stop_drain(&self, drain: &TrackedProcess) {
         assert_eq!(*drain, drain_process());
         self.stops.lock().unwrap().push(Instant::now());
         // SIGTERM, and a moment for the group to go.

@@ -6,7 +6,7 @@
 use super::process::SCRUBBED_ENV;
 use super::TfeError;
 use crate::host;
-use crate::ports::{DrainProcess, DrainState};
+use crate::ports::{DrainState, TrackedProcess};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::fs::{self, OpenOptions};
@@ -50,7 +50,7 @@ impl DrainFiles {
         self.dir.join(LOG_FILE)
     }
 
-    pub fn start(&self, replicated: &Path) -> Result<DrainProcess, TfeError> {
+    pub fn start(&self, replicated: &Path) -> Result<TrackedProcess, TfeError> {
         let io = |path: PathBuf| move |source| TfeError::DrainFiles { path, source };
         fs::DirBuilder::new()
             .recursive(true)
@@ -86,27 +86,21 @@ impl DrainFiles {
             command: format!("{} admin --tty=0 node-drain", replicated.display()),
             source,
         })?;
-        let pid = child.id() as i32;
-        // Read before anything can reap it: a zombie still has its /proc entry.
-        let start_ticks = proc_start(pid).map_or(0, |(ticks, _)| ticks);
+        let process = host::track(child.id() as i32);
         // Reap it when it ends (if the agent dies first, init does).
         std::thread::spawn(move || {
             let _ = child.wait();
         });
         *self.log_offset.lock().expect("drain log offset") = Some(offset);
-        Ok(DrainProcess {
-            pid,
-            start_ticks,
-            boot_id: host::boot_id(),
-        })
+        Ok(process)
     }
 
-    pub fn state(&self, drain: &DrainProcess) -> DrainState {
+    pub fn state(&self, drain: &TrackedProcess) -> DrainState {
         self.forward_log();
         if let Some(code) = self.exit_status() {
             return DrainState::Exited(code);
         }
-        if is_alive(drain) {
+        if host::is_alive(drain) {
             return DrainState::Running;
         }
         // It may have written its status between the two looks.
@@ -114,18 +108,18 @@ impl DrainFiles {
             .map_or(DrainState::Vanished, DrainState::Exited)
     }
 
-    pub async fn stop(&self, drain: &DrainProcess) {
-        if !is_alive(drain) {
+    pub async fn stop(&self, drain: &TrackedProcess) {
+        if !host::is_alive(drain) {
             return;
         }
         let group = Pid::from_raw(drain.pid);
         log::warn!("stopping node-drain (process group {})", drain.pid);
         let _ = killpg(group, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + KILL_GRACE;
-        while is_alive(drain) && tokio::time::Instant::now() < deadline {
+        while host::is_alive(drain) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if is_alive(drain) {
+        if host::is_alive(drain) {
             log::warn!("node-drain ignored SIGTERM; killing its process group");
         }
         let _ = killpg(group, Signal::SIGKILL);
@@ -161,29 +155,11 @@ impl DrainFiles {
     }
 }
 
-/// The same process (pid, start time, boot), still running (a zombie has ended).
-fn is_alive(drain: &DrainProcess) -> bool {
-    drain.boot_id == host::boot_id()
-        && proc_start(drain.pid)
-            .is_some_and(|(ticks, state)| ticks == drain.start_ticks && state != 'Z')
-}
-
-/// (start time in ticks, state letter) from /proc/<pid>/stat.
-fn proc_start(pid: i32) -> Option<(u64, char)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: fields count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let ticks = fields.get(19)?.parse().ok()?;
-    Some((ticks, state))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn wait_for(files: &DrainFiles, drain: &DrainProcess) -> DrainState {
+    fn wait_for(files: &DrainFiles, drain: &TrackedProcess) -> DrainState {
         for _ in 0..100 {
             match files.state(drain) {
                 DrainState::Running => std::thread::sleep(Duration::from_millis(50)),
@@ -224,12 +200,12 @@ mod tests {
         let files = DrainFiles::new(dir.path());
         let drain = files.start(&tool).unwrap();
         assert_eq!(files.state(&drain), DrainState::Running);
-        let other_boot = DrainProcess {
+        let other_boot = TrackedProcess {
             boot_id: "another-boot".into(),
             ..drain.clone()
         };
         assert_eq!(files.state(&other_boot), DrainState::Vanished);
-        let reused = DrainProcess {
+        let reused = TrackedProcess {
             start_ticks: drain.start_ticks + 1,
             ..drain.clone()
         };

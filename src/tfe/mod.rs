@@ -7,7 +7,7 @@ pub mod parse;
 pub mod process;
 
 use crate::ports::{
-    AppStatus, DrainProcess, DrainState, HealthReport, InstallPlan, SystemStatus, TfeTools,
+    AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TfeTools, TrackedProcess,
 };
 use drain::DrainFiles;
 use process::{ProcessError, Spec};
@@ -108,7 +108,10 @@ impl TfeTools for CliTfe {
         // `bash install.sh …`, from the script's own directory (the airgap bundle requires it).
         let mut args = vec![plan.script.to_string_lossy().into_owned()];
         args.extend(plan.args.iter().cloned());
+        let track = self.drain.dir.join("install.pid");
+        process::stop_leftover(&track, "install.sh").await;
         let spec = Spec {
+            track: Some(track),
             program: "/bin/bash".into(),
             args,
             cwd: plan.script.parent().map(PathBuf::from),
@@ -128,15 +131,15 @@ impl TfeTools for CliTfe {
         Ok(())
     }
 
-    fn start_drain(&self) -> Result<DrainProcess, TfeError> {
+    fn start_drain(&self) -> Result<TrackedProcess, TfeError> {
         self.drain.start(&self.replicated)
     }
 
-    fn drain_state(&self, drain: &DrainProcess) -> DrainState {
+    fn drain_state(&self, drain: &TrackedProcess) -> DrainState {
         self.drain.state(drain)
     }
 
-    async fn stop_drain(&self, drain: &DrainProcess) {
+    async fn stop_drain(&self, drain: &TrackedProcess) {
         self.drain.stop(drain).await
     }
 

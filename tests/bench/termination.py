@@ -163,7 +163,8 @@ def series(bench, name, notify, termination=None, systemctl=None, phase=1.0):
                 node.line("terminate hook tfe-terminate released with CONTINUE", DRAIN_TIMEOUT)
         finally:
             node.stop()
-        say(f"{name} run {i + 1}/{RUNS}: drain started after {drain_ms[-1]:.0f} ms (agent logged it at {agent_ms[-1]:.0f} ms)")
+        say(f"{name} run {i + 1}/{RUNS}: node-drain started after {drain_ms[-1]:.0f} ms "
+            f"(agent logged it at {agent_ms[-1]:.0f} ms)")
     return dict(summary(drain_ms), agent_logged=summary(agent_ms))
 
 
@@ -205,22 +206,23 @@ def machine():
 class Bench:
     def __init__(self):
         self.work, self.procs, self.n = tempfile.mkdtemp(prefix="tfe-node-agent-bench-"), [], 0
+
+    def start(self):
+        """moto, the emulator, the secrets and a group with a launch and a terminate hook."""
         moto_port, port_file = free_port(), os.path.join(self.work, "emulator.port")
-        self.procs.append(subprocess.Popen([os.path.join(VENV, "bin/moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        self.procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "tests/emulator/aws_emulator.py"),
-                                            "--port", "0", "--port-file", port_file],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for argv in ([os.path.join(VENV, "bin/moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
+                     [sys.executable, os.path.join(ROOT, "tests/emulator/aws_emulator.py"), "--port-file", port_file]):
+            self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait("emulator", lambda: os.path.exists(port_file), 20)
         wait("moto", lambda: socket.socket().connect_ex(("127.0.0.1", moto_port)) == 0, 30)
         self.moto, self.emu = f"http://127.0.0.1:{moto_port}", "http://127.0.0.1:" + open(port_file).read().strip()
         import boto3
         sm = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=self.moto,
                           aws_access_key_id="testing", aws_secret_access_key="testing")
-        shared = {k: os.urandom(16).hex() for k in (
-            "enc_password", "install_id", "root_secret", "user_token", "archivist_token", "cookie_hash",
-            "internal_api_token", "registry_session_encryption_key", "registry_session_secret_key")}
-        sm.create_secret(Name="tfe/shared", SecretString=json.dumps(dict(shared, pg_password="pg", redis_pass="redis")))
+        shared = {k: os.urandom(16).hex() for k in "enc_password install_id root_secret user_token archivist_token "
+                  "cookie_hash internal_api_token registry_session_encryption_key registry_session_secret_key".split()}
+        shared.update(pg_password="pg-bench", redis_pass="redis-bench")
+        sm.create_secret(Name="tfe/shared", SecretString=json.dumps(shared))
         sm.create_secret(Name="tfe/license", SecretBinary=b"bench license bytes")
         http("POST", self.emu + "/_emulator/groups", {"name": "tfe-asg", "hooks": [
             {"name": "tfe-launch", "transition": "autoscaling:EC2_INSTANCE_LAUNCHING", "heartbeat_timeout": 60,
@@ -245,9 +247,13 @@ class Bench:
 
 
 def main():
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` cleans up
+    def stop(signum, _):  # so `finally` cleans up, on Ctrl-C too
+        raise SystemExit(f"bench: stopped by signal {signum}")
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, stop)
     started, bench = time.monotonic(), Bench()
     try:
+        bench.start()
         terminate = lambda n: http("POST", f"{bench.emu}/_emulator/instances/{n.inst['id']}/terminate", {})
         systemctl = os.path.join(bench.work, "systemctl")
         open(systemctl, "w").write("#!/bin/sh\necho stopping\n")
