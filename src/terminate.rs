@@ -134,15 +134,16 @@ where
     T: TfeTools,
     C: Clock,
 {
-    let (noticed_at, source, deadline_at, installed) = {
+    let (noticed_at, source, deadline_at, nothing_to_drain) = {
         let s = recorder.state.borrow();
         let t = s.termination.as_ref().expect("recorded");
-        (
-            t.noticed_at,
-            t.source,
-            t.deadline_at,
-            s.installed_release.is_some(),
-        )
+        // A node whose launch was abandoned never took work: node-drain would only fail on it.
+        let why = match (&s.installed_release, s.launch_hook.as_deref()) {
+            (None, _) => Some("TFE was never installed on this instance"),
+            (Some(_), Some("ABANDON")) => Some("the node never entered service"),
+            _ => None,
+        };
+        (t.noticed_at, t.source, t.deadline_at, why)
     };
     // The drain's own limit counts from the notice, so a restarted agent keeps the same one.
     let elapsed = Duration::from_secs(host::unix_now().saturating_sub(noticed_at));
@@ -162,9 +163,9 @@ where
 
     let outcome = match step {
         DrainStep::Done(outcome) => outcome,
-        DrainStep::Start if !installed => {
+        DrainStep::Start if nothing_to_drain.is_some() => {
             let outcome = DrainOutcome::Skipped {
-                why: "TFE was never installed on this instance".into(),
+                why: nothing_to_drain.unwrap_or_default().into(),
             };
             recorder.record(Event::DrainFinished(outcome.clone()))?;
             outcome

@@ -961,6 +961,30 @@ async fn a_node_where_tfe_was_never_installed_skips_the_drain() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_node_whose_launch_was_abandoned_is_not_drained() {
+    let mut s = NodeState::new("i-1");
+    s.apply(Event::BootStarted).unwrap();
+    s.apply(Event::InstallSucceeded {
+        release_sequence: 504,
+    })
+    .unwrap();
+    s.apply(Event::BootFailed).unwrap();
+    s.apply(Event::LaunchReleased(Some(HookResult::Abandon)))
+        .unwrap();
+    let s = noticed(s, Source::Asg);
+    let w = world(FakeAsg::waiting(), FakeTfe::draining_for(60));
+    let s = run(&w, &cfg(), s).await;
+    assert_eq!(w.tfe.starts(), 0, "it never took work");
+    assert_eq!(
+        drain_outcome(&s),
+        DrainOutcome::Skipped {
+            why: "the node never entered service".into()
+        }
+    );
+    assert_eq!(t(&s).hook, released(HookResult::Continue));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_spot_drain_keeps_to_its_two_minutes_and_releases_no_hook() {
     let start = Instant::now();
     let w = world(
