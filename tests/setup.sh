@@ -12,6 +12,7 @@ need() { command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2"); }
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
 need curl curl
 need systemd-analyze systemd   # tests/systemd_unit.rs checks the unit with systemd-analyze verify
+need cloud-init cloud-init     # tests/cloud_init.rs checks cloud-init/*.yaml with cloud-init schema
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${apt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
