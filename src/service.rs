@@ -116,6 +116,11 @@ where
         }
     }
 
+    if state.termination.is_some() {
+        // Started (or restarted) while terminating: systemd must not time the start out and kill
+        // the agent mid-drain. A second READY=1 after a boot is harmless.
+        notify::ready("terminating");
+    }
     loop {
         if state.termination.as_ref().is_some_and(|t| !t.is_done()) {
             let source = state.termination.as_ref().map(|t| t.source);
