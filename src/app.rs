@@ -7,7 +7,7 @@ use crate::config::{self, AgentConfig};
 use crate::configure;
 use crate::exit::Exit;
 use crate::host;
-use crate::ports::{InstanceMetadata, TokioClock, World};
+use crate::ports::{Identity, InstanceMetadata, TokioClock, World};
 use crate::render::{self, Redaction};
 use crate::service;
 use crate::shutdown;
@@ -108,19 +108,24 @@ async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
     }
 }
 
+/// The world and state store of this instance (region from the config, else its identity).
+async fn instance_world(
+    cfg: &AgentConfig,
+    imds: Imds,
+    identity: &Identity,
+) -> (RealWorld, StateStore) {
+    let region = cfg.aws.region.as_deref().unwrap_or(&identity.region);
+    let w = world(cfg, imds, region).await;
+    (w, StateStore::new(&cfg.paths.state_dir))
+}
+
 async fn boot_once(cfg: &AgentConfig) -> Exit {
     let imds = Imds::new();
     let identity = match imds.identity().await {
         Ok(id) => id,
         Err(e) => return fail(Exit::Aws, &e),
     };
-    let region = cfg
-        .aws
-        .region
-        .clone()
-        .unwrap_or_else(|| identity.region.clone());
-    let w = world(cfg, imds, &region).await;
-    let store = StateStore::new(&cfg.paths.state_dir);
+    let (w, store) = instance_world(cfg, imds, &identity).await;
     match boot::boot(&w, cfg, &identity, &store).await {
         Ok(_) => Exit::Ok,
         // boot() already logged the whole chain before releasing the hook.
@@ -144,13 +149,7 @@ async fn run_service(cfg: &AgentConfig) -> Exit {
             return Exit::Ok;
         }
     };
-    let region = cfg
-        .aws
-        .region
-        .clone()
-        .unwrap_or_else(|| identity.region.clone());
-    let w = world(cfg, imds, &region).await;
-    let store = StateStore::new(&cfg.paths.state_dir);
+    let (w, store) = instance_world(cfg, imds, &identity).await;
     let systemctl = cfg.tools.systemctl.clone();
     service::run(&w, cfg, &identity, &store, &mut signals, || {
         host::system_is_stopping(&systemctl)

@@ -102,11 +102,7 @@ fn killed_during_install_then_restarted_stops_the_leftover_install_first() {
     let first = node.start(&["boot"]);
     first.wait_line("install.sh: Pulling replicated", BOOT);
     drop(first); // SIGKILL
-    let leftover: i32 = std::fs::read_to_string(node.fake_state().join("install-child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let leftover = node.install_child_pid();
     assert!(
         std::fs::metadata(format!("/proc/{leftover}")).is_ok(),
         "install.sh's child outlived the killed agent"
@@ -121,15 +117,8 @@ fn killed_during_install_then_restarted_stops_the_leftover_install_first() {
         run.stderr
     );
     // The leftover's whole group is gone (the fake's `sleep 3600` child included)…
-    let stat = std::fs::read_to_string(format!("/proc/{leftover}/stat")).unwrap_or_default();
     assert!(
-        stat.is_empty()
-            || stat
-                .rsplit(')')
-                .next()
-                .unwrap()
-                .trim_start()
-                .starts_with('Z'),
+        process_gone(leftover, Duration::ZERO),
         "the leftover install's child {leftover} survived"
     );
     // …and exactly one install.sh ran to completion.
@@ -213,15 +202,10 @@ fn a_hanging_install_is_killed_with_its_process_group_at_the_timeout() {
         "{}",
         run.stderr
     );
-    let pid: i32 = std::fs::read_to_string(node.fake_state().join("install-child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let pid = node.install_child_pid();
     assert!(
-        stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"),
-        "install's child survived: {stat}"
+        process_gone(pid, Duration::ZERO),
+        "install's child {pid} survived"
     );
     assert_eq!(
         node.emulator.resolutions(),

@@ -248,11 +248,7 @@ fn scale_in_during_install_kills_it_and_releases_the_terminate_hook() {
     assert!(log.contains("TFE was never installed"), "{log}");
     assert_eq!(node.drains()["drains_started"], 0, "nothing to drain");
     // install.sh's process group was killed with the boot.
-    let pid: i32 = std::fs::read_to_string(node.fake_state().join("install-child.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = node.install_child_pid();
     assert!(
         process_gone(pid, Duration::from_secs(5)),
         "install.sh's child {pid} survived"
@@ -390,24 +386,4 @@ fn stopping_only_the_agent_does_not_drain() {
     assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(agent.stderr().contains("this is not a system shutdown"));
     assert_eq!(node.drains()["drains_started"], 0);
-}
-
-/// Exited (no /proc entry) or a zombie, within `timeout`.
-fn process_gone(pid: i32, timeout: Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty()
-            || stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }

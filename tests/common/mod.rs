@@ -430,6 +430,15 @@ impl Node {
             .collect()
     }
 
+    /// The pid of the child the fake install.sh starts when told to hang.
+    pub fn install_child_pid(&self) -> i32 {
+        std::fs::read_to_string(self.fake_state().join("install-child.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     pub fn instance(&self) -> Value {
         self.emulator
             .get(&format!("/_emulator/instances/{}", self.instance_id))
@@ -618,4 +627,22 @@ pub fn mode_of(path: &Path) -> u32 {
 pub fn owner_of(path: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().uid()
+}
+
+/// Whether `pid` has exited (no /proc entry) or is a zombie, checked until `timeout` has passed
+/// (at least once).
+pub fn process_gone(pid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The command name may hold spaces: the state letter follows the last ')'.
+        let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+        if stat.is_empty() || state.starts_with('Z') {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
