@@ -145,11 +145,9 @@ fn killed_after_install_then_restarted_finishes_without_a_second_install() {
     let node = Node::new();
     // The app never comes up during the first run: the agent is killed while it waits.
     node.set_behaviour(json!({"app_started_after_s": 3600}));
-    let mut child = node.agent(&["boot"]).spawn().unwrap();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    wait_for_line(&mut err, "waiting for TFE", BOOT);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let first = node.start(&["boot"]);
+    first.wait_line("waiting for TFE", BOOT);
+    drop(first); // SIGKILL
     assert_eq!(node.install_runs().len(), 1);
     assert!(
         node.emulator.resolutions().is_empty(),
@@ -348,32 +346,13 @@ fn a_hook_the_group_does_not_have_is_reported_and_boot_proceeds() {
 #[test]
 fn run_boots_then_stays_until_sigterm() {
     let node = Node::new();
-    let mut child = node.agent(&["run"]).spawn().unwrap();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let seen = wait_for_line(&mut err, "is in service", BOOT);
+    let mut agent = node.start(&["run"]);
+    let seen = agent.wait_line("is in service", BOOT);
     assert!(seen.contains("released with CONTINUE"), "{seen}");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "run must stay up after boot"
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(0));
+    assert!(agent.is_running(), "run must stay up after boot");
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
     assert_eq!(
         node.emulator.resolutions(),
         launch_resolved("CONTINUE", "complete")

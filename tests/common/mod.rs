@@ -589,28 +589,6 @@ fn read_all(mut r: impl Read) -> String {
     s
 }
 
-/// Reads lines from a running agent's stderr until one contains `needle` (bounded).
-pub fn wait_for_line(
-    reader: &mut BufReader<std::process::ChildStderr>,
-    needle: &str,
-    timeout: Duration,
-) -> String {
-    let deadline = Instant::now() + timeout;
-    let mut seen = String::new();
-    let mut line = String::new();
-    while Instant::now() < deadline {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            break;
-        }
-        seen.push_str(&line);
-        if line.contains(needle) {
-            return seen;
-        }
-    }
-    panic!("no line with {needle:?} within {timeout:?}; saw:\n{seen}");
-}
-
 /// What `Emulator::resolutions` shows after exactly one resolution of the launch hook.
 pub fn launch_resolved(result: &str, cause: &str) -> Vec<(String, String, String)> {
     vec![("tfe-launch".into(), result.into(), cause.into())]
