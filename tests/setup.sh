@@ -2,6 +2,7 @@
 # Installs everything the tests and the demo need on a fresh machine; safe to run again.
 #  - a Python virtualenv (default ./.venv, override with TFE_TEST_VENV) holding moto's server (pinned)
 #  - Debian packages the tests call, via apt-get, only when missing
+#  - cargo-deb and cargo-generate-rpm (cargo install --locked), only when missing
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="${TFE_TEST_VENV:-$root/.venv}"
@@ -13,11 +14,22 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-ven
 need curl curl
 need systemd-analyze systemd   # tests/systemd_unit.rs checks the unit with systemd-analyze verify
 need cloud-init cloud-init     # tests/cloud_init.rs checks cloud-init/*.yaml with cloud-init schema
+need dpkg-deb dpkg             # tests/package.rs inspects the .deb
+need rpm rpm                   # tests/package.rs inspects the .rpm (rpm -qlp, --scripts, --configfiles)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${apt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" >/dev/null
+fi
+
+# packaging/build.sh (and tests/package.rs) build the .deb and the .rpm with these.
+cargo_missing=()
+cargo deb --version >/dev/null 2>&1 || cargo_missing+=(cargo-deb)
+cargo generate-rpm --version >/dev/null 2>&1 || cargo_missing+=(cargo-generate-rpm)
+if [ ${#cargo_missing[@]} -gt 0 ]; then
+  echo "setup: cargo install --locked ${cargo_missing[*]} (a few minutes)"
+  cargo install --locked "${cargo_missing[@]}"
 fi
 
 stamp="$venv/.tfe-node-agent-setup"
