@@ -16,6 +16,9 @@
 //! The YAML is read with the `/usr/bin/python3` that cloud-init itself runs on (python3-yaml is
 //! one of its dependencies), converted to JSON.
 
+#[path = "common/template.rs"]
+mod template;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,31 +75,6 @@ fn template_text(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// `text` with every `${name}` replaced as Terraform's templatefile() would; panics on an unknown
-/// name, on `$${` (Terraform's escape: the templates need none) and on `%{` (a directive).
-fn render(template: &str, text: &str) -> String {
-    assert!(
-        !text.contains("$${") && !text.contains("%{"),
-        "{template}: no Terraform escapes or directives expected"
-    );
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .unwrap_or_else(|| panic!("{template}: unterminated ${{ in {after:.40?}"));
-        let name = &after[..end];
-        let value = placeholder_value(name)
-            .unwrap_or_else(|| panic!("{template}: unknown template variable ${{{name}}}"));
-        out.push_str(value);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 fn run(mut cmd: Command, what: &str) -> Output {
     match cmd.output() {
         Ok(out) => out,
@@ -151,7 +129,9 @@ fn yaml(text: &str) -> serde_json::Value {
 }
 
 fn rendered(name: &str) -> String {
-    render(name, &template_text(name))
+    template::render(name, &template_text(name), |v| {
+        placeholder_value(v).map(str::to_string)
+    })
 }
 
 #[test]

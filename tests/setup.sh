@@ -16,6 +16,10 @@ need systemd-analyze systemd   # tests/systemd_unit.rs checks the unit with syst
 need cloud-init cloud-init     # tests/cloud_init.rs checks cloud-init/*.yaml with cloud-init schema
 need dpkg-deb dpkg             # tests/package.rs inspects the .deb
 need rpm rpm                   # tests/package.rs inspects the .rpm (rpm -qlp, --scripts, --configfiles)
+# tests/e2e_nspawn.rs: boots a Debian guest (tests/e2e/image.sh) and serves the .deb from an apt repo
+need systemd-nspawn systemd-container
+need mmdebstrap mmdebstrap
+need dpkg-scanpackages dpkg-dev
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${apt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

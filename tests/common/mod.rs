@@ -3,6 +3,8 @@
 //! Every process started here is killed when its handle drops; every wait is bounded.
 #![allow(dead_code)]
 
+pub mod template;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -27,7 +29,7 @@ fn venv() -> PathBuf {
     v
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -35,7 +37,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if ready() {
