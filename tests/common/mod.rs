@@ -3,6 +3,7 @@
 //! Every process started here is killed when its handle drops; every wait is bounded.
 #![allow(dead_code)]
 
+pub mod e2e;
 pub mod template;
 
 use serde_json::{json, Value};
