@@ -3,6 +3,7 @@
 #  - a Python virtualenv (default ./.venv, override with TFE_TEST_VENV) holding moto's server (pinned)
 #  - Debian packages the tests call, via apt-get, only when missing
 #  - cargo-deb and cargo-generate-rpm (cargo install --locked), only when missing
+#  - tests/terraform/node_modules (npm ci from its package-lock.json) for tests/terraform_example.rs
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="${TFE_TEST_VENV:-$root/.venv}"
@@ -20,6 +21,15 @@ need rpm rpm                   # tests/package.rs inspects the .rpm (rpm -qlp, -
 need systemd-nspawn systemd-container
 need mmdebstrap mmdebstrap
 need dpkg-scanpackages dpkg-dev
+# tests/terraform_example.rs runs node (HashiCorp's HCL parser and formatter, as WASM from npm).
+# Only when node is missing: a node from elsewhere (e.g. nodesource's nodejs) ships its own npm, and
+# Debian's npm package would conflict with it.
+if ! command -v node >/dev/null 2>&1; then
+  apt_missing+=(nodejs npm)
+elif ! command -v npm >/dev/null 2>&1; then
+  echo "setup: node is installed ($(command -v node)) but npm is not: install the npm of that node" >&2
+  exit 1
+fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${apt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -42,5 +52,13 @@ if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$moto
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check "$moto_pin" boto3
   echo "$moto_pin" > "$stamp"
+fi
+tf_dir="$root/tests/terraform"
+tf_stamp="$tf_dir/node_modules/.tfe-node-agent-setup"
+tf_lock=$(sha256sum "$tf_dir/package-lock.json" | cut -d' ' -f1)
+if [ ! -d "$tf_dir/node_modules" ] || [ "$(cat "$tf_stamp" 2>/dev/null)" != "$tf_lock" ]; then
+  echo "setup: npm ci in tests/terraform (@cdktf/hcl2json, @cdktf/hcl-tools)"
+  npm ci --prefix "$tf_dir" --no-audit --no-fund
+  echo "$tf_lock" > "$tf_stamp"
 fi
 echo "setup: ready (venv $venv)"
