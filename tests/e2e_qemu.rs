@@ -50,15 +50,14 @@ impl Vm {
     /// Builds the disk from the `vm` image plus `prepare`'s additions and starts QEMU with
     /// `forwards` (host ports reachable from the guest at HOST).
     fn start(prepare: impl FnOnce(&Path), forwards: &[u16]) -> Self {
-        let vm_image = image("vm");
+        let guest_image = image("vm");
         let tools = image("qemu-tools");
-        let image = vm_image;
         let work = tempfile::Builder::new()
             .prefix("tfe-e2e-vm-")
             .tempdir()
             .unwrap();
+        // Owned: `work` moves into the Vm below, which removes the directory when dropped.
         let w = work.path().to_path_buf();
-        let w = w.as_path();
         let mut vm = Vm {
             qemu: Command::new("true").spawn().unwrap(),
             mounted: Vec::new(),
@@ -69,7 +68,7 @@ impl Vm {
         }
         let opts = format!(
             "lowerdir={},upperdir={},workdir={}",
-            image.join("rootfs").display(),
+            guest_image.join("rootfs").display(),
             w.join("upper").display(),
             w.join("wk").display()
         );
@@ -88,7 +87,7 @@ impl Vm {
             .arg("2G"));
         vm.unmount(&merged);
         for f in ["vmlinuz", "initrd.img"] {
-            std::fs::copy(image.join(f), w.join(f)).unwrap();
+            std::fs::copy(guest_image.join(f), w.join(f)).unwrap();
         }
 
         let accel = std::env::var("TFE_E2E_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
@@ -145,7 +144,7 @@ exec chroot "$T" "$@""#;
                 "sh",
             ])
             .arg(tools.join("rootfs"))
-            .arg(w)
+            .arg(&w)
             .args(qemu)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(w.join("qemu.log")).unwrap())
