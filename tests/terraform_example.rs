@@ -14,6 +14,9 @@
 //! Comments are gone. It does not evaluate: a reference to an undeclared variable, or a
 //! templatefile() map that misses a placeholder, parses fine, hence the checks below.
 
+#[path = "common/template.rs"]
+mod template;
+
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -187,25 +190,7 @@ fn number(what: &str, value: &Value) -> u64 {
 fn placeholders(relative: &str) -> BTreeSet<String> {
     let path = repo().join(relative);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{relative}: {e}"));
-    assert!(
-        !text.contains("$${") && !text.contains("%{"),
-        "{relative}: no template escapes or directives expected"
-    );
-    let mut names = BTreeSet::new();
-    let mut rest = text.as_str();
-    while let Some(start) = rest.find("${") {
-        let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .unwrap_or_else(|| panic!("{relative}: unterminated ${{"));
-        let name = &after[..end];
-        assert!(
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-            "{relative}: ${{{name}}} is not a plain variable"
-        );
-        names.insert(name.to_owned());
-        rest = &after[end + 1..];
-    }
+    let names = template::placeholders(relative, &text);
     assert!(!names.is_empty(), "{relative}: no placeholders found");
     names
 }
