@@ -6,6 +6,10 @@
 //! Nothing is installed and no maintainer script is run: the scripts are only read (and
 //! syntax-checked with `sh -n`) for what they must and must never do.
 
+#[path = "common/packages.rs"]
+mod packages;
+
+use packages::Packages;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -54,12 +58,7 @@ fn stdout(cmd: &str, args: &[&str]) -> String {
     String::from_utf8(run(cmd, args).stdout).expect("utf-8 output")
 }
 
-struct Packages {
-    deb: PathBuf,
-    rpm: PathBuf,
-}
-
-/// Runs `bash packaging/build.sh` once; its last two stdout lines are the .deb and the .rpm.
+/// Builds the packages once per test binary, after checking the tools are there.
 fn packages() -> &'static Packages {
     static PACKAGES: OnceLock<Packages> = OnceLock::new();
     PACKAGES.get_or_init(|| {
@@ -71,39 +70,7 @@ fn packages() -> &'static Packages {
         );
         require("dpkg-deb", &["--version"], "dpkg-deb (Debian package dpkg)");
         require("rpm", &["--version"], "rpm (Debian package rpm)");
-        let out = Command::new("bash")
-            .arg(repo().join("packaging/build.sh"))
-            .current_dir(repo())
-            .output()
-            .expect("running bash packaging/build.sh");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "bash packaging/build.sh failed ({}):\n{text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines.len() >= 2, "build.sh printed no paths: {text:?}");
-        let (deb, rpm) = (
-            PathBuf::from(lines[lines.len() - 2]),
-            PathBuf::from(lines[lines.len() - 1]),
-        );
-        assert!(
-            deb.extension().is_some_and(|e| e == "deb") && deb.is_file(),
-            "{deb:?}"
-        );
-        assert!(
-            rpm.extension().is_some_and(|e| e == "rpm") && rpm.is_file(),
-            "{rpm:?}"
-        );
-        for p in [&deb, &rpm] {
-            assert!(
-                p.starts_with(repo().join("target")),
-                "{p:?} is not under target/"
-            );
-        }
-        Packages { deb, rpm }
+        packages::build()
     })
 }
 

@@ -51,16 +51,7 @@ pub fn image(variant: &str) -> PathBuf {
 
 /// The .deb from `packaging/build.sh`.
 pub fn build_deb() -> PathBuf {
-    let out = run(Command::new("bash")
-        .arg(repo().join("packaging/build.sh"))
-        .current_dir(repo())
-        .stderr(Stdio::inherit()));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let deb = text
-        .lines()
-        .find(|l| l.ends_with(".deb"))
-        .expect("build.sh printed the .deb's path");
-    PathBuf::from(deb.trim())
+    super::packages::build().deb
 }
 
 /// A flat apt repository (`deb [trusted=yes] URL ./`) holding one .deb, served on 127.0.0.1.
