@@ -288,11 +288,15 @@ fn spot_interruption_during_install_abandons_the_launch_hook() {
 
 #[test]
 fn throttled_heartbeats_back_off_and_the_hook_still_completes() {
+    // The SDK's standard retry sleeps up to 1 s + 2 s between its three attempts, the agent then
+    // waits 1 s, and the fourth refusal costs up to 1 s more: about 5 s before the first heartbeat
+    // lands. So HeartbeatTimeout 8 s (4 s lost the hook now and then on a busy machine), and a
+    // drain longer than that, so only the heartbeats that got through keep the hook alive.
     let hooks = Hooks {
-        terminate_timeout: 4,
+        terminate_timeout: 8,
         ..Hooks::default()
     };
-    let node = fast_node(hooks, json!({"drain_duration_s": 6.0}));
+    let node = fast_node(hooks, json!({"drain_duration_s": 12.0}));
     let agent = node.start(&["run"]);
     agent.wait_line("is in service", BOOT);
     // More refusals than the SDK's own three attempts: the agent's backoff must carry it.
