@@ -2,7 +2,7 @@
 //! image, the .deb in a loopback apt repo, what is laid into the guest around the real package,
 //! and the checks on what the guest's disk and journal show afterwards.
 
-use super::{free_port, repo, template, wait_for, Node, Proc, SHARED_SECRET_VALUES};
+use super::{repo, spawn_on_any_port, template, Node, Proc, SHARED_SECRET_VALUES};
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -69,26 +69,14 @@ impl AptRepo {
             .args(["--multiversion", "."])
             .current_dir(dir.path()));
         std::fs::write(dir.path().join("Packages"), &index.stdout).unwrap();
-        let port = free_port();
-        let server = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        wait_for("apt repo server", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let mut cmd = Command::new("python3");
+        // -u: the "Serving HTTP on 127.0.0.1 port N" line is printed once bound, unbuffered.
+        cmd.args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+            .current_dir(dir.path());
+        let (server, port) = spawn_on_any_port(cmd, "127.0.0.1 port ", Duration::from_secs(20));
         AptRepo {
             port,
-            _server: Proc(server),
+            _server: server,
             _dir: dir,
         }
     }

@@ -9,7 +9,6 @@ pub mod template;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -31,12 +30,42 @@ fn venv() -> PathBuf {
     v
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Starts `cmd`, a server told to listen on 127.0.0.1 port 0, and returns it with the port it
+/// announces in an output line as `marker` followed by the number (bounded wait). Letting the
+/// server pick the port is race-free: a port picked here and handed over could be taken by a
+/// parallel test's server in between. Both output streams keep being drained, so a server that
+/// logs every request never blocks on a full pipe.
+pub fn spawn_on_any_port(mut cmd: Command, marker: &'static str, timeout: Duration) -> (Proc, u16) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let streams: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stdout.take().unwrap()),
+        Box::new(child.stderr.take().unwrap()),
+    ];
+    for stream in streams {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, after)) = line.split_once(marker) {
+                    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(port) = digits.parse::<u16>() {
+                        let _ = tx.send(port);
+                    }
+                }
+            }
+        });
+    }
+    let proc = Proc(child);
+    let port = rx
+        .recv_timeout(timeout)
+        .unwrap_or_else(|_| panic!("{cmd:?} announced no port ({marker:?}) within {timeout:?}"));
+    (proc, port)
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
@@ -68,20 +97,14 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
-        let port = free_port();
-        let child = Command::new(venv().join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let url = format!("http://127.0.0.1:{port}");
-        wait_for("moto", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let mut cmd = Command::new(venv().join("bin/moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p", "0"]);
+        // Werkzeug prints this once the socket is bound.
+        let (proc, port) =
+            spawn_on_any_port(cmd, "Running on http://127.0.0.1:", Duration::from_secs(30));
         Moto {
-            url,
-            _proc: Proc(child),
+            url: format!("http://127.0.0.1:{port}"),
+            _proc: proc,
         }
     }
 
