@@ -56,8 +56,17 @@ pub fn health_check(stdout: &str) -> Result<HealthReport, String> {
         let line = line.trim_end();
         if let Some(name) = line.strip_prefix("checking: ") {
             current = Some(name.trim_end_matches("...").to_string());
-        } else if line.starts_with("|- ") && !line.contains("PASS") {
-            failed_checks.push(current.clone().unwrap_or_else(|| "unnamed check".into()));
+        } else if let Some(verdict) = line.strip_prefix("|- ") {
+            // `✓ PASS`, or `✗ ERROR: <reason>`: judged by the marker before the reason, which may
+            // itself say PASS (a password, a bypass).
+            if !verdict
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .contains("PASS")
+            {
+                failed_checks.push(current.clone().unwrap_or_else(|| "unnamed check".into()));
+            }
         }
         let summary = line.trim();
         if summary == "All checks passed." {
