@@ -55,7 +55,7 @@ pub struct BootOutcome {
 }
 
 /// After the work ended, one more look for a launch hook that could not be found while it ran
-/// (Auto Scaling may have recovered): this long at most.
+/// (Auto Scaling may have recovered): this long at most (and no longer than the budget itself).
 const LAST_LOOK: Duration = Duration::from_secs(60);
 
 /// Boots the node. Every failure is logged with its whole chain before this returns.
@@ -167,7 +167,7 @@ where
     let found = match found {
         Err((e, _)) if e.is_transient() => {
             log::info!("the work is done; looking for the launch hook once more");
-            let last = world.clock.now() + LAST_LOOK;
+            let last = world.clock.now() + LAST_LOOK.min(cfg.lifecycle.discovery_timeout);
             let d = hook::discover_launch_until(
                 &world.asg,
                 &world.clock,

@@ -394,3 +394,80 @@ fn run_boots_then_stays_until_sigterm() {
         launch_resolved("CONTINUE", "complete")
     );
 }
+
+#[test]
+fn a_throttled_hook_lookup_is_retried_beside_the_work_and_the_hook_still_released() {
+    // Defect: more throttling than the SDK's own three attempts ended the boot with exit 4 and no
+    // word. Now the agent retries with its own backoff while the install runs.
+    let node = Node::new();
+    node.emulator.post(
+        "/_emulator/faults",
+        json!({"throttle": {"action": "DescribeAutoScalingInstances", "count": 7}}),
+    );
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("looking up the launch hook failed (try 1)"),
+        "{}",
+        run.stderr
+    );
+    // The install did not wait for the lookup to succeed.
+    let install_started = run.stderr.find("running ").expect("install started");
+    let found = run.stderr.find("holding launch hook").expect("hook found");
+    assert!(install_started < found, "{}", run.stderr);
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("CONTINUE", "complete")
+    );
+}
+
+#[test]
+fn a_hook_lookup_that_never_succeeds_is_an_error_with_its_chain_not_a_silent_exit() {
+    let node = Node::new();
+    node.write_config("# discovery_timeout = \"10m\" => discovery_timeout = \"4s\"");
+    node.emulator.post(
+        "/_emulator/faults",
+        json!({"throttle": {"action": "DescribeAutoScalingInstances", "count": 1000}}),
+    );
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(4);
+    assert!(
+        run.stderr
+            .contains("boot failed: looking up this instance's launch lifecycle hook failed after")
+            && run.stderr.contains("throttled by Auto Scaling"),
+        "{}",
+        run.stderr
+    );
+    // The node itself came up; the group's DefaultResult decides the hook.
+    assert!(run.stderr.contains("TFE is ready"), "{}", run.stderr);
+    assert_eq!(node.emulator.resolutions(), vec![]);
+}
+
+#[test]
+fn an_unreadable_state_record_exits_7_naming_it_runs_nothing_and_abandons() {
+    let node = Node::new();
+    std::fs::create_dir_all(node.path("state")).unwrap();
+    std::fs::write(node.path("state/state.json"), "{\"instance_id\": \"i-").unwrap();
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(7);
+    assert!(
+        run.stderr.contains("boot failed:") && run.stderr.contains("state.json is corrupt"),
+        "{}",
+        run.stderr
+    );
+    assert!(node.install_runs().is_empty(), "install.sh ran");
+    assert!(
+        !node.path("etc/replicated.conf").exists(),
+        "TFE files written"
+    );
+    assert_eq!(
+        std::fs::read_to_string(node.path("state/state.json")).unwrap(),
+        "{\"instance_id\": \"i-",
+        "the record was overwritten"
+    );
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("ABANDON", "complete")
+    );
+}
