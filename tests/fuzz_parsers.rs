@@ -388,6 +388,7 @@ struct ConfigValues {
     shared: String,
     license: Option<String>,
     region: Option<String>,
+    attempt_timeout: Duration,
     release_sequence: i64,
     tls_bootstrap_type: &'static str,
     bypass_preflight_checks: bool,
@@ -398,6 +399,7 @@ struct ConfigValues {
     readiness_timeout: Duration,
     launch_hook: Option<String>,
     on_failure: FailureResult,
+    discovery_timeout: Duration,
     drain_timeout: Duration,
     stop_app: bool,
     state_dir: String,
@@ -437,11 +439,13 @@ fn config_values() -> impl Strategy<Value = ConfigValues> {
             "/[^\u{0}]{1,30}",
             prop::collection::btree_map(any::<String>(), setting, 0..6),
         ),
+        (duration(), duration()),
     )
-        .prop_map(|(a, b)| ConfigValues {
+        .prop_map(|(a, b, c)| ConfigValues {
             shared: a.0,
             license: a.1,
             region: a.2,
+            attempt_timeout: c.0,
             release_sequence: a.3,
             tls_bootstrap_type: a.4,
             bypass_preflight_checks: a.5,
@@ -452,6 +456,7 @@ fn config_values() -> impl Strategy<Value = ConfigValues> {
             readiness_timeout: b.2,
             launch_hook: b.3,
             on_failure: b.4,
+            discovery_timeout: c.1,
             drain_timeout: b.5,
             stop_app: b.6,
             state_dir: b.7,
@@ -473,6 +478,7 @@ fn config_text(v: &ConfigValues) -> String {
     if let Some(r) = &v.region {
         aws.insert("region".into(), s(r));
     }
+    aws.insert("attempt_timeout".into(), d(v.attempt_timeout));
     let mut replicated = toml::Table::new();
     replicated.insert(
         "release_sequence".into(),
@@ -504,6 +510,7 @@ fn config_text(v: &ConfigValues) -> String {
         FailureResult::Continue => "continue",
     };
     lifecycle.insert("on_failure".into(), s(on_failure));
+    lifecycle.insert("discovery_timeout".into(), d(v.discovery_timeout));
     let mut drain = toml::Table::new();
     drain.insert("timeout".into(), d(v.drain_timeout));
     drain.insert("stop_app".into(), toml::Value::Boolean(v.stop_app));
@@ -566,6 +573,7 @@ proptest! {
         prop_assert_eq!(&c.secrets.shared, &v.shared);
         prop_assert_eq!(&c.secrets.license, &v.license);
         prop_assert_eq!(&c.aws.region, &v.region);
+        prop_assert_eq!(c.aws.attempt_timeout, v.attempt_timeout);
         prop_assert_eq!(&c.replicated.release_sequence, &toml::Value::Integer(v.release_sequence));
         prop_assert_eq!(c.replicated.tls_bootstrap_type.as_str(), v.tls_bootstrap_type);
         prop_assert_eq!(c.replicated.bypass_preflight_checks, v.bypass_preflight_checks);
@@ -576,6 +584,7 @@ proptest! {
         prop_assert_eq!(c.readiness.timeout, v.readiness_timeout);
         prop_assert_eq!(&c.lifecycle.launch_hook, &v.launch_hook);
         prop_assert_eq!(c.lifecycle.on_failure, v.on_failure);
+        prop_assert_eq!(c.lifecycle.discovery_timeout, v.discovery_timeout);
         prop_assert_eq!(c.drain.timeout, v.drain_timeout);
         prop_assert_eq!(c.drain.stop_app, v.stop_app);
         prop_assert_eq!(c.paths.state_dir.to_str(), Some(v.state_dir.as_str()));
