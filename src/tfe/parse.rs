@@ -92,8 +92,17 @@ pub fn health_check(stdout: &str) -> Result<HealthReport, String> {
     Err("no summary line (\"All checks passed.\" or \"<n> checks failed.\")".into())
 }
 
-/// The text from the first `open` character on: skips warnings printed before the JSON.
+/// The JSON from its first line on: skips warnings printed before it. The JSON starts at the first
+/// line that begins with `open`, because a warning may hold the character itself (Go type names:
+/// `map[string]interface {}`); failing such a line, at the first `open` anywhere.
 fn from_first(text: &str, open: char) -> Option<&str> {
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with(open) {
+            return Some(&text[start..]);
+        }
+        start += line.len();
+    }
     text.find(open).map(|i| &text[i..])
 }
 
