@@ -875,3 +875,46 @@ fn a_warning_whose_go_type_names_hold_brackets_is_skipped_before_the_json() {
     .expect("app status after the warning");
     assert!(app.is_started());
 }
+
+/// Every AFL seed (`fuzz/seeds/TARGET/`) and every recorded AFL finding (`fuzz/regressions/TARGET/`,
+/// one file per crash, minimized) through its target's checks, so a finding stays fixed.
+///
+/// The first finding was the check's own: a CA bundle shares its PEM framing
+/// (`-----END CERTIFICATE-----`) with the TLS certificate, which is public and shown, and the
+/// shared text was taken for a leak of the bundle.
+#[test]
+fn every_fuzz_seed_and_recorded_finding_passes_its_targets_checks() {
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut ran = 0;
+    for kind in ["seeds", "regressions"] {
+        for target in [
+            "shared_secret",
+            "system_status",
+            "app_status",
+            "health_check",
+            "agent_config",
+        ] {
+            let Ok(entries) = std::fs::read_dir(fuzz.join(kind).join(target)) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                let bytes = std::fs::read(&path).unwrap();
+                eprintln!("{}", path.display());
+                match target {
+                    "shared_secret" => {
+                        if let Some((&config, secret)) = bytes.split_first() {
+                            oracle::shared_secret(config, secret);
+                        }
+                    }
+                    "system_status" => oracle::system_status(&bytes),
+                    "app_status" => oracle::app_status(&bytes),
+                    "health_check" => oracle::health_check(&bytes),
+                    _ => oracle::agent_config(&bytes),
+                }
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran > 10, "only {ran} inputs under {}", fuzz.display());
+}

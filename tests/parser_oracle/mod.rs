@@ -262,9 +262,26 @@ pub fn shown(cfg: &AgentConfig, payloads: &BTreeMap<String, SecretPayload>) -> S
 /// a secret id, the config, a fixed message), not from the secret.
 pub fn no_secret_shown(cfg: &AgentConfig, payloads: &BTreeMap<String, SecretPayload>) {
     let out = shown(cfg, payloads);
+    // The TLS certificate is public and shown; text it shares with a secret (PEM framing such as
+    // `-----END CERTIFICATE-----`) gives nothing away.
+    let certificate = cfg
+        .secrets
+        .tls_cert
+        .as_ref()
+        .and_then(|id| payloads.get(id))
+        .map(|p| match p {
+            SecretPayload::String(s) => s.expose().to_string(),
+            SecretPayload::Binary(b) => String::from_utf8_lossy(b.expose()).into_owned(),
+        })
+        .unwrap_or_default();
+    let windows = char_windows(&out);
+    let shows = |needle: &str| match needle.chars().count() {
+        MIN_NEEDLE_CHARS => windows.contains(needle),
+        _ => out.contains(needle),
+    };
     for (id, value) in secret_values(cfg, payloads) {
         for needle in needles(&value) {
-            if !out.contains(&needle) {
+            if !shows(&needle) || certificate.contains(&needle) {
                 continue;
             }
             let masked = mask(payloads, &value);
@@ -354,6 +371,20 @@ pub fn needles(value: &str) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+/// Every run of [`MIN_NEEDLE_CHARS`] characters in `text`: one hash lookup per window of a value,
+/// instead of a search through the whole output.
+fn char_windows(text: &str) -> std::collections::HashSet<&str> {
+    let starts: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([text.len()])
+        .collect();
+    starts
+        .windows(MIN_NEEDLE_CHARS + 1)
+        .map(|w| &text[w[0]..w[MIN_NEEDLE_CHARS]])
+        .collect()
 }
 
 /// The payloads with every occurrence of `value` (in a whole payload or in a JSON string inside
