@@ -373,9 +373,12 @@ pub fn needles(value: &str) -> Vec<String> {
     out
 }
 
-/// Every run of [`MIN_NEEDLE_CHARS`] characters in `text`: one hash lookup per window of a value,
-/// instead of a search through the whole output.
-fn char_windows(text: &str) -> std::collections::HashSet<&str> {
+/// Every run of [`MIN_NEEDLE_CHARS`] characters in `text`: one lookup per window of a value instead
+/// of a search through the whole output. Hashed with fixed keys: the default random ones would make
+/// AFL see a different path for the same input.
+fn char_windows(
+    text: &str,
+) -> std::collections::HashSet<&str, std::hash::BuildHasherDefault<std::hash::DefaultHasher>> {
     let starts: Vec<usize> = text
         .char_indices()
         .map(|(i, _)| i)
