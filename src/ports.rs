@@ -213,6 +213,8 @@ pub enum DrainState {
     Exited(i32),
     /// Gone without leaving its exit status (killed, or the machine rebooted).
     Vanished,
+    /// Ended before it was let run (its starter died before recording it): the tool never ran.
+    NeverStarted,
 }
 
 /// A TFE tool call that failed, as the flows need to see it.
@@ -238,6 +240,9 @@ pub trait TfeTools: Sync {
     /// Starts `replicated admin --tty=0 node-drain` detached from the agent (own process group,
     /// output and exit status to files), so it outlives an agent restart.
     fn start_drain(&self) -> Result<TrackedProcess, ToolError>;
+    /// Lets a started drain run node-drain. Called once the drain is recorded: a drain started
+    /// but never released (the agent died in between) ends without running node-drain.
+    fn release_drain(&self, drain: &TrackedProcess) -> Result<(), ToolError>;
     /// Where a drain is; also forwards its new output lines into the log.
     fn drain_state(&self, drain: &TrackedProcess) -> DrainState;
     /// SIGTERM to the drain's process group, SIGKILL after a grace period.

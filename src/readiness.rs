@@ -121,6 +121,9 @@ mod tests {
         fn start_drain(&self) -> Result<TrackedProcess, ToolError> {
             unreachable!()
         }
+        fn release_drain(&self, _: &TrackedProcess) -> Result<(), ToolError> {
+            unreachable!()
+        }
         fn drain_state(&self, _: &TrackedProcess) -> DrainState {
             unreachable!()
         }

@@ -158,6 +158,19 @@ where
     };
     let deadline = world.clock.now() + limit.saturating_sub(elapsed);
 
+    let step = match step {
+        DrainStep::Adopt(process)
+            if world.tfe.drain_state(&process) == DrainState::NeverStarted =>
+        {
+            log::warn!(
+                "the node-drain recorded by the earlier agent (pid {}) never ran (that agent stopped before letting it run); starting it now",
+                process.pid
+            );
+            recorder.record(Event::DrainNeverRan)?;
+            DrainStep::Start
+        }
+        other => other,
+    };
     let outcome = match step {
         DrainStep::Done(outcome) => outcome,
         DrainStep::Start if nothing_to_drain.is_some() => {
@@ -175,8 +188,14 @@ where
                     humantime::format_duration(limit)
                 );
                 notify::status("draining: node-drain running");
+                // Recorded before node-drain may run: a restarted agent adopts it, never a second.
                 recorder.record(Event::DrainStarted(process.clone()))?;
-                let outcome = wait_for_drain(world, &process, deadline, &why, budget.clone()).await;
+                let outcome = match world.tfe.release_drain(&process) {
+                    Ok(()) => wait_for_drain(world, &process, deadline, &why, budget.clone()).await,
+                    Err(e) => DrainOutcome::CouldNotStart {
+                        why: crate::error_chain(&e),
+                    },
+                };
                 recorder.record(Event::DrainFinished(outcome.clone()))?;
                 outcome
             }
@@ -222,7 +241,7 @@ where
             DrainState::Running => {}
             DrainState::Exited(0) => return DrainOutcome::Drained,
             DrainState::Exited(code) => return DrainOutcome::Failed { exit_code: code },
-            DrainState::Vanished => return DrainOutcome::Interrupted,
+            DrainState::Vanished | DrainState::NeverStarted => return DrainOutcome::Interrupted,
         }
         let now = world.clock.now();
         let cut = if now >= deadline {
@@ -390,13 +409,14 @@ where
     A: AutoScaling,
     C: Clock,
 {
-    let (instance_id, source, noticed_at) = {
+    let (instance_id, source, noticed_at, seen_waiting) = {
         let s = recorder.state.borrow();
         let t = s.termination.as_ref().expect("recorded");
         (
             s.instance_id.clone(),
             t.source,
             t.asg_noticed_at.unwrap_or(t.noticed_at),
+            t.wait_state_seen_at.is_some(),
         )
     };
     let not_applicable = |why: String| {
@@ -412,6 +432,16 @@ where
     let mut failing = false;
     let group = loop {
         match world.asg.describe_instance(&instance_id).await {
+            // Seen waiting before, gone now: the hook was resolved (an earlier agent's release
+            // whose answer was lost, or a timeout) and the instance left the group.
+            Ok(None) if seen_waiting => {
+                log::warn!("instance is no longer in its group: the terminate hook was resolved while no agent watched");
+                return recorder
+                    .record(Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
+                        state: Some("no longer in the group".into()),
+                    }))
+                    .map(|_| None);
+            }
             Ok(None) if source.has_hook() => {
                 return not_applicable("this instance is not in an Auto Scaling group".into())
             }

@@ -271,6 +271,12 @@ impl NodeState {
                 }
                 _ => return Err(illegal(phase, "no drain is running")),
             },
+            Event::DrainNeverRan => {
+                if !matches!(t.drain, DrainRecord::Running { .. }) {
+                    return Err(illegal(phase, "no recorded drain to forget"));
+                }
+                t.drain = DrainRecord::NotStarted;
+            }
             Event::AppStopped => {
                 if !matches!(t.drain, DrainRecord::Finished { .. }) {
                     return Err(illegal(phase, "the app is stopped only after the drain"));
@@ -327,6 +333,7 @@ impl Event {
             Event::TerminationNoticed(_)
                 | Event::DrainStarted(_)
                 | Event::DrainFinished(_)
+                | Event::DrainNeverRan
                 | Event::AppStopped
                 | Event::WaitStateSeen { .. }
                 | Event::TerminateHookDone(_)

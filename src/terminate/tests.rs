@@ -235,6 +235,10 @@ struct FakeTfe {
     exit: DrainState,
     start_fails: bool,
     starts: AtomicUsize,
+    /// Releases of a started drain (node-drain allowed to run).
+    releases: AtomicUsize,
+    /// The recorded drain never ran (its starter died before releasing it) until started again.
+    never_ran: std::sync::atomic::AtomicBool,
     polls: AtomicUsize,
     stops: Mutex<Vec<Instant>>,
     app_stops: Mutex<Vec<Instant>>,
@@ -252,6 +256,8 @@ impl FakeTfe {
             exit: DrainState::Exited(code),
             start_fails: false,
             starts: AtomicUsize::new(0),
+            releases: AtomicUsize::new(0),
+            never_ran: std::sync::atomic::AtomicBool::new(false),
             polls: AtomicUsize::new(0),
             stops: Mutex::default(),
             app_stops: Mutex::default(),
@@ -308,10 +314,22 @@ impl TfeTools for FakeTfe {
         }
         Ok(drain_process())
     }
+    fn release_drain(&self, drain: &TrackedProcess) -> Result<(), ToolError> {
+        assert_eq!(*drain, drain_process(), "released another process");
+        assert_eq!(
+            self.releases.fetch_add(1, Ordering::SeqCst),
+            0,
+            "released twice"
+        );
+        Ok(())
+    }
     fn drain_state(&self, drain: &TrackedProcess) -> DrainState {
         assert_eq!(*drain, drain_process(), "asked about another process");
         assert!(self.stops().is_empty(), "polled after it was stopped");
         self.polls.fetch_add(1, Ordering::SeqCst);
+        if self.never_ran.load(Ordering::SeqCst) && self.starts() == 0 {
+            return DrainState::NeverStarted;
+        }
         if Instant::now() >= self.ends {
             self.exit
         } else {
@@ -441,6 +459,11 @@ async fn an_asg_termination_drains_once_heartbeats_and_continues_once() {
     let end = Instant::now();
 
     assert_eq!(w.tfe.starts(), 1, "node-drain started once");
+    assert_eq!(
+        w.tfe.releases.load(Ordering::SeqCst),
+        1,
+        "and let run once it was recorded"
+    );
     let app_stops = w.tfe.app_stops();
     assert_eq!(app_stops.len(), 1);
     assert!(
@@ -848,6 +871,21 @@ async fn a_restarted_agent_adopts_the_running_drain() {
     );
     assert!(w.asg.beats().len() >= 4);
     assert_eq!(s.phase, Phase::Drained);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recorded_drain_that_never_ran_is_started_once_by_the_restarted_agent() {
+    // The earlier agent recorded the drain and died before letting it run.
+    let mut s = noticed(in_service(), Source::Asg);
+    s.apply(Event::DrainStarted(drain_process())).unwrap();
+    let tfe = FakeTfe::draining_for(10);
+    tfe.never_ran.store(true, Ordering::SeqCst);
+    let w = world(FakeAsg::waiting(), tfe);
+    let s = run(&w, &cfg(), s).await;
+    assert_eq!(w.tfe.starts(), 1, "started once, by this agent");
+    assert_eq!(w.tfe.releases.load(Ordering::SeqCst), 1);
+    assert_eq!(drain_outcome(&s), DrainOutcome::Drained);
+    assert_eq!(t(&s).hook, released(HookResult::Continue));
 }
 
 #[tokio::test(start_paused = true)]

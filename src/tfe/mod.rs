@@ -99,6 +99,8 @@ pub struct CliTfe {
     pub drain: Detached,
     /// install.sh's status, log and run record (in `[paths].state_dir`).
     pub install: Detached,
+    /// A started node-drain waiting for its release (the drain is recorded in between).
+    drain_gate: std::sync::Mutex<Option<(TrackedProcess, detached::Gate)>>,
 }
 
 impl CliTfe {
@@ -113,6 +115,7 @@ impl CliTfe {
             install_sha256,
             drain: Detached::drain(state_dir),
             install: Detached::new(state_dir, "install", "install.sh"),
+            drain_gate: std::sync::Mutex::new(None),
         }
     }
 }
@@ -147,7 +150,26 @@ impl TfeTools for CliTfe {
 
     fn start_drain(&self) -> Result<TrackedProcess, ToolError> {
         let args = ["admin", "--tty=0", "node-drain"].map(String::from);
-        Ok(self.drain.start(&self.replicated, &args, None)?)
+        let (process, gate) = self.drain.start(&self.replicated, &args, None)?;
+        *self.drain_gate.lock().expect("drain gate") = Some((process.clone(), gate));
+        Ok(process)
+    }
+
+    fn release_drain(&self, drain: &TrackedProcess) -> Result<(), ToolError> {
+        let held = self.drain_gate.lock().expect("drain gate").take();
+        let command = format!("{} admin --tty=0 node-drain", self.replicated.display());
+        match held {
+            Some((process, gate)) if process == *drain => {
+                gate.go().map_err(|e| ToolError::Failed {
+                    command,
+                    detail: format!("cannot let node-drain run: {e}"),
+                })
+            }
+            _ => Err(ToolError::Failed {
+                command,
+                detail: format!("no started drain with pid {} to release", drain.pid),
+            }),
+        }
     }
 
     fn drain_state(&self, drain: &TrackedProcess) -> DrainState {
