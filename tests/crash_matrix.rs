@@ -431,13 +431,13 @@ struct Obs {
     eof: [bool; 2],
     /// The last state.json that parsed; every read counts as a sample.
     state: Option<Value>,
-    state_sig: Option<(u64, i64, i64, u64)>,
+    state_sig: Option<Sig>,
     state_samples: usize,
     state_invalid: Vec<String>,
     calls: Vec<Value>,
     calls_offset: u64,
     drain_json: Option<Value>,
-    drain_sig: Option<(u64, i64, i64, u64)>,
+    drain_sig: Option<Sig>,
     kill: AtKill,
 }
 
