@@ -27,7 +27,8 @@
 //!
 //! Environment: `TFE_CRASH_SEED` replays the random kill times (the seed is always printed),
 //! `TFE_CRASH_RANDOM` (default 6) sets how many, `TFE_CRASH_THREADS` (default 3) how many rows run
-//! at once, `TFE_CRASH_ONLY` runs only the rows whose names contain it (comma-separated).
+//! at once, `TFE_CRASH_ONLY` runs only the rows whose names contain one of its `|`-separated parts
+//! (`random` for the random points).
 
 mod common;
 
@@ -165,6 +166,18 @@ fn rows() -> Vec<Row> {
             missed: |o| {
                 (o.kill.install_started || o.install_starts() > 0 || o.kill.tool_running("install.sh"))
                     .then(|| "the agent had already spawned install.sh".into())
+            },
+        },
+        Row {
+            name: "install.sh started, not recorded",
+            detect: "fsutil's temp file `.install.pid.tmp-PID` in the state dir (install.sh spawned, its record not yet renamed into place)",
+            part: Boot,
+            hold: None,
+            trigger: |o| o.temp_in(STATE, ".install.pid.tmp"),
+            delay_ms: 0,
+            missed: |o| {
+                o.file(STATE, "install.pid")
+                    .then(|| "install.pid was already in place".into())
             },
         },
         Row {
@@ -623,7 +636,11 @@ impl Obs {
             ("boot started", self.line("boot of instance")),
             ("secrets fetched", self.line("fetched ")),
             ("files written", self.line("replicated.conf (mode")),
-            ("install.sh started", k.install_started),
+            // A spawned install.sh shows itself after the settle (its start line, its process).
+            (
+                "install.sh started",
+                k.install_started || self.install_starts() > 0 || k.tool_running("install.sh"),
+            ),
             ("install.sh mid-way", k.daemon_started),
             ("install.sh finished", k.install_completed),
             ("install recorded", self.state_has("/installed_release")),
@@ -1190,6 +1207,7 @@ enum Verdict {
 
 struct Report {
     name: String,
+    state_samples: usize,
     detect: String,
     verdict: Verdict,
     landing: String,
@@ -1209,6 +1227,7 @@ fn run_point(point: &Point, base: &BaselineCell) -> Report {
     };
     let mut report = Report {
         name,
+        state_samples: 0,
         detect,
         verdict: Verdict::Passed,
         landing: String::new(),
@@ -1328,6 +1347,7 @@ fn run_point_inner(
             base.launch_hook
         ));
     }
+    report.state_samples = h.obs.state_samples;
     report.notes.push(format!(
         "{} state.json samples, all valid: {}; install.sh started {}×",
         h.obs.state_samples,
@@ -1417,7 +1437,7 @@ fn kill_9_at_every_phase_boundary_and_at_random_times_leaves_the_same_end_state_
     let randoms = env_number("TFE_CRASH_RANDOM", 6) as usize;
     let threads = env_number("TFE_CRASH_THREADS", 3).max(1) as usize;
     let only: Vec<String> = std::env::var("TFE_CRASH_ONLY")
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+        .map(|v| v.split('|').map(|s| s.trim().to_string()).collect())
         .unwrap_or_default();
     eprintln!("crash matrix: seed {seed} (replay with TFE_CRASH_SEED={seed}), {randoms} random kill points, {threads} rows at a time");
 
@@ -1550,6 +1570,10 @@ fn kill_9_at_every_phase_boundary_and_at_random_times_leaves_the_same_end_state_
         skipped.len(),
         failed.len(),
         began.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "state.json: {} samples across the rows, each read whenever it changed",
+        reports.iter().map(|r| r.state_samples).sum::<usize>()
     );
     for s in &skipped {
         eprintln!("skipped: {s}");
