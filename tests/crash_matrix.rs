@@ -25,7 +25,9 @@
 //! really landed; a kill that landed past its window is reported as skipped with the reason, never
 //! as passed.
 //!
-//! Environment: `TFE_CRASH_SEED` replays the random kill times (the seed is always printed),
+//! Environment: `TFE_CRASH_SEED` replays the random kill times (the seed is always printed; it
+//! fixes each time as a fraction of the uninterrupted run's length, measured in the same run, so a
+//! replay kills at the same point of the lifecycle give or take the machine's speed),
 //! `TFE_CRASH_RANDOM` (default 6) sets how many, `TFE_CRASH_THREADS` (default 3) how many rows run
 //! at once, `TFE_CRASH_ONLY` runs only the rows whose names contain one of its `|`-separated parts
 //! (`random` for the random points).
@@ -1410,6 +1412,13 @@ impl SplitMix {
     }
 }
 
+/// Straight to stderr, past the test harness's capture: the seed and the figures belong in every
+/// run's log (the README's test command runs without --nocapture), not only in a failure's.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -1439,7 +1448,7 @@ fn kill_9_at_every_phase_boundary_and_at_random_times_leaves_the_same_end_state_
     let only: Vec<String> = std::env::var("TFE_CRASH_ONLY")
         .map(|v| v.split('|').map(|s| s.trim().to_string()).collect())
         .unwrap_or_default();
-    eprintln!("crash matrix: seed {seed} (replay with TFE_CRASH_SEED={seed}), {randoms} random kill points, {threads} rows at a time");
+    say(&format!("crash matrix: seed {seed} (replay with TFE_CRASH_SEED={seed}), {randoms} random kill points, {threads} rows at a time"));
 
     eprintln!(
         "\nkill points (phase boundaries):\n| part | name | how it is detected |\n|---|---|---|"
@@ -1564,13 +1573,13 @@ fn kill_9_at_every_phase_boundary_and_at_random_times_leaves_the_same_end_state_
             eprintln!("note: {}: {n}", r.name);
         }
     }
-    eprintln!(
-        "\ncrash matrix: {} kill points, {passed} passed, {} skipped (missed their window), {} failed; seed {seed}; {:.0} s",
+    say(&format!(
+        "crash matrix: {} kill points, {passed} passed, {} skipped (missed their window), {} failed; seed {seed}; {:.0} s",
         reports.len(),
         skipped.len(),
         failed.len(),
         began.elapsed().as_secs_f64()
-    );
+    ));
     eprintln!(
         "state.json: {} samples across the rows, each read whenever it changed",
         reports.iter().map(|r| r.state_samples).sum::<usize>()
