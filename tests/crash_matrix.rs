@@ -115,10 +115,10 @@ fn rows() -> Vec<Row> {
     vec![
         Row {
             name: "boot started",
-            detect: "stderr `boot of instance` (state.json phase booting saved just before)",
+            detect: "state.json phase `booting` (saved before stderr `boot of instance`)",
             part: Boot,
             hold: None,
-            trigger: |o| o.line("boot of instance"),
+            trigger: |o| o.state_is("/phase", "booting") || o.line("boot of instance"),
             delay_ms: 0,
             missed: |o| o.line("fetched ").then(|| "the secrets were already fetched".into()),
         },
@@ -635,7 +635,10 @@ impl Obs {
     fn landing(&self) -> String {
         let k = &self.kill;
         let reached: [(&str, bool); 17] = [
-            ("boot started", self.line("boot of instance")),
+            (
+                "boot started",
+                self.state_has("/phase") || self.line("boot of instance"),
+            ),
             ("secrets fetched", self.line("fetched ")),
             ("files written", self.line("replicated.conf (mode")),
             // A spawned install.sh shows itself after the settle (its start line, its process).
@@ -650,7 +653,10 @@ impl Obs {
             ("launch hook released", k.launch_resolved),
             ("launch release recorded", self.state_has("/launch_hook")),
             ("termination recorded", self.state_has("/termination")),
-            ("node-drain started", self.line("node-drain started")),
+            (
+                "node-drain started",
+                self.line("node-drain started") || k.drain_running_tool || self.drain_starts() > 0,
+            ),
             (
                 "node-drain recorded",
                 self.state_has("/termination/drain/process"),
@@ -1209,6 +1215,8 @@ enum Verdict {
 
 struct Report {
     name: String,
+    /// Where the kill landed past its window, if it did.
+    missed: Option<String>,
     state_samples: usize,
     detect: String,
     verdict: Verdict,
@@ -1229,6 +1237,7 @@ fn run_point(point: &Point, base: &BaselineCell) -> Report {
     };
     let mut report = Report {
         name,
+        missed: None,
         state_samples: 0,
         detect,
         verdict: Verdict::Passed,
@@ -1356,6 +1365,7 @@ fn run_point_inner(
         h.obs.state_invalid.is_empty(),
         h.obs.install_starts()
     ));
+    report.missed = missed.clone();
     Ok(match (failures.is_empty(), missed) {
         (false, _) => Verdict::Failed(failures),
         (true, Some(why)) => Verdict::Skipped(why),
@@ -1443,11 +1453,15 @@ fn kill_9_at_every_phase_boundary_and_at_random_times_leaves_the_same_end_state_
             .unwrap()
             .as_nanos() as u64,
     };
-    let randoms = env_number("TFE_CRASH_RANDOM", 6) as usize;
-    let threads = env_number("TFE_CRASH_THREADS", 3).max(1) as usize;
     let only: Vec<String> = std::env::var("TFE_CRASH_ONLY")
         .map(|v| v.split('|').map(|s| s.trim().to_string()).collect())
         .unwrap_or_default();
+    let randoms = if only.is_empty() || only.iter().any(|o| o == "random") {
+        env_number("TFE_CRASH_RANDOM", 6) as usize
+    } else {
+        0
+    };
+    let threads = env_number("TFE_CRASH_THREADS", 3).max(1) as usize;
     say(&format!("crash matrix: seed {seed} (replay with TFE_CRASH_SEED={seed}), {randoms} random kill points, {threads} rows at a time"));
 
     eprintln!(
@@ -1467,13 +1481,7 @@ fn kill_9_at_every_phase_boundary_and_at_random_times_leaves_the_same_end_state_
     // by the worker that runs the baseline, and queued behind the boundaries.
     let queue = Arc::new(Mutex::new(points));
     let reports = Arc::new(Mutex::new(Vec::<Report>::new()));
-    let pending_randoms = Arc::new(Mutex::new(
-        if only.is_empty() || only.iter().any(|o| o == "random") {
-            randoms
-        } else {
-            0
-        },
-    ));
+    let pending_randoms = Arc::new(Mutex::new(randoms));
     let baseline_taken = Arc::new(AtomicBool::new(false));
 
     let workers: Vec<_> = (0..threads)
@@ -1525,9 +1533,9 @@ fn kill_9_at_every_phase_boundary_and_at_random_times_leaves_the_same_end_state_
                         r.killed_after
                             .map_or("-".into(), |d| format!("{:.2}s", d.as_secs_f64())),
                         r.landing,
-                        match &r.verdict {
-                            Verdict::Skipped(why) => format!("; missed its window: {why}"),
-                            _ => String::new(),
+                        match &r.missed {
+                            Some(why) => format!("; missed its window: {why}"),
+                            None => String::new(),
                         },
                         r.took.as_secs_f64()
                     );
@@ -1556,12 +1564,15 @@ fn kill_9_at_every_phase_boundary_and_at_random_times_leaves_the_same_end_state_
         .iter()
         .filter_map(|r| match &r.verdict {
             Verdict::Failed(why) => Some(format!(
-                "{} [{}] (killed {}, {}):\n    - {}\n    notes: {}",
+                "{} [{}] (killed {}, {}{}):\n    - {}\n    notes: {}",
                 r.name,
                 r.detect,
                 r.killed_after
                     .map_or("-".into(), |d| format!("{:.2}s", d.as_secs_f64())),
                 r.landing,
+                r.missed
+                    .as_ref()
+                    .map_or(String::new(), |m| format!("; past its window: {m}")),
                 why.join("\n    - "),
                 r.notes.join("; ")
             )),
