@@ -300,7 +300,11 @@ fn rows() -> Vec<Row> {
             detect: "stderr `node-drain started` (logged right after the spawn, before state.json records it)",
             part: Termination,
             hold: None,
-            trigger: |o| o.line("node-drain started"),
+            // The record as a fallback: should the line change, the row still kills (and then
+            // says it missed its window) rather than wait for nothing.
+            trigger: |o| {
+                o.line("node-drain started") || o.state_has("/termination/drain/process")
+            },
             delay_ms: 0,
             missed: |o| {
                 o.state_has("/termination/drain/process")
@@ -1187,7 +1191,7 @@ fn temp_files(node: &Node) -> Vec<String> {
             let path = e.path();
             let bytes = std::fs::read(&path).unwrap_or_default();
             let partial = match name.as_str() {
-                n if n.ends_with(".json") || n == "replicated.conf" => {
+                n if n.ends_with(".json") || n.ends_with(".pid") || n == "replicated.conf" => {
                     serde_json::from_slice::<Value>(&bytes).is_err()
                 }
                 n if n.ends_with(".status") => String::from_utf8_lossy(&bytes)
