@@ -13,7 +13,14 @@
 //! - no partial or temporary file in the state dir or next to the TFE files, which are the same
 //!   bytes and modes as the uninterrupted run's;
 //! - `state.json` valid JSON every time it is looked at — sampled whenever it changes, while the
-//!   agents run — and, at the end, the same record as the uninterrupted run's.
+//!   agents run — and, at the end, the same record as the uninterrupted run's (except the
+//!   terminate hook's outcome after a CompleteLifecycleAction that took effect while its answer
+//!   died with the agent: the restarted agent cannot know, and records what it finds; the note
+//!   says so, and the emulator's single CONTINUE is checked as always).
+//!
+//! Boot rows end when the restarted agent is in service and compare with the uninterrupted run at
+//! that point; termination rows scale in once the node is in service and end, like the random
+//! rows, when the terminate hook is released.
 //!
 //! A boundary is found from what the agent shows: its stderr milestones, the `STATUS=` it sends to
 //! `$NOTIFY_SOCKET` (a socket of the test's own), `state.json`'s fields, and the files that appear
@@ -63,8 +70,8 @@ fn knobs() -> Value {
     })
 }
 
-/// Fast termination polls; a `systemctl` that says the system is running, so the SIGTERM that ends
-/// each row stops only the agent.
+/// Fast termination polls (and, added per node, a `systemctl` that says the system is running,
+/// so the SIGTERM that ends each row stops only the agent).
 const CONFIG: &str = r#"poll_interval = "1s" => poll_interval = "200ms"
 wait_state_timeout = "5m" => wait_state_timeout = "30s""#;
 
