@@ -160,6 +160,11 @@ impl Emulator {
         }
     }
 
+    /// The emulator's process id (the crash matrix stops it with SIGSTOP to hold a request).
+    pub fn pid(&self) -> i32 {
+        self._proc.0.id() as i32
+    }
+
     pub fn post(&self, path: &str, body: Value) -> Value {
         ureq::post(&format!("{}{path}", self.url))
             .send_json(body)
