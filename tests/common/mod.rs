@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod hygiene;
 pub mod packages;
 pub mod template;
 
