@@ -101,6 +101,9 @@ struct Case {
     install: Install,
     /// The whole run must end within this (the readiness deadline rows).
     within: Option<Duration>,
+    /// A moto server of its own (the row changes server-wide state), instead of an account on the
+    /// shared one.
+    own_moto: bool,
 }
 
 #[derive(Clone)]
@@ -124,6 +127,7 @@ fn case(name: &'static str) -> Case {
         tfe: Tfe::NotWritten,
         install: Install::Never,
         within: None,
+        own_moto: false,
     }
 }
 
@@ -163,6 +167,10 @@ impl Case {
     fn hidden(mut self, label: &str, value: impl AsRef<[u8]>) -> Self {
         self.hidden
             .push((label.to_string(), value.as_ref().to_vec()));
+        self
+    }
+    fn own_moto(mut self) -> Self {
+        self.own_moto = true;
         self
     }
     fn hook(mut self, hook: Hook) -> Self {
@@ -258,34 +266,19 @@ fn use_script(node: &Node, path: &Path) {
     ));
 }
 
-/// moto with IAM enforced: a user with no permissions and its access key, then every request
-/// signed and authorised (`/moto-api/reset-auth` 0). Returns the key as the agent's credentials.
+/// moto with IAM enforced (on a moto of the row's own: the switch is server-wide): a user with no
+/// permissions and its access key, then every request signed and authorised
+/// (`/moto-api/reset-auth` 0). The key becomes the agent's credentials.
 fn access_denied(node: &Node) -> Prepared {
-    let iam = |form: &str| -> String {
-        ureq::post(&node.moto.url)
-            .set("Content-Type", "application/x-www-form-urlencoded")
-            .set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=x")
-            .send_string(form)
-            .unwrap_or_else(|e| panic!("IAM {form}: {e}"))
-            .into_string()
-            .unwrap()
-    };
-    iam("Action=CreateUser&UserName=tfe-node&Version=2010-05-08");
-    let key = iam("Action=CreateAccessKey&UserName=tfe-node&Version=2010-05-08");
-    let field = |name: &str| -> String {
-        let open = format!("<{name}>");
-        let start = key.find(&open).unwrap_or_else(|| panic!("{name} in {key}")) + open.len();
-        key[start..start + key[start..].find('<').unwrap()].to_string()
-    };
-    let (id, secret) = (field("AccessKeyId"), field("SecretAccessKey"));
+    let key = node.moto.access_key_in(None, "no-permissions");
     ureq::post(&format!("{}/moto-api/reset-auth", node.moto.url))
         .set("Content-Type", "text/plain")
         .send_string("0")
         .expect("moto reset-auth");
     Prepared {
         env: vec![
-            ("AWS_ACCESS_KEY_ID".into(), id),
-            ("AWS_SECRET_ACCESS_KEY".into(), secret),
+            ("AWS_ACCESS_KEY_ID".into(), key.id),
+            ("AWS_SECRET_ACCESS_KEY".into(), key.secret),
         ],
         ..Prepared::default()
     }
@@ -352,9 +345,15 @@ fn cases() -> Vec<Case> {
             .shared(Secret::String(format!("{{\"enc_password\": \"{MARK}-truncated")))
             .expect(3, &["secret \"tfe/bad-shared\"", "not valid JSON"])
             .hidden("the truncated value", format!("{MARK}-truncated")),
-        case("an empty shared secret")
-            .shared(Secret::String(String::new()))
-            .expect(3, &["secret \"tfe/bad-shared\"", "not valid JSON"]),
+        // Secrets Manager has no empty SecretString (its minimum length is 1): a secret created
+        // without a value is the empty case, and reading it is an AWS error.
+        case("a shared secret created without a value")
+            .prepare(|node| {
+                node.moto.secrets_call(node.account.as_deref(), "CreateSecret", &json!({"Name": "tfe/bad-shared"}));
+                Prepared::default()
+            })
+            .config("shared = \"tfe/shared\" => shared = \"tfe/bad-shared\"")
+            .expect(4, &["tfe/bad-shared"]),
         case("a shared secret of only whitespace")
             .shared(Secret::String(" \n\t ".into()))
             .expect(3, &["secret \"tfe/bad-shared\"", "not valid JSON"]),
@@ -497,10 +496,6 @@ fn cases() -> Vec<Case> {
             .secret("tfe/console", Secret::Binary([b"\xc3\x28".as_slice(), MARK.as_bytes()].concat()))
             .config("# console_password = \"tfe/console\" => console_password = \"tfe/console\"")
             .expect(3, &["secret \"tfe/console\"", "console password must be a non-empty SecretString"]),
-        case("an empty console password")
-            .secret("tfe/console", Secret::String(String::new()))
-            .config("# console_password = \"tfe/console\" => console_password = \"tfe/console\"")
-            .expect(3, &["secret \"tfe/console\"", "console password must be a non-empty SecretString"]),
         case("a TLS certificate that is not PEM")
             .secret("tfe/tls-cert", Secret::String(format!("{MARK}-not-a-certificate")))
             .secret("tfe/tls-key", Secret::String(pem_key.clone()))
@@ -538,12 +533,8 @@ fn cases() -> Vec<Case> {
         case("a secret scheduled for deletion is an AWS error naming its id")
             .prepare(|node| {
                 // DeleteSecret (with a recovery window): the secret exists but cannot be read.
-                ureq::post(&node.moto.url)
-                    .set("Content-Type", "application/x-amz-json-1.1")
-                    .set("X-Amz-Target", "secretsmanager.DeleteSecret")
-                    .set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=x")
-                    .send_string(&json!({"SecretId": "tfe/license", "RecoveryWindowInDays": 7}).to_string())
-                    .expect("DeleteSecret");
+                let body = json!({"SecretId": "tfe/license", "RecoveryWindowInDays": 7});
+                node.moto.secrets_call(node.account.as_deref(), "DeleteSecret", &body);
                 Prepared::default()
             })
             .expect(4, &["tfe/license"]),
@@ -552,6 +543,7 @@ fn cases() -> Vec<Case> {
             .expect(4, &["tfe/shared"]),
         case("AccessDenied from Secrets Manager is an AWS error")
             .prepare(access_denied)
+            .own_moto()
             .expect(4, &["tfe/shared", "not authorized to perform: secretsmanager:GetSecretValue"]),
         // ---- the agent config: invalid TOML, wrong types, unknown keys, bad values ----
         // Rows whose config cannot be parsed leave the hook alone: its name is in that config.
@@ -873,13 +865,17 @@ fn check_tfe_files(node: &Node, expect: Tfe, problems: &mut Vec<String>) {
 }
 
 /// Runs one row; every broken expectation is a line of the result.
-fn run_case(c: &Case) -> Vec<String> {
+fn run_case(c: &Case, moto: &Arc<Moto>) -> Vec<String> {
     let mut problems = Vec::new();
-    let node = Node::new();
+    let node = if c.own_moto {
+        Node::new()
+    } else {
+        Node::on_moto(moto)
+    };
     for (id, value) in &c.secrets {
         match value {
-            Secret::String(s) => node.moto.put_secret(id, SecretValue::String(s.clone())),
-            Secret::Binary(b) => node.moto.put_secret(
+            Secret::String(s) => node.put_secret(id, SecretValue::String(s.clone())),
+            Secret::Binary(b) => node.put_secret(
                 id,
                 SecretValue::Binary(base64::engine::general_purpose::STANDARD.encode(b)),
             ),
@@ -1077,12 +1073,23 @@ fn run_case(c: &Case) -> Vec<String> {
         problems.push(format!("secret values leaked: {leaks:?}"));
     }
 
+    if std::env::var_os("BAD_INPUTS_VERBOSE").is_some() {
+        println!(
+            "---- {} (exit {:?}):\n{}",
+            c.name,
+            outcome.code,
+            tail(&stderr, 12)
+        );
+    }
     if show_stderr {
         problems.push(format!("stderr was:\n{}", tail(&stderr, 25)));
     }
     drop(prepared);
     problems
 }
+
+/// A finished row: its index, its problems (none = passed), its wall time.
+type RowResult = (usize, Vec<String>, Duration);
 
 /// The last `n` lines of `text`, indented.
 fn tail(text: &str, n: usize) -> String {
@@ -1097,31 +1104,44 @@ fn tail(text: &str, n: usize) -> String {
 #[test]
 fn every_bad_input_fails_with_its_documented_code_and_message_and_leaves_nothing_behind() {
     let started = Instant::now();
-    let cases = Arc::new(cases());
-    let names: std::collections::HashSet<_> = cases.iter().map(|c| c.name).collect();
-    assert_eq!(names.len(), cases.len(), "row names must be unique");
-    assert!(cases.len() >= 45, "the matrix has {} rows", cases.len());
+    // BAD_INPUTS_ONLY=text runs only the rows whose name contains it, BAD_INPUTS_VERBOSE=1 prints
+    // every row's stderr (to look at rows closely).
+    let only = std::env::var("BAD_INPUTS_ONLY").ok();
+    let all = cases();
+    let total = all.len();
+    let names: std::collections::HashSet<_> = all.iter().map(|c| c.name).collect();
+    assert_eq!(names.len(), total, "row names must be unique");
+    let cases: Vec<Case> = all
+        .into_iter()
+        .filter(|c| only.as_deref().is_none_or(|o| c.name.contains(o)))
+        .collect();
+    let cases = Arc::new(cases);
+    assert!(total >= 45, "the matrix has {total} rows");
 
+    // One moto for the table; each row gets an account of its own on it (see `Node::on_moto`).
+    let moto = Arc::new(Moto::start());
     let next = Arc::new(AtomicUsize::new(0));
-    let results: Arc<Mutex<Vec<(usize, Vec<String>, Duration)>>> = Arc::default();
+    let results: Arc<Mutex<Vec<RowResult>>> = Arc::default();
     let workers: Vec<_> = (0..POOL)
         .map(|_| {
-            let (cases, next, results) = (cases.clone(), next.clone(), results.clone());
+            let (cases, next, results, moto) =
+                (cases.clone(), next.clone(), results.clone(), moto.clone());
             std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(c) = cases.get(i) else { break };
                 let t = Instant::now();
-                let problems = match std::panic::catch_unwind(AssertUnwindSafe(|| run_case(c))) {
-                    Ok(p) => p,
-                    Err(panic) => vec![format!(
-                        "the row's harness panicked: {}",
-                        panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default()
-                    )],
-                };
+                let problems =
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| run_case(c, &moto))) {
+                        Ok(p) => p,
+                        Err(panic) => vec![format!(
+                            "the row's harness panicked: {}",
+                            panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_default()
+                        )],
+                    };
                 let verdict = if problems.is_empty() { "ok  " } else { "FAIL" };
                 println!("{verdict} {:>5.1}s  {}", t.elapsed().as_secs_f64(), c.name);
                 results.lock().unwrap().push((i, problems, t.elapsed()));
