@@ -145,8 +145,18 @@ where
                     }
                 }
                 Change::BackInService { from } => {
-                    if let Err(code) = serve_launch_again(world, cfg, store, &mut state, &from).await {
-                        return code;
+                    // A signal cuts this short (the hook is left to its DefaultResult) and is
+                    // then handled by the next turn of this loop: the watch keeps it.
+                    let mut interrupt = signals.clone();
+                    tokio::select! {
+                        r = serve_launch_again(world, cfg, store, &mut state, &from) => {
+                            if let Err(code) = r {
+                                return code;
+                            }
+                        }
+                        signal = shutdown::wait(&mut interrupt) => log::warn!(
+                            "signal {signal} while answering the launch hook again; leaving it to the group's DefaultResult"
+                        ),
                     }
                 }
             },
@@ -382,7 +392,7 @@ where
     let asg = state
         .termination
         .as_ref()
-        .is_some_and(|t| t.source == Source::Asg);
+        .is_some_and(|t| t.source.has_hook());
     let work = terminate::terminate(world, cfg, store, state);
     tokio::pin!(work);
     let mut signalled = signals.borrow().is_some();

@@ -413,11 +413,17 @@ where
     let mut failing = false;
     let group = loop {
         match world.asg.describe_instance(&instance_id).await {
-            Ok(None) if source == Source::Asg => {
+            Ok(None) if source.has_hook() => {
                 return not_applicable("this instance is not in an Auto Scaling group".into())
             }
             Ok(None) => {}
             Ok(Some(i)) if i.lifecycle_state.ends_with("Terminating:Wait") => break i.group,
+            // A return to the warm pool waits on the terminate hook here.
+            Ok(Some(i))
+                if source == Source::WarmPool && i.lifecycle_state == "Warmed:Pending:Wait" =>
+            {
+                break i.group
+            }
             Ok(Some(i)) if is_past_wait(&i.lifecycle_state) => {
                 log::warn!(
                     "instance is already {}: the terminate hook was resolved elsewhere",
@@ -446,16 +452,16 @@ where
             backoff.reset(WAIT_STATE_POLL);
             WAIT_STATE_POLL
         };
-        if source == Source::Asg && world.clock.now() >= give_up {
+        if source.has_hook() && world.clock.now() >= give_up {
             log::error!("no Terminating:Wait within {} of the notice; the drain goes on, the hook is left to its DefaultResult", humantime::format_duration(cfg.termination.wait_state_timeout));
             return not_applicable("the wait state did not appear in time".into());
         }
-        if source != Source::Asg && *done.borrow() {
+        if !source.has_hook() && *done.borrow() {
             return Ok(None);
         }
         tokio::select! {
             _ = world.clock.sleep(pause) => {}
-            _ = done.changed(), if source != Source::Asg => {}
+            _ = done.changed(), if !source.has_hook() => {}
         }
     };
     recorder.record(Event::WaitStateSeen {
@@ -496,7 +502,8 @@ where
     }
 }
 
-/// States in which the terminate action no longer exists.
+/// States in which the terminate action no longer exists (for a return to the warm pool: the
+/// instance is back in the pool).
 fn is_past_wait(state: &str) -> bool {
     matches!(
         state,
@@ -505,6 +512,10 @@ fn is_past_wait(state: &str) -> bool {
             | "Terminating:Retained"
             | "Warmed:Terminating:Proceed"
             | "Warmed:Terminated"
+            | "Warmed:Pending:Proceed"
+            | "Warmed:Stopped"
+            | "Warmed:Running"
+            | "Warmed:Hibernated"
     )
 }
 

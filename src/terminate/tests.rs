@@ -1077,3 +1077,18 @@ async fn an_asg_termination_after_an_earlier_drain_still_waits_for_the_wait_stat
     );
     assert_eq!(w.asg.completions().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_return_to_the_warm_pool_drains_and_releases_the_hook_at_warmed_pending_wait() {
+    let asg = FakeAsg::new(&[Some("InService"), Some("Warmed:Pending:Wait")], 30, 3000);
+    let w = world(asg, FakeTfe::draining_for(20));
+    let s = run(&w, &cfg(), noticed(in_service(), Source::WarmPool)).await;
+    assert_eq!(w.tfe.starts(), 1, "node-drain started once");
+    let completions = w.asg.completions();
+    assert_eq!(completions.len(), 1, "completed once");
+    assert_eq!(completions[0].1, HookResult::Continue);
+    assert_eq!(t(&s).hook, released(HookResult::Continue));
+    assert!(t(&s).is_done());
+    // The instance is stopped in the pool and started again later: a new boot serves again.
+    assert!(s.resumable("another-boot"));
+}
