@@ -25,7 +25,9 @@ pub struct Needle {
 /// base64: the characters of an encoded stream that depend only on `value`'s bits, for each of
 /// the three byte alignments `value` can have in the stream. Every padded or unpadded encoding of
 /// `value` alone, or of anything that contains it, holds one of these three as a substring, so the
-/// three cover "base64 of the value" and "base64 of a document holding the value" alike.
+/// three cover "base64 of the value" and "base64 of a document holding the value" alike. Since a
+/// value inside a JSON document is escaped first, the base64, hex and URL forms are made of each
+/// JSON-escaped form too.
 pub fn encodings(value: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = vec![("raw".into(), value.to_vec())];
     if let Ok(text) = std::str::from_utf8(value) {
@@ -57,31 +59,47 @@ pub fn encodings(value: &[u8]) -> Vec<(String, Vec<u8>)> {
             }
         }
     }
-    let std = base64::engine::general_purpose::STANDARD_NO_PAD;
-    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    for (name, engine) in [("base64", std), ("base64url", url)] {
-        for offset in 0..3 {
-            out.push((
-                format!("{name} at byte alignment {offset}"),
-                base64_core(&engine, value, offset),
-            ));
+    // A value inside an encoded document is JSON-escaped first: encode each text form.
+    let texts: Vec<(String, Vec<u8>)> = out
+        .iter()
+        .filter(|(name, _)| name == "raw" || name.starts_with("JSON-escaped"))
+        .cloned()
+        .collect();
+    let std = &base64::engine::general_purpose::STANDARD_NO_PAD;
+    let url = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    for (form, text) in &texts {
+        let of = if form == "raw" {
+            String::new()
+        } else {
+            format!(" of the {form} form")
+        };
+        for (name, engine) in [("base64", std), ("base64url", url)] {
+            for offset in 0..3 {
+                out.push((
+                    format!("{name}{of} at byte alignment {offset}"),
+                    base64_core(engine, text, offset),
+                ));
+            }
         }
+        let hex: String = text.iter().map(|b| format!("{b:02x}")).collect();
+        out.push((format!("hex{of}"), hex.clone().into_bytes()));
+        out.push((
+            format!("hex{of}, upper-case"),
+            hex.to_uppercase().into_bytes(),
+        ));
+        out.push((
+            format!("URL-encoded{of}"),
+            percent(text, false, false).into_bytes(),
+        ));
+        out.push((
+            format!("URL-encoded{of}, lower-case hex"),
+            percent(text, true, false).into_bytes(),
+        ));
+        out.push((
+            format!("form-encoded{of} (space as +)"),
+            percent(text, false, true).into_bytes(),
+        ));
     }
-    let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
-    out.push(("hex".into(), hex.clone().into_bytes()));
-    out.push(("hex, upper-case".into(), hex.to_uppercase().into_bytes()));
-    out.push((
-        "URL-encoded".into(),
-        percent(value, false, false).into_bytes(),
-    ));
-    out.push((
-        "URL-encoded, lower-case hex".into(),
-        percent(value, true, false).into_bytes(),
-    ));
-    out.push((
-        "form-encoded (space as +)".into(),
-        percent(value, false, true).into_bytes(),
-    ));
     let mut seen = std::collections::HashSet::new();
     out.retain(|(_, bytes)| bytes.len() >= MIN_NEEDLE && seen.insert(bytes.clone()));
     out
