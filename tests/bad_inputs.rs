@@ -36,10 +36,12 @@ const AGENT_LIMIT: Duration = Duration::from_secs(100);
 /// Rows run at once: each holds a moto server, an emulator and an agent, mostly waiting.
 const POOL: usize = 6;
 /// readiness.timeout in the readiness rows, and the margin allowed past it (boot work before the
-/// readiness phase, the ABANDON call, a loaded 2-core machine). A hung tool call that outlives the
-/// deadline (defect 4: each call's own 60 s) overshoots this by far.
-const READINESS_TIMEOUT: &str = "4s";
-const READINESS_WITHIN: Duration = Duration::from_secs(4 + 14);
+/// readiness phase, the ABANDON call, a loaded 2-core machine). 10 s lets the three probes of one
+/// round (system status, app status, health-check; each a Python start) finish before the
+/// deadline on a busy machine, so the message names what the last round saw. A hung tool call
+/// that outlives the deadline (defect 4: each call's own 60 s) overshoots this by far.
+const READINESS_TIMEOUT: &str = "10s";
+const READINESS_WITHIN: Duration = Duration::from_secs(10 + 15);
 
 /// What the launch hook must have seen when the row ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -280,6 +282,176 @@ fn access_denied(node: &Node) -> Prepared {
             ("AWS_ACCESS_KEY_ID".into(), key.id),
             ("AWS_SECRET_ACCESS_KEY".into(), key.secret),
         ],
+        ..Prepared::default()
+    }
+}
+
+/// What Secrets Manager answers when a secret's KMS key cannot decrypt it (key disabled, pending
+/// deletion, or no kms:Decrypt for the caller), or when it refuses the caller in its own JSON shape.
+/// moto never calls KMS for Secrets Manager and answers IAM denials in XML, so these come from a
+/// small proxy in front of moto: every request is forwarded, and the answers for the named secret
+/// are replaced by the error AWS gives, as AWS gives it: BatchGetSecretValue keeps the other
+/// secrets and lists the failed one under `Errors`; GetSecretValue fails with HTTP 400 and
+/// `{"__type", "Message"}`; `batch_refused` makes BatchGetSecretValue itself fail with
+/// AccessDeniedException (a policy without it), so the agent falls back to GetSecretValue.
+struct SecretError {
+    id: &'static str,
+    code: &'static str,
+    message: &'static str,
+    batch_refused: bool,
+    /// Instead: every answer that carries secret values arrives cut in half (a well-framed 200
+    /// whose JSON ends early), as through a proxy or load balancer that broke the stream.
+    cut_short: bool,
+}
+
+const DECRYPTION_FAILURE: &str =
+    "Secrets Manager can't decrypt the protected secret text using the provided KMS key.";
+
+/// The proxy: a loopback listener, one thread per connection, stopped when dropped.
+struct SecretsProxy {
+    url: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    port: u16,
+}
+
+impl SecretsProxy {
+    fn start(upstream: String, fault: SecretError) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fault = Arc::new(fault);
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (upstream, fault) = (upstream.clone(), fault.clone());
+                std::thread::spawn(move || serve(conn, &upstream, &fault));
+            }
+        });
+        SecretsProxy {
+            url: format!("http://127.0.0.1:{port}"),
+            stop,
+            port,
+        }
+    }
+}
+
+impl Drop for SecretsProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port)); // wakes the accept loop
+    }
+}
+
+/// Requests on one keep-alive connection, until it closes or idles for 10 s.
+fn serve(conn: std::net::TcpStream, upstream: &str, fault: &SecretError) {
+    use std::io::{BufRead, BufReader, Write};
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut out = conn;
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push(line.trim_end().to_string()),
+            }
+        }
+        let headers: Vec<(String, String)> = head
+            .iter()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let mut body = vec![0u8; header("content-length").parse().unwrap_or(0)];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (status, answer) = answer(upstream, &headers, &body, fault);
+        let reply = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+            answer.len()
+        );
+        if out.write_all(reply.as_bytes()).is_err() || out.write_all(&answer).is_err() {
+            return;
+        }
+    }
+}
+
+fn answer(
+    upstream: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    fault: &SecretError,
+) -> (u16, Vec<u8>) {
+    let target = headers
+        .iter()
+        .find(|(k, _)| k == "x-amz-target")
+        .map_or("", |(_, v)| v.as_str());
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let error = |code: &str, message: &str| {
+        (
+            400,
+            json!({"__type": code, "Message": message})
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    if target.ends_with(".GetSecretValue") && request["SecretId"] == fault.id {
+        return error(fault.code, fault.message);
+    }
+    if target.ends_with(".BatchGetSecretValue") && fault.batch_refused {
+        return error(
+            "AccessDeniedException",
+            "User: arn:aws:sts::123456789012:assumed-role/tfe-node/i-0 is not authorized to perform: secretsmanager:BatchGetSecretValue because no identity-based policy allows the secretsmanager:BatchGetSecretValue action",
+        );
+    }
+    let mut req = ureq::post(upstream);
+    for (k, v) in headers {
+        if !["host", "content-length", "connection"].contains(&k.as_str()) {
+            req = req.set(k, v);
+        }
+    }
+    let (status, text) = match req.send_bytes(body) {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => return (502, e.to_string().into_bytes()),
+    };
+    if status == 200 && fault.cut_short && text.contains("SecretString") {
+        return (200, text.as_bytes()[..text.len() / 2].to_vec());
+    }
+    if status == 200 && target.ends_with(".BatchGetSecretValue") {
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        if let Some(values) = v["SecretValues"].as_array_mut() {
+            let before = values.len();
+            values.retain(|e| e["Name"] != fault.id);
+            if values.len() < before {
+                v["Errors"] = json!([{"SecretId": fault.id, "ErrorCode": fault.code, "Message": fault.message}]);
+            }
+        }
+        return (200, v.to_string().into_bytes());
+    }
+    (status, text.into_bytes())
+}
+
+/// The agent's Secrets Manager endpoint becomes a proxy with `fault` in front of the node's moto.
+fn secrets_fault(node: &Node, fault: SecretError) -> Prepared {
+    let proxy = SecretsProxy::start(node.moto.url.clone(), fault);
+    Prepared {
+        env: vec![("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), proxy.url.clone())],
+        _keep: vec![Box::new(proxy)],
         ..Prepared::default()
     }
 }
@@ -544,6 +716,44 @@ fn cases() -> Vec<Case> {
         case("a version stage that does not exist is an AWS error")
             .config("# version_stage = \"AWSCURRENT\" => version_stage = \"AWSPENDING\"")
             .expect(4, &["tfe/shared"]),
+        case("a secret its KMS key cannot decrypt, in a BatchGetSecretValue answer")
+            .prepare(|node| secrets_fault(node, SecretError {
+                id: "tfe/license",
+                code: "DecryptionFailure",
+                message: DECRYPTION_FAILURE,
+                batch_refused: false,
+                cut_short: false,
+            }))
+            .expect(4, &["tfe/license", "DecryptionFailure", "can't decrypt"]),
+        case("a secret its KMS key cannot decrypt, in a GetSecretValue answer")
+            .prepare(|node| secrets_fault(node, SecretError {
+                id: "tfe/shared",
+                code: "DecryptionFailure",
+                message: DECRYPTION_FAILURE,
+                batch_refused: true,
+                cut_short: false,
+            }))
+            .expect(4, &["BatchGetSecretValue refused", "tfe/shared", "DecryptionFailure"]),
+        case("AccessDeniedException as AWS sends it names the secret")
+            .prepare(|node| secrets_fault(node, SecretError {
+                id: "tfe/shared",
+                code: "AccessDeniedException",
+                message: "User: arn:aws:sts::123456789012:assumed-role/tfe-node/i-0 is not authorized to perform: secretsmanager:GetSecretValue on resource: tfe/shared because no identity-based policy allows the secretsmanager:GetSecretValue action",
+                batch_refused: true,
+                cut_short: false,
+            }))
+            .expect(4, &["tfe/shared", "not authorized to perform: secretsmanager:GetSecretValue"]),
+        // The SDK keeps the raw answer of a response it cannot parse; an error message that
+        // quoted it would quote the secrets in it.
+        case("a Secrets Manager answer cut short is an AWS error that quotes no secret")
+            .prepare(|node| secrets_fault(node, SecretError {
+                id: "",
+                code: "",
+                message: "",
+                batch_refused: false,
+                cut_short: true,
+            }))
+            .expect(4, &["tfe/shared"]),
         case("AccessDenied from Secrets Manager is an AWS error")
             .prepare(access_denied)
             .own_moto()
@@ -647,10 +857,10 @@ fn cases() -> Vec<Case> {
         // written), not a script that failed its check (exit 5 after the files were written).
         case("an install.sha256 pin that is not hex")
             .config("# sha256 = \"…\" => sha256 = \"not-a-sha256-digest-zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\"")
-            .expect(3, &["install.sha256"]),
+            .expect(3, &["sha256"]),
         case("an install.sha256 pin one character short")
             .config(&format!("# sha256 = \"…\" => sha256 = \"{}\"", "a".repeat(63)))
-            .expect(3, &["install.sha256"]),
+            .expect(3, &["sha256"]),
         // ---- install.sh missing, not runnable, failing ----
         case("install.sh missing")
             .config(&format!("script = \"{}\" => script = \"{{dir}}/no-such-install.sh\"", fake_install()))
