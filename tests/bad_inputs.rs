@@ -12,9 +12,12 @@
 //!   row planted is left exactly as it was for the operator to inspect;
 //! - the launch hook: released once with ABANDON by `complete` when the agent held it, or not
 //!   touched at all when the agent failed before it could know which hook to hold (see `Hook`);
-//! - install.sh: never run when the failure comes before it, run once when it is what failed.
+//! - install.sh: never run when the failure comes before it, run once when it is what failed;
+//! - no fake TFE process (a hung call's, with its child) outlives the agent.
 //!
 //! Rows run in parallel on a bounded pool; all failures are collected and reported together.
+//! They share one moto server, each in an account of its own (a row that changes moto server-wide
+//! gets its own); each has its own emulator instance and temp dir.
 //! `cargo test --test bad_inputs -- --nocapture` prints one line per row and the total.
 
 mod common;
@@ -33,7 +36,7 @@ use std::time::{Duration, Instant};
 
 /// Longest any single row's agent may run before it is killed and the row fails.
 const AGENT_LIMIT: Duration = Duration::from_secs(100);
-/// Rows run at once: each holds a moto server, an emulator and an agent, mostly waiting.
+/// Rows run at once: each holds an emulator, an agent and the fake tools, mostly waiting.
 const POOL: usize = 6;
 /// readiness.timeout in the readiness rows, and the margin allowed past it (boot work before the
 /// readiness phase, the ABANDON call, a loaded 2-core machine). 10 s lets the three probes of one
@@ -456,6 +459,9 @@ fn secrets_fault(node: &Node, fault: SecretError) -> Prepared {
     }
 }
 
+/// The rows. Unless a row says otherwise it expects exit 3, the launch hook ABANDONed once (the
+/// agent finds and holds the hook before it fetches secrets, so every later failure releases
+/// it), no TFE file written and install.sh never run.
 fn cases() -> Vec<Case> {
     let pem_cert =
         format!("-----BEGIN CERTIFICATE-----\nMIIB{MARK}certbody\n-----END CERTIFICATE-----\n");
