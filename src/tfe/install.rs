@@ -5,7 +5,7 @@ use crate::config::InstallSection;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-/// Flags for a non-interactive Active/Active install (spec §1.3, §1.5): no Admin UI, both addresses
+/// Flags for a non-interactive Active/Active install (docs/design/tfe-tools.md §1.3, §1.5): no Admin UI, both addresses
 /// given (so no prompt and no metadata discovery), the proxy decided (so no proxy prompt), and
 /// fast timeouts for whatever prompt remains.
 pub fn install_args(cfg: &InstallSection, private_ipv4: &str) -> Vec<String> {
