@@ -5,7 +5,6 @@
 
 use crate::config::{AgentConfig, FailureResult};
 use crate::hook::{self, ActiveHook};
-use crate::host;
 use crate::lifecycle::{
     hook_result, DrainOutcome, DrainRecord, DrainStep, Event, HookOutcome, IllegalTransition,
     NodeState, Source,
@@ -144,7 +143,7 @@ where
         (t.noticed_at, t.source, t.deadline_at, why)
     };
     // The drain's own limit counts from the notice, so a restarted agent keeps the same one.
-    let elapsed = Duration::from_secs(host::unix_now().saturating_sub(noticed_at));
+    let elapsed = Duration::from_secs(world.clock.unix_now().saturating_sub(noticed_at));
     let (limit, why) = match (source, deadline_at) {
         (_, Some(at)) => (
             Duration::from_secs(at.saturating_sub(noticed_at)),
@@ -308,9 +307,9 @@ where
         .termination
         .as_ref()
         .and_then(|t| t.wait_state_seen_at)
-        .unwrap_or_else(host::unix_now);
+        .unwrap_or_else(|| world.clock.unix_now());
     let ends_in = Duration::from_secs(
-        (seen_at + hook.info.global_timeout.as_secs()).saturating_sub(host::unix_now()),
+        (seen_at + hook.info.global_timeout.as_secs()).saturating_sub(world.clock.unix_now()),
     );
     let margin = hook::heartbeat_interval(hook.info.heartbeat_timeout) + Duration::from_secs(15);
     let _ = budget.send(Some(world.clock.now() + ends_in.saturating_sub(margin)));
@@ -406,7 +405,7 @@ where
             .map(|_| None)
     };
     let wait_limit = Duration::from_secs(noticed_at + cfg.termination.wait_state_timeout.as_secs())
-        .saturating_sub(Duration::from_secs(host::unix_now()));
+        .saturating_sub(Duration::from_secs(world.clock.unix_now()));
     let give_up = world.clock.now() + wait_limit;
     let mut said = String::new();
     let mut backoff = crate::retry::Backoff::new(WAIT_STATE_POLL, Duration::from_secs(30));
@@ -465,7 +464,7 @@ where
         }
     };
     recorder.record(Event::WaitStateSeen {
-        at: host::unix_now(),
+        at: world.clock.unix_now(),
     })?;
     match world.asg.describe_hook(&group, hook_name).await {
         Ok(Some(info)) if info.transition == TERMINATING => Ok(Some(ActiveHook {
