@@ -91,8 +91,9 @@ pub fn write(cfg: &AgentConfig, plan: &NodePlan) -> Result<Vec<RenderedFile>, Co
     Ok(files)
 }
 
-/// install.sh runs `chmod a+r /etc/replicated.conf` (spec §1.4); a file holding a password must
-/// not stay world-readable. Now that install.sh has created the daemon's user, hand it the files.
+/// install.sh runs `chmod a+r /etc/replicated.conf` (docs/design/tfe-tools.md §1.4); a file
+/// holding a password must not stay world-readable. Now that install.sh has created the daemon's
+/// user, hand it the files.
 pub fn restrict_after_install(cfg: &AgentConfig, files: &[RenderedFile]) -> Result<(), FsError> {
     let owner = file_owner(&cfg.paths.file_owner);
     for file in files.iter().filter(|f| f.secret) {

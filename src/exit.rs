@@ -1,4 +1,4 @@
-//! Exit codes, one per class of failure, documented in the README.
+//! Exit codes, one per class of failure, documented in docs/operate/exit-codes.md.
 
 use crate::boot::BootError;
 use crate::configure::ConfigureError;

@@ -3,9 +3,9 @@
 
 use crate::config::InstallSection;
 
-/// Flags for a non-interactive Active/Active install (spec §1.3, §1.5): no Admin UI, both addresses
-/// given (so no prompt and no metadata discovery), the proxy decided (so no proxy prompt), and
-/// fast timeouts for whatever prompt remains.
+/// Flags for a non-interactive Active/Active install (docs/design/tfe-tools.md §1.3, §1.5): no
+/// Admin UI, both addresses given (so no prompt and no metadata discovery), the proxy decided (so
+/// no proxy prompt), and fast timeouts for whatever prompt remains.
 pub fn install_args(cfg: &InstallSection, private_ipv4: &str) -> Vec<String> {
     let mut args = vec![
         "disable-replicated-ui".to_string(),

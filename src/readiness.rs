@@ -1,5 +1,6 @@
 //! Waiting until TFE is really up: `replicatedctl system status` all ready, then `replicatedctl
-//! app status` started, then `replicated admin health-check` passing (spec §0 step 5, §4, §5.3).
+//! app status` started, then `replicated admin health-check` passing (docs/design/tfe-tools.md
+//! §0 step 5, §4, §5.3).
 
 use crate::ports::{Clock, TfeTools};
 use std::time::Duration;

@@ -59,7 +59,7 @@ const REQUIRED: &[&str] = &[
     "redis_port",
 ];
 
-/// Settings whose only values are "0" and "1" (spec §3.2).
+/// Settings whose only values are "0" and "1" (docs/design/tfe-tools.md §3.2).
 const FLAGS: &[&str] = &[
     "aws_instance_profile",
     "azure_use_msi",
@@ -77,7 +77,7 @@ const FLAGS: &[&str] = &[
     "vault_store_snapshot",
 ];
 
-/// "Specific Format Required: Must be a hex value" (spec §3.3).
+/// "Specific Format Required: Must be a hex value" (docs/design/tfe-tools.md §3.3).
 const HEX: &[&str] = &[
     "internal_api_token",
     "registry_session_encryption_key",

@@ -198,7 +198,8 @@ pub struct PathsSection {
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Owner of the files that hold secrets. The Replicated daemon reads them as this user
-    /// (spec: "600 if owned by replicated"); when the user does not exist yet they stay root-owned.
+    /// (docs/design/tfe-tools.md §2: "600 when owned by `replicated`"); when the user does not
+    /// exist yet they stay root-owned.
     #[serde(default = "default_file_owner")]
     pub file_owner: String,
 }

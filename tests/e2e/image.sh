@@ -5,7 +5,7 @@
 # systemd, cloud-init 22.4 and python3, prepared to stand in for a TFE AMI without the agent:
 #  - docker.service and the three replicated*.service units as stand-ins (oneshot, RemainAfterExit)
 #    whose ExecStop logs "e2e stand-in <unit> stopping", so the journal shows when each stops;
-#  - a `replicated` system user (the AMI provides it: see "Known limit" in the README);
+#  - a `replicated` system user (the AMI provides it: see "Known limit" in docs/operate/files.md);
 #  - cloud-init restricted to the NoCloud seed (it must never probe 169.254.169.254), no apt
 #    sources (the test's user data adds its loopback repo), an empty fstab (an nspawn guest must
 #    not remount the host's root), C.UTF-8 locale, an empty machine-id.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """fake-tfe: fake versions of the Replicated-era TFE tools (install.sh, replicatedctl, replicated).
 
-Stdlib only. Behaviour follows /work/shared/spec/tfe-replicated.md (sections 1-5 and 8); see README.md
+Stdlib only. Behaviour follows docs/design/tfe-tools.md (sections 1-5 and 8); see README.md
 next to this file for the knobs, the state files and which behaviours are [INF] choices.
 
 There is no background daemon: the fake "Replicated daemon" is a set of JSON files in $FAKE_TFE_STATE and
@@ -369,7 +369,7 @@ def parse_params_text(text):
 
 
 def conf_parse_error(knobs):
-    """What the replicated CLI prints when it re-reads a badly typed /etc/replicated.conf (spec §2)."""
+    """What the replicated CLI prints when it re-reads a badly typed /etc/replicated.conf (docs/design/tfe-tools.md §2)."""
     try:
         with open(knobs["replicated_conf"], encoding="utf-8") as f:
             text = f.read()
