@@ -29,7 +29,7 @@ pub async fn wait_until_ready<T: TfeTools, C: Clock>(
         let seen = tokio::select! {
             seen = probe(tfe) => seen,
             _ = clock.sleep(left) => Err(format!(
-                "a TFE tool did not answer before the deadline (killed; last seen: {last})"
+                "the deadline passed while a TFE tool was still running (it was killed); before that: {last}"
             )),
         };
         match seen {
@@ -149,6 +149,6 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(tokio::time::Instant::now() - start, Duration::from_secs(6));
-        assert!(err.last.contains("did not answer"), "{err}");
+        assert!(err.last.contains("still running"), "{err}");
     }
 }

@@ -56,7 +56,11 @@ where
     };
     let mut state = match store.load(&identity.instance_id) {
         Ok(s) => s,
-        Err(e) => return fail(Exit::LocalIo, &e),
+        Err(_) => {
+            // The boot path says why, runs nothing, and answers a launch hook the group holds.
+            let result = boot::boot(world, cfg, identity, store).await;
+            return result.map_or_else(|e| Exit::of_boot(&e), |_| Exit::LocalIo);
+        }
     };
     let boot_id = host::boot_id();
     if state.resumable(&boot_id) {

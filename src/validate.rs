@@ -154,6 +154,19 @@ pub fn validate(
         }
     };
 
+    // A malformed pin is an invalid config, found before anything is written — not a script that
+    // failed its check after the files were.
+    if let Some(pin) = &cfg.install.sha256 {
+        let pin = pin.trim();
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            problems.push(Problem::new(
+                "",
+                Origin::config("install.sha256"),
+                "must be a SHA-256 digest: 64 hex digits",
+            ));
+        }
+    }
+
     let tls_type = cfg.replicated.tls_bootstrap_type.as_str();
     if !TLS_BOOTSTRAP_TYPES.contains(&tls_type) {
         problems.push(Problem::new(
@@ -265,6 +278,8 @@ fn check_settings(m: &Merged, shared_id: &str, problems: &mut Vec<Problem>) {
             m.get(key).unwrap().1.clone(),
             "must not be empty",
         )),
+        // Given, but refused already (e.g. a number where a string belongs): one problem is enough.
+        None if problems.iter().any(|p| p.key == key) => {}
         None => problems.push(Problem::new(key, missing(), format!("is required{why}"))),
     };
     for key in REQUIRED {

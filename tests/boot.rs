@@ -473,3 +473,23 @@ fn an_unreadable_state_record_exits_7_naming_it_runs_nothing_and_abandons() {
         launch_resolved("ABANDON", "complete")
     );
 }
+
+#[test]
+fn run_with_an_unreadable_state_record_answers_the_held_launch_hook_too() {
+    // What systemd starts is `run`: it must not leave the hook to its timeout either.
+    let node = Node::new();
+    std::fs::create_dir_all(node.path("state")).unwrap();
+    std::fs::write(node.path("state/state.json"), "not json").unwrap();
+    let run = node.run(&["run"], BOOT);
+    run.assert_code(7);
+    assert!(
+        run.stderr.contains("state.json is corrupt"),
+        "{}",
+        run.stderr
+    );
+    assert!(node.install_runs().is_empty(), "install.sh ran");
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("ABANDON", "complete")
+    );
+}

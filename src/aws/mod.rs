@@ -13,6 +13,8 @@ pub use secrets::SecretsManager;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_autoscaling::config::http::HttpResponse;
+use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use std::time::Duration;
 
 /// One SDK configuration for every client. The behavior version is pinned so an SDK upgrade never
@@ -35,7 +37,31 @@ pub async fn sdk_config(region: &str, attempt: Duration, connect: Duration) -> S
         .await
 }
 
-/// The SDK error with its whole source chain on one line (the top level alone says "service error").
-fn describe<E: std::error::Error>(err: &E) -> String {
-    aws_sdk_autoscaling::error::DisplayErrorContext(err).to_string()
+/// An SDK error on one line, built only from parts that cannot carry a response body: the
+/// service's error code and message, the HTTP status, or the transport's own error text. The
+/// SDK's `DisplayErrorContext` appends the error's Debug form, which for an answer that could not
+/// be parsed holds the raw body — for Secrets Manager, secret values.
+fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::ServiceError(e) => format!(
+            "{}: {} (HTTP {})",
+            e.err().code().unwrap_or("unknown error"),
+            e.err().message().unwrap_or("no message"),
+            e.raw().status().as_u16()
+        ),
+        SdkError::TimeoutError(_) => "no answer in time (the SDK's attempt timeout)".into(),
+        SdkError::DispatchFailure(e) => match e.as_connector_error() {
+            Some(c) => format!("the request could not be sent: {}", crate::error_chain(c)),
+            None => "the request could not be sent".into(),
+        },
+        SdkError::ResponseError(e) => format!(
+            "the answer (HTTP {}) could not be read: cut short or malformed",
+            e.raw().status().as_u16()
+        ),
+        SdkError::ConstructionFailure(_) => "the request could not be built".into(),
+        _ => "an unknown SDK failure".into(),
+    }
 }
