@@ -46,12 +46,21 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     match err {
-        SdkError::ServiceError(e) => format!(
-            "{}: {} (HTTP {})",
-            e.err().code().unwrap_or("unknown error"),
-            e.err().message().unwrap_or("no message"),
-            e.raw().status().as_u16()
-        ),
+        SdkError::ServiceError(e) => match (e.err().code(), e.err().message()) {
+            (Some(code), message) => format!(
+                "{code}: {} (HTTP {})",
+                message.unwrap_or("no message"),
+                e.raw().status().as_u16()
+            ),
+            // An error the SDK could not read (not in the service's own format, e.g. from a proxy):
+            // its body is an error page, never a secret payload (those come with 200), so a short
+            // excerpt is the only way to say why.
+            (None, _) => format!(
+                "HTTP {}: {}",
+                e.raw().status().as_u16(),
+                excerpt(e.raw().body().bytes().unwrap_or_default())
+            ),
+        },
         SdkError::TimeoutError(_) => "no answer in time (the SDK's attempt timeout)".into(),
         SdkError::DispatchFailure(e) => match e.as_connector_error() {
             Some(c) => format!("the request could not be sent: {}", crate::error_chain(c)),
@@ -63,5 +72,16 @@ where
         ),
         SdkError::ConstructionFailure(_) => "the request could not be built".into(),
         _ => "an unknown SDK failure".into(),
+    }
+}
+
+/// At most 300 characters of an error body, on one line.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None if line.is_empty() => "(empty body)".into(),
+        None => line,
     }
 }
