@@ -24,8 +24,18 @@ pub enum SecretsError {
     AccessDenied { id: String, detail: String },
     #[error("fetching secret {id:?} failed: {detail}")]
     Fetch { id: String, detail: String },
+    /// A failure that may pass: throttling, a 5xx, a dropped connection, a timeout.
+    #[error("fetching secret {id:?} failed for now: {detail}")]
+    Unavailable { id: String, detail: String },
     #[error("secret {id:?} has neither SecretString nor SecretBinary")]
     Empty { id: String },
+}
+
+impl SecretsError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SecretsError::Unavailable { .. })
+    }
 }
 
 pub trait SecretSource: Sync {
