@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod faults;
 pub mod packages;
 pub mod template;
 
@@ -106,6 +107,16 @@ impl Moto {
             url: format!("http://127.0.0.1:{port}"),
             _proc: proc,
         }
+    }
+
+    /// moto holding a node's secrets: `tfe/shared` (this JSON) and `tfe/license`.
+    pub fn with_secrets(shared: Value) -> Self {
+        let moto = Moto::start();
+        moto.put_secret("tfe/shared", SecretValue::String(shared.to_string()));
+        use base64::Engine;
+        let license = base64::engine::general_purpose::STANDARD.encode(SHARED_SECRET_VALUES[11]);
+        moto.put_secret("tfe/license", SecretValue::Binary(license));
+        moto
     }
 
     /// CreateSecret over Secrets Manager's JSON protocol (SecretString or base64 SecretBinary).
@@ -269,12 +280,12 @@ impl Node {
     }
 
     pub fn with(hooks: Hooks, shared: Value) -> Self {
+        Self::with_moto(hooks, Moto::with_secrets(shared))
+    }
+
+    /// As [`Node::with`], with Secrets Manager at `moto` (which holds the node's secrets).
+    pub fn with_moto(hooks: Hooks, moto: Moto) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let moto = Moto::start();
-        moto.put_secret("tfe/shared", SecretValue::String(shared.to_string()));
-        use base64::Engine;
-        let license = base64::engine::general_purpose::STANDARD.encode(SHARED_SECRET_VALUES[11]);
-        moto.put_secret("tfe/license", SecretValue::Binary(license));
         let emulator = Emulator::start();
         emulator.post(
             "/_emulator/groups",
