@@ -160,6 +160,8 @@ struct Stage {
     config: &'static str,
     /// BatchGetSecretValue refused (HTTP 500) for the whole row: secrets come one by one.
     batch_refused: bool,
+    /// Seconds between IMDS saying Terminated and the wait state (the group's wait_state_delay).
+    wait_state_delay: f64,
 }
 
 const HOOK: HookTimes = HookTimes {
@@ -177,6 +179,7 @@ impl Default for Stage {
             drain_s: 0.5,
             config: "",
             batch_refused: false,
+            wait_state_delay: 0.0,
         }
     }
 }
@@ -517,11 +520,12 @@ fn rows() -> Vec<Row> {
     );
 
     // ---- termination: Auto Scaling
-    rows.extend(transient_asg(
-        Terminate,
-        DESCRIBE_INSTANCES,
-        Stage::default(),
-    ));
+    // IMDS says Terminated 1 s before the wait state exists: the agent polls for it meanwhile.
+    let delayed = Stage {
+        wait_state_delay: 1.0,
+        ..Stage::default()
+    };
+    rows.extend(transient_asg(Terminate, DESCRIBE_INSTANCES, delayed));
     // Terminating:Wait never seen within wait_state_timeout: the drain goes on, the hook is left
     // to its DefaultResult (CONTINUE, at HeartbeatTimeout 4 s).
     rows.push(
@@ -542,7 +546,7 @@ fn rows() -> Vec<Row> {
                 global: None,
             },
             config: r#"wait_state_timeout = "30s" => wait_state_timeout = "6s""#,
-            ..Stage::default()
+            ..delayed
         }),
     );
     // Past the SDK's attempts the agent holds the hook with the shortest HeartbeatTimeout AWS
@@ -743,7 +747,7 @@ fn run_row(moto: &Moto, row: &Row) -> Seen {
                 return seen;
             }
             since = arm();
-            node.scale_in(0.0);
+            node.scale_in(stage.wait_state_delay);
             let says = match row.end {
                 End::HookTimesOut { says, .. } => Some(says),
                 _ => None,
