@@ -7,13 +7,14 @@ use crate::config::{self, AgentConfig};
 use crate::configure;
 use crate::exit::Exit;
 use crate::host;
-use crate::ports::{Identity, InstanceMetadata, TokioClock, World};
+use crate::ports::{Identity, ImdsError, InstanceMetadata, TokioClock, World};
 use crate::render::{self, Redaction};
+use crate::retry::Backoff;
 use crate::service;
 use crate::shutdown;
 use crate::state::StateStore;
-use crate::tfe::drain::DrainFiles;
 use crate::tfe::CliTfe;
+use std::time::Duration;
 
 type RealWorld = World<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock>;
 
@@ -47,17 +48,12 @@ async fn region(cfg: &AgentConfig, imds: &Imds) -> Result<String, Exit> {
 }
 
 async fn world(cfg: &AgentConfig, imds: Imds, region: &str) -> RealWorld {
-    let sdk = aws::sdk_config(region).await;
+    let sdk = aws::sdk_config(region, cfg.aws.attempt_timeout, cfg.aws.connect_timeout).await;
     World {
         secrets: SecretsManager::new(&sdk),
         asg: AutoScalingClient::new(&sdk),
         imds,
-        tfe: CliTfe {
-            replicatedctl: cfg.tools.replicatedctl.clone(),
-            replicated: cfg.tools.replicated.clone(),
-            install_sha256: cfg.install.sha256.clone(),
-            drain: DrainFiles::new(&cfg.paths.state_dir),
-        },
+        tfe: CliTfe::new(&cfg.tools, cfg.install.sha256.clone(), &cfg.paths.state_dir),
         clock: TokioClock,
     }
 }
@@ -119,9 +115,35 @@ async fn instance_world(
     (w, StateStore::new(&cfg.paths.state_dir))
 }
 
+/// How long a failing IMDS is retried for the instance's identity at start (each try already
+/// makes four requests with a short backoff): a metadata service that hiccups while the instance
+/// boots must not cost a restart of the unit.
+const IDENTITY_BUDGET: Duration = Duration::from_secs(60);
+
+async fn identity(imds: &Imds) -> Result<Identity, ImdsError> {
+    let give_up = tokio::time::Instant::now() + IDENTITY_BUDGET;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(10));
+    loop {
+        match imds.identity().await {
+            Ok(id) => return Ok(id),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if tokio::time::Instant::now() + delay >= give_up {
+                    return Err(e);
+                }
+                log::warn!(
+                    "reading the instance identity failed: {e}; retrying in {:.1}s",
+                    delay.as_secs_f32()
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
 async fn boot_once(cfg: &AgentConfig) -> Exit {
     let imds = Imds::new();
-    let identity = match imds.identity().await {
+    let identity = match identity(&imds).await {
         Ok(id) => id,
         Err(e) => return fail(Exit::Aws, &e),
     };
@@ -140,7 +162,7 @@ async fn run_service(cfg: &AgentConfig) -> Exit {
     };
     let imds = Imds::new();
     let identity = tokio::select! {
-        id = imds.identity() => match id {
+        id = identity(&imds) => match id {
             Ok(id) => id,
             Err(e) => return fail(Exit::Aws, &e),
         },

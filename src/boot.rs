@@ -16,14 +16,17 @@ use crate::ports::{
 use crate::readiness::{self, ReadinessError};
 use crate::state::{StateError, StateStore};
 use crate::tfe::{install, TfeError};
-
-/// Attempts for CompleteLifecycleAction before giving up (backoff 1 s doubling to 30 s).
-const RELEASE_ATTEMPTS: u32 = 8;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("looking up this instance's launch lifecycle hook failed")]
-    DiscoverHook(#[source] AsgError),
+    #[error("looking up this instance's launch lifecycle hook failed after {tries} tries ([lifecycle].discovery_timeout {}); the group applies the hook's DefaultResult when its HeartbeatTimeout passes", humantime::format_duration(*budget))]
+    DiscoverHook {
+        tries: u32,
+        budget: std::time::Duration,
+        #[source]
+        source: AsgError,
+    },
     #[error(transparent)]
     Configure(#[from] ConfigureError),
     #[error("install.sh failed")]
@@ -51,6 +54,11 @@ pub struct BootOutcome {
     pub released: Option<Released>,
 }
 
+/// After the work ended, one more look for a launch hook that could not be found while it ran
+/// (Auto Scaling may have recovered): this long at most (and no longer than the budget itself).
+const LAST_LOOK: Duration = Duration::from_secs(60);
+
+/// Boots the node. Every failure is logged with its whole chain before this returns.
 pub async fn boot<S, A, M, T, C>(
     world: &World<S, A, M, T, C>,
     cfg: &AgentConfig,
@@ -64,7 +72,46 @@ where
     T: TfeTools,
     C: Clock,
 {
-    let mut state = store.load(&identity.instance_id)?;
+    let mut logged = false;
+    let result = run_boot(world, cfg, identity, store, &mut logged).await;
+    if let Err(error) = &result {
+        if !logged {
+            log::error!("boot failed: {}", crate::error_chain(error));
+            notify::status("boot failed");
+        }
+    }
+    result
+}
+
+async fn run_boot<S, A, M, T, C>(
+    world: &World<S, A, M, T, C>,
+    cfg: &AgentConfig,
+    identity: &Identity,
+    store: &StateStore,
+    logged: &mut bool,
+) -> Result<BootOutcome, BootError>
+where
+    S: SecretSource,
+    A: AutoScaling,
+    M: InstanceMetadata,
+    T: TfeTools,
+    C: Clock,
+{
+    let give_up = world.clock.now() + cfg.lifecycle.discovery_timeout;
+    let hook_name = cfg.lifecycle.launch_hook.as_deref();
+    let mut state = match store.load(&identity.instance_id) {
+        Ok(state) => state,
+        Err(e) => {
+            // Nothing recorded can be trusted, so nothing runs; but a launch hook the group
+            // holds for this instance still gets its answer instead of waiting out its timeout.
+            let error = BootError::State(e);
+            log::error!("boot failed: {}", crate::error_chain(&error));
+            notify::status("boot failed: unreadable state record");
+            *logged = true;
+            refuse_held_launch(world, cfg, identity, give_up).await;
+            return Err(error);
+        }
+    };
     state.apply(Event::BootStarted)?;
     store.save(&state)?;
     let plan = state.plan();
@@ -75,24 +122,90 @@ where
         state.phase,
         if plan.install { "" } else { "not " }
     );
+    let released_before = state.launch_hook.clone();
 
-    let hook = hook::discover_launch(
-        &world.asg,
-        &identity.instance_id,
-        cfg.lifecycle.launch_hook.as_deref(),
-    )
-    .await
-    .map_err(BootError::DiscoverHook)?;
-    describe_hook(&hook);
-    let active = match (&hook, plan.release_launch_hook) {
-        (LaunchHook::Active(h), true) => Some(h.clone()),
-        _ => None,
+    // The work does not wait on Auto Scaling: the hook is looked up beside it (with retries),
+    // and held with heartbeats from the moment it is found.
+    let (found, result) = {
+        let discovery = hook::discover_launch_until(
+            &world.asg,
+            &world.clock,
+            &identity.instance_id,
+            hook_name,
+            give_up,
+        );
+        let work = prepare(world, cfg, identity, store, &mut state);
+        tokio::pin!(discovery);
+        tokio::pin!(work);
+        let mut found = None;
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                d = &mut discovery, if found.is_none() => {
+                    let active = match &d {
+                        Ok(LaunchHook::Active(h)) => Some(h.clone()),
+                        _ => None,
+                    };
+                    describe_found(&d, released_before.as_deref(), cfg);
+                    found = Some(d);
+                    if let Some(h) = active {
+                        break hook::hold_while(&world.asg, &world.clock, &h, &mut work).await;
+                    }
+                }
+            }
+        };
+        let found = match found {
+            Some(f) => f,
+            None => {
+                let d = discovery.await;
+                describe_found(&d, released_before.as_deref(), cfg);
+                d
+            }
+        };
+        (found, result)
     };
-
-    let work = prepare(world, cfg, identity, store, &mut state);
-    let result = match &active {
-        Some(h) => hook::hold_while(&world.asg, &world.clock, h, work).await,
-        None => work.await,
+    let found = match found {
+        Err((e, _)) if e.is_transient() => {
+            log::info!("the work is done; looking for the launch hook once more");
+            let last = world.clock.now() + LAST_LOOK.min(cfg.lifecycle.discovery_timeout);
+            let d = hook::discover_launch_until(
+                &world.asg,
+                &world.clock,
+                &identity.instance_id,
+                hook_name,
+                last,
+            )
+            .await;
+            describe_found(&d, released_before.as_deref(), cfg);
+            d
+        }
+        other => other,
+    };
+    let (hook, active) = match found {
+        Ok(LaunchHook::Active(h)) => (LaunchHook::Active(h.clone()), Some(h)),
+        Ok(other) => (other, None),
+        Err((source, tries)) => {
+            let error = BootError::DiscoverHook {
+                tries,
+                budget: cfg.lifecycle.discovery_timeout,
+                source,
+            };
+            // The work's own failure, if any, is the one to report; say both.
+            let error = match result {
+                Err(work_error) => {
+                    log::error!("{}", crate::error_chain(&error));
+                    work_error
+                }
+                Ok(()) => error,
+            };
+            log::error!("boot failed: {}", crate::error_chain(&error));
+            notify::status("boot failed");
+            *logged = true;
+            if state.apply(Event::BootFailed).is_ok() {
+                store.save(&state)?;
+            }
+            return Err(error);
+        }
     };
 
     let Err(error) = result else {
@@ -104,7 +217,7 @@ where
                     &world.clock,
                     &h.action,
                     HookResult::Continue,
-                    RELEASE_ATTEMPTS,
+                    hook::release_deadline(&world.clock, &h.info),
                 )
                 .await
                 .map_err(|source| BootError::Release {
@@ -114,7 +227,7 @@ where
                 log_released(&h.action.hook, &r);
                 // A warm-pool launch fires the hook again when the instance leaves the pool.
                 if !h.warm_pool {
-                    state.apply(Event::LaunchReleased(Some(HookResult::Continue)))?;
+                    state.apply(released_event(&state, HookResult::Continue))?;
                 }
                 Some(r)
             }
@@ -134,14 +247,12 @@ where
 
     log::error!("boot failed: {}", crate::error_chain(&error));
     notify::status("boot failed");
+    *logged = true;
     if state.apply(Event::BootFailed).is_ok() {
         store.save(&state)?;
     }
     if let Some(h) = &active {
-        let result = match cfg.lifecycle.on_failure {
-            FailureResult::Abandon => HookResult::Abandon,
-            FailureResult::Continue => HookResult::Continue,
-        };
+        let result = failure_result(cfg);
         log::warn!(
             "releasing launch hook {} with {} because the boot failed ([lifecycle].on_failure)",
             h.action.hook,
@@ -152,19 +263,116 @@ where
             &world.clock,
             &h.action,
             result,
-            RELEASE_ATTEMPTS,
+            hook::release_deadline(&world.clock, &h.info),
         )
         .await
         {
             Ok(r) => {
                 log_released(&h.action.hook, &r);
-                state.apply(Event::LaunchReleased(Some(result)))?;
+                state.apply(released_event(&state, result))?;
                 store.save(&state)?;
             }
-            Err(e) => log::error!("could not release launch hook {}: {e}", h.action.hook),
+            Err(e) => log::error!(
+                "could not release launch hook {}: {}",
+                h.action.hook,
+                crate::error_chain(&e)
+            ),
         }
     }
     Err(error)
+}
+
+/// The first release of the launch hook on this instance, or a later one (the group waits on
+/// the hook again: a standby exit, a warm pool re-entry).
+pub(crate) fn released_event(state: &NodeState, result: HookResult) -> Event {
+    match state.launch_hook {
+        None => Event::LaunchReleased(Some(result)),
+        Some(_) => Event::LaunchReleasedAgain(result),
+    }
+}
+
+pub(crate) fn failure_result(cfg: &AgentConfig) -> HookResult {
+    match cfg.lifecycle.on_failure {
+        FailureResult::Abandon => HookResult::Abandon,
+        FailureResult::Continue => HookResult::Continue,
+    }
+}
+
+/// With no trustworthy state record, a launch action the group holds for this instance gets the
+/// failure result at once: the node cannot say what it installed, so it must not enter service.
+async fn refuse_held_launch<S, A, M, T, C>(
+    world: &World<S, A, M, T, C>,
+    cfg: &AgentConfig,
+    identity: &Identity,
+    give_up: tokio::time::Instant,
+) where
+    A: AutoScaling,
+    C: Clock,
+{
+    let found = hook::discover_launch_until(
+        &world.asg,
+        &world.clock,
+        &identity.instance_id,
+        cfg.lifecycle.launch_hook.as_deref(),
+        give_up,
+    )
+    .await;
+    match found {
+        Ok(LaunchHook::Active(h)) => {
+            let result = failure_result(cfg);
+            log::warn!(
+                "releasing launch hook {} with {} because the boot cannot start ([lifecycle].on_failure)",
+                h.action.hook,
+                result.as_str()
+            );
+            match hook::release(
+                &world.asg,
+                &world.clock,
+                &h.action,
+                result,
+                hook::release_deadline(&world.clock, &h.info),
+            )
+            .await
+            {
+                Ok(r) => log_released(&h.action.hook, &r),
+                Err(e) => log::error!(
+                    "could not release launch hook {}: {}",
+                    h.action.hook,
+                    crate::error_chain(&e)
+                ),
+            }
+        }
+        Ok(other) => describe_hook(&other),
+        Err((e, tries)) => log::error!(
+            "looking up the launch hook failed after {tries} tries: {}",
+            crate::error_chain(&e)
+        ),
+    }
+}
+
+/// Says what the lookup found, as soon as it is known.
+fn describe_found(
+    found: &Result<LaunchHook, (AsgError, u32)>,
+    released_before: Option<&str>,
+    cfg: &AgentConfig,
+) {
+    match found {
+        Ok(hook @ LaunchHook::Active(h)) => {
+            describe_hook(hook);
+            if let Some(before) = released_before {
+                log::warn!(
+                    "the group waits on launch hook {} again although this instance released it before ({before}): a standby exit, a warm pool re-entry or an earlier release whose answer was lost; the group's view decides, so it is released again once TFE is healthy",
+                    h.action.hook
+                );
+            }
+        }
+        Ok(hook) => describe_hook(hook),
+        Err((e, tries)) => log::error!(
+            "looking up the launch hook failed after {tries} tries within [lifecycle].discovery_timeout ({}): {}; the boot goes on",
+            humantime::format_duration(cfg.lifecycle.discovery_timeout),
+            crate::error_chain(e)
+        ),
+    }
 }
 
 /// Everything between finding the hook and releasing it.
@@ -190,6 +398,7 @@ where
     if state.plan().install {
         notify::status("running install.sh");
         let plan = InstallPlan {
+            instance_id: identity.instance_id.clone(),
             script: cfg.install.script.clone(),
             args: install::install_args(&cfg.install, &identity.private_ipv4),
             timeout: cfg.install.timeout,

@@ -41,7 +41,7 @@ impl Exit {
 
     pub fn of_boot(e: &BootError) -> Exit {
         match e {
-            BootError::DiscoverHook(_) | BootError::Release { .. } => Exit::Aws,
+            BootError::DiscoverHook { .. } | BootError::Release { .. } => Exit::Aws,
             BootError::Configure(c) => Exit::of_configure(c),
             BootError::Install(_) => Exit::Install,
             BootError::Readiness(_) => Exit::ReadinessTimeout,

@@ -44,6 +44,7 @@ pub fn atomic_write(
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    remove_stale_temps(dir, &name);
     let result = write_temp(&tmp, bytes, mode, owner, path).and_then(|()| {
         fs::rename(&tmp, path).map_err(|source| FsError::Write {
             path: path.to_owned(),
@@ -58,6 +59,28 @@ pub fn atomic_write(
         path: path.to_owned(),
         source,
     })
+}
+
+/// Temp files of `name` left by an agent killed mid-write (another pid in the name): only one
+/// agent writes these files, so they are stale, and they may hold secrets.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+            log::info!(
+                "removing {}, left by an interrupted write",
+                entry.path().display()
+            );
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn write_temp(
@@ -166,6 +189,20 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+    }
+
+    #[test]
+    fn temps_left_by_a_killed_writer_are_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let stale = dir.path().join(".state.json.tmp-999999");
+        let unrelated = dir.path().join(".other.json.tmp-999999");
+        fs::write(&stale, "half").unwrap();
+        fs::write(&unrelated, "not ours to judge").unwrap();
+        atomic_write(&path, b"{}", 0o600, None).unwrap();
+        assert!(!stale.exists(), "the stale temp survived");
+        assert!(unrelated.exists(), "another file's temp was removed");
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
     }
 
     #[test]

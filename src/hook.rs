@@ -2,8 +2,10 @@
 //! work runs, and releasing it exactly once.
 
 use crate::ports::{AsgError, AutoScaling, Clock, HookAction, HookInfo, HookResult, LAUNCHING};
+use crate::retry::Backoff;
 use std::future::Future;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// What the agent found when it looked for a launch action to hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,43 @@ pub async fn discover_launch<A: AutoScaling>(
     }
 }
 
+/// [`discover_launch`], retried on transient failures (throttling, 5xx, dropped connections,
+/// timeouts) with backoff and jitter until `give_up`; a refusal (access denied, a bad name) ends
+/// it at once. Each failure is logged; the last one is returned with the number of tries.
+pub async fn discover_launch_until<A: AutoScaling, C: Clock>(
+    asg: &A,
+    clock: &C,
+    instance_id: &str,
+    hook: Option<&str>,
+    give_up: Instant,
+) -> Result<LaunchHook, (AsgError, u32)> {
+    let mut backoff = Backoff::aws();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match discover_launch(asg, instance_id, hook).await {
+            Ok(found) => {
+                if tries > 1 {
+                    log::info!("found the launch hook's state after {tries} tries");
+                }
+                return Ok(found);
+            }
+            Err(e) if !e.is_transient() => return Err((e, tries)),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if clock.now() + delay >= give_up {
+                    return Err((e, tries));
+                }
+                log::warn!(
+                    "looking up the launch hook failed (try {tries}): {e}; retrying in {:.1}s",
+                    delay.as_secs_f32()
+                );
+                clock.sleep(delay).await;
+            }
+        }
+    }
+}
+
 /// A third of HeartbeatTimeout leaves two more tries before the action would expire; bounded so
 /// a 2-hour timeout still beats every 10 minutes and a tiny test timeout still has a floor.
 pub fn heartbeat_interval(heartbeat_timeout: Duration) -> Duration {
@@ -109,7 +148,8 @@ async fn heartbeat_loop<A: AutoScaling, C: Clock>(
     action: &HookAction,
     interval: Duration,
 ) -> Never {
-    let mut backoff = Duration::from_secs(1);
+    let first = Duration::from_secs(1).min(interval);
+    let mut backoff = Backoff::new(first, interval);
     loop {
         match asg.heartbeat(action).await {
             Ok(()) => {
@@ -118,7 +158,7 @@ async fn heartbeat_loop<A: AutoScaling, C: Clock>(
                     action.hook,
                     interval
                 );
-                backoff = Duration::from_secs(1);
+                backoff.reset(first);
                 clock.sleep(jittered(interval)).await;
             }
             Err(AsgError::NoActiveAction { message, .. }) => {
@@ -130,12 +170,13 @@ async fn heartbeat_loop<A: AutoScaling, C: Clock>(
                 return std::future::pending().await;
             }
             Err(e) => {
+                let delay = backoff.next_delay();
                 log::warn!(
-                    "heartbeat for hook {} failed: {e}; retrying in {backoff:?}",
-                    action.hook
+                    "heartbeat for hook {} failed: {e}; retrying in {:.1}s",
+                    action.hook,
+                    delay.as_secs_f32()
                 );
-                clock.sleep(backoff.min(interval)).await;
-                backoff = (backoff * 2).min(interval);
+                clock.sleep(delay).await;
             }
         }
     }
@@ -152,16 +193,19 @@ pub enum Released {
     },
 }
 
-/// CompleteLifecycleAction, retried on throttling and transient failures up to `attempts` times.
+/// CompleteLifecycleAction, retried on transient failures with backoff and jitter until
+/// `give_up` (callers pass the moment the action would expire without heartbeats: retrying past
+/// it cannot help). "No active Lifecycle Action" ends it: the action was resolved — by this very
+/// call when an earlier try's answer was lost, or by a timeout or someone else — and the
+/// instance's state says which; no second Complete is sent.
 pub async fn release<A: AutoScaling, C: Clock>(
     asg: &A,
     clock: &C,
     action: &HookAction,
     result: HookResult,
-    attempts: u32,
+    give_up: Instant,
 ) -> Result<Released, AsgError> {
-    let mut backoff = Duration::from_secs(1);
-    let mut attempt = 1;
+    let mut backoff = Backoff::aws();
     loop {
         match asg.complete(action, result).await {
             Ok(()) => return Ok(Released::Completed(result)),
@@ -174,19 +218,28 @@ pub async fn release<A: AutoScaling, C: Clock>(
                     .map(|i| i.lifecycle_state);
                 return Ok(Released::AlreadyResolved { state });
             }
-            Err(e) if attempt >= attempts => return Err(e),
+            Err(e) if !e.is_transient() => return Err(e),
             Err(e) => {
+                let delay = backoff.next_delay();
+                if clock.now() + delay >= give_up {
+                    return Err(e);
+                }
                 log::warn!(
-                    "CompleteLifecycleAction {} for hook {} failed: {e}; retrying in {backoff:?}",
+                    "CompleteLifecycleAction {} for hook {} failed: {e}; retrying in {:.1}s",
                     result.as_str(),
-                    action.hook
+                    action.hook,
+                    delay.as_secs_f32()
                 );
-                clock.sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                attempt += 1;
+                clock.sleep(delay).await;
             }
         }
     }
+}
+
+/// When to stop retrying a release: once heartbeats stop, the action expires after
+/// HeartbeatTimeout; give up a little before.
+pub fn release_deadline<C: Clock>(clock: &C, info: &HookInfo) -> Instant {
+    clock.now() + info.heartbeat_timeout.mul_f64(0.9)
 }
 
 #[cfg(test)]

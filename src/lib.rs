@@ -29,6 +29,7 @@ pub mod notify;
 pub mod ports;
 pub mod readiness;
 pub mod render;
+pub mod retry;
 pub mod secret;
 pub mod secrets;
 pub mod service;

@@ -39,6 +39,9 @@ pub enum Event {
     Healthy,
     /// The launch hook was released, or there was no hook to release (`None`).
     LaunchReleased(Option<HookResult>),
+    /// The group waited on the launch hook again after it was released (a standby exit, a warm
+    /// pool re-entry, a release whose answer was lost) and it was released again.
+    LaunchReleasedAgain(HookResult),
     BootFailed,
     /// A termination notice (IMDS, spot, a system shutdown, …). Repeats are harmless.
     TerminationNoticed(Notice),
@@ -67,6 +70,9 @@ pub struct NodeState {
     pub installed_release: Option<u64>,
     /// The result sent for the launch hook ("CONTINUE"/"ABANDON"), or "none" when there was no hook.
     pub launch_hook: Option<String>,
+    /// How often the launch hook was released again because the group waited on it again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub launch_released_again: u32,
     /// Set from the first termination notice on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination: Option<Termination>,
@@ -97,6 +103,7 @@ impl NodeState {
             phase: Phase::Booting,
             installed_release: None,
             launch_hook: None,
+            launch_released_again: 0,
             termination: None,
             restart_app: false,
         }
@@ -159,6 +166,14 @@ impl NodeState {
             (Event::LaunchReleased(_), _) => {
                 return Err(illegal("CONTINUE is only sent once TFE is ready"))
             }
+            (Event::LaunchReleasedAgain(_), _) if self.launch_hook.is_none() => {
+                return Err(illegal("the launch hook was never released before"))
+            }
+            (Event::LaunchReleasedAgain(HookResult::Abandon), _) => BootFailed,
+            (Event::LaunchReleasedAgain(HookResult::Continue), Ready | InService) => InService,
+            (Event::LaunchReleasedAgain(HookResult::Continue), _) => {
+                return Err(illegal("CONTINUE is only sent once TFE is ready"))
+            }
             (Event::BootFailed, InService) => {
                 return Err(illegal("an in-service node does not fail its boot"))
             }
@@ -172,12 +187,20 @@ impl NodeState {
             Event::LaunchReleased(result) => {
                 self.launch_hook = Some(result.map_or("none", HookResult::as_str).to_string())
             }
+            Event::LaunchReleasedAgain(result) => {
+                self.launch_hook = Some(result.as_str().to_string());
+                self.launch_released_again += 1;
+            }
             Event::Healthy => self.restart_app = false,
             _ => {}
         }
         self.phase = next;
         Ok(())
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

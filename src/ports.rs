@@ -91,8 +91,19 @@ pub enum AsgError {
     NoActiveAction { op: &'static str, message: String },
     #[error("{op}: throttled by Auto Scaling")]
     Throttled { op: &'static str },
+    /// A failure that may pass: HTTP 5xx, a dropped connection, a timeout.
     #[error("{op} failed: {detail}")]
     Call { op: &'static str, detail: String },
+    /// Refused for good (access denied, a bad parameter): retrying cannot help.
+    #[error("{op} was refused: {detail}")]
+    Rejected { op: &'static str, detail: String },
+}
+
+impl AsgError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AsgError::Throttled { .. } | AsgError::Call { .. })
+    }
 }
 
 pub trait AutoScaling: Sync {
@@ -142,6 +153,8 @@ pub trait InstanceMetadata: Sync {
 /// How to run install.sh.
 #[derive(Debug, Clone)]
 pub struct InstallPlan {
+    /// The run is recorded for this instance only: a record baked into an AMI is not adopted.
+    pub instance_id: String,
     pub script: std::path::PathBuf,
     pub args: Vec<String>,
     pub timeout: Duration,
@@ -203,7 +216,9 @@ pub enum DrainState {
 }
 
 pub trait TfeTools: Sync {
-    /// Runs install.sh to completion (or kills its process group at the timeout).
+    /// Runs install.sh to completion (or kills its process group at the timeout). The run
+    /// outlives an agent killed meanwhile; the next call adopts it (waits for it, or reads the
+    /// status it left) instead of starting install.sh a second time.
     fn install(
         &self,
         plan: &InstallPlan,

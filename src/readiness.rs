@@ -12,7 +12,9 @@ pub struct ReadinessError {
 }
 
 /// Polls every `poll` until ready or `timeout`. Tool failures (e.g. the replicated container not
-/// up yet) are part of not being ready, never fatal on their own.
+/// up yet) are part of not being ready, never fatal on their own. The deadline bounds everything
+/// inside: a probe still running at the deadline is dropped, which kills the tool's process group
+/// (a hung replicatedctl must not stretch the wait to its own per-call timeout).
 pub async fn wait_until_ready<T: TfeTools, C: Clock>(
     tfe: &T,
     clock: &C,
@@ -22,7 +24,13 @@ pub async fn wait_until_ready<T: TfeTools, C: Clock>(
     let start = clock.now();
     let mut last = String::from("nothing yet");
     loop {
-        let seen = probe(tfe).await;
+        let left = timeout.saturating_sub(clock.now() - start);
+        let seen = tokio::select! {
+            seen = probe(tfe) => seen,
+            _ = clock.sleep(left) => Err(format!(
+                "a TFE tool did not answer before the deadline (killed; last seen: {last})"
+            )),
+        };
         match seen {
             Ok(()) => {
                 log::info!("TFE is ready: system ready, app started, health-check passed");
@@ -84,4 +92,59 @@ async fn probe<T: TfeTools>(tfe: &T) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::{
+        AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TokioClock, TrackedProcess,
+    };
+    use crate::tfe::TfeError;
+
+    /// replicatedctl that never answers.
+    struct Hung;
+
+    impl TfeTools for Hung {
+        async fn install(&self, _: &InstallPlan) -> Result<(), TfeError> {
+            unreachable!()
+        }
+        async fn system_status(&self) -> Result<SystemStatus, TfeError> {
+            std::future::pending().await
+        }
+        async fn app_status(&self) -> Result<AppStatus, TfeError> {
+            unreachable!()
+        }
+        async fn health_check(&self) -> Result<HealthReport, TfeError> {
+            unreachable!()
+        }
+        fn start_drain(&self) -> Result<TrackedProcess, TfeError> {
+            unreachable!()
+        }
+        fn drain_state(&self, _: &TrackedProcess) -> DrainState {
+            unreachable!()
+        }
+        async fn stop_drain(&self, _: &TrackedProcess) {}
+        async fn app_stop(&self) -> Result<(), TfeError> {
+            unreachable!()
+        }
+        async fn app_start(&self) -> Result<(), TfeError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_tool_ends_at_the_deadline_not_at_its_own_timeout() {
+        let start = tokio::time::Instant::now();
+        let err = wait_until_ready(
+            &Hung,
+            &TokioClock,
+            Duration::from_secs(6),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(tokio::time::Instant::now() - start, Duration::from_secs(6));
+        assert!(err.last.contains("did not answer"), "{err}");
+    }
 }

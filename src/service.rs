@@ -12,13 +12,16 @@ use crate::notify;
 use crate::ports::{
     AutoScaling, Clock, HookResult, Identity, InstanceMetadata, SecretSource, TfeTools, World,
 };
+use crate::readiness;
 use crate::shutdown::{self, ShutdownRx};
 use crate::state::StateStore;
 use crate::terminate;
-use crate::watch::{Seen, Watcher};
+use crate::watch::{Change, Seen, Watcher};
 use std::future::Future;
 use std::time::Duration;
 
+/// How long a boot cut short by a termination looks for the launch hook to abandon.
+const ABANDON_LOOKUP: Duration = Duration::from_secs(60);
 /// While finishing an ASG termination after SIGTERM, ask systemd for this much more time…
 const EXTEND_BY: Duration = Duration::from_secs(60);
 /// …this often.
@@ -135,11 +138,18 @@ where
             }
         }
         tokio::select! {
-            seen = watcher.next() => {
-                if let Err(code) = record_notice(store, &mut state, &seen) {
-                    return code;
+            change = watcher.next_change() => match change {
+                Change::Drain(seen) => {
+                    if let Err(code) = record_notice(store, &mut state, &seen) {
+                        return code;
+                    }
                 }
-            }
+                Change::BackInService { from } => {
+                    if let Err(code) = serve_launch_again(world, cfg, store, &mut state, &from).await {
+                        return code;
+                    }
+                }
+            },
             signal = shutdown::wait(signals) => {
                 let going = state.termination.is_some();
                 if !going && system_stopping().await {
@@ -198,17 +208,40 @@ async fn abandon_launch<S, A, M, T, C>(
     if state.launch_hook.is_some() {
         return;
     }
-    let found = hook::discover_launch(
+    let found = hook::discover_launch_until(
         &world.asg,
+        &world.clock,
         &state.instance_id,
         cfg.lifecycle.launch_hook.as_deref(),
+        world.clock.now() + ABANDON_LOOKUP,
     )
     .await;
-    let Ok(LaunchHook::Active(h)) = found else {
-        log::info!("no launch action to abandon (the termination cancelled it, or there was none)");
-        return;
+    let h = match found {
+        Ok(LaunchHook::Active(h)) => h,
+        Ok(_) => {
+            log::info!(
+                "no launch action to abandon (the termination cancelled it, or there was none)"
+            );
+            return;
+        }
+        Err((e, tries)) => {
+            log::error!(
+                "could not look up the launch hook to abandon it ({tries} tries): {}; the group applies its DefaultResult",
+                crate::error_chain(&e)
+            );
+            return;
+        }
     };
-    match hook::release(&world.asg, &world.clock, &h.action, HookResult::Abandon, 3).await {
+    let deadline = hook::release_deadline(&world.clock, &h.info);
+    match hook::release(
+        &world.asg,
+        &world.clock,
+        &h.action,
+        HookResult::Abandon,
+        deadline,
+    )
+    .await
+    {
         Ok(r) => {
             log::warn!(
                 "launch hook {} released with ABANDON ({r:?}): the node will not enter service",
@@ -218,11 +251,115 @@ async fn abandon_launch<S, A, M, T, C>(
                 .apply(Event::LaunchReleased(Some(HookResult::Abandon)))
                 .is_ok()
             {
-                let _ = store.save(state);
+                if let Err(e) = store.save(state) {
+                    log::error!("{}", crate::error_chain(&e));
+                }
             }
         }
-        Err(e) => log::error!("could not abandon launch hook {}: {e}", h.action.hook),
+        Err(e) => log::error!(
+            "could not abandon launch hook {}: {}",
+            h.action.hook,
+            crate::error_chain(&e)
+        ),
     }
+}
+
+/// The instance came back to service (from standby, a warm pool, …): if the group waits on the
+/// launch hook again, check that TFE is healthy (holding the hook meanwhile) and release it again
+/// — once per wait; the group's view decides, not what was recorded.
+async fn serve_launch_again<S, A, M, T, C>(
+    world: &World<S, A, M, T, C>,
+    cfg: &AgentConfig,
+    store: &StateStore,
+    state: &mut NodeState,
+    from: &str,
+) -> Result<(), Exit>
+where
+    A: AutoScaling,
+    T: TfeTools,
+    C: Clock,
+{
+    let found = hook::discover_launch_until(
+        &world.asg,
+        &world.clock,
+        &state.instance_id,
+        cfg.lifecycle.launch_hook.as_deref(),
+        world.clock.now() + cfg.lifecycle.discovery_timeout,
+    )
+    .await;
+    let h = match found {
+        Ok(LaunchHook::Active(h)) => h,
+        Ok(other) => {
+            log::info!("back in service from {from}; no launch hook to answer ({other:?})");
+            return Ok(());
+        }
+        Err((e, tries)) => {
+            log::error!(
+                "back in service from {from}, but looking up the launch hook failed after {tries} tries: {}; the group applies its DefaultResult",
+                crate::error_chain(&e)
+            );
+            return Ok(());
+        }
+    };
+    log::warn!(
+        "the group waits on launch hook {} again (the instance came back from {from}; released before: {}): releasing it again once TFE is healthy",
+        h.action.hook,
+        state.launch_hook.as_deref().unwrap_or("never")
+    );
+    notify::status("back from standby; checking TFE before releasing the launch hook");
+    let ready = hook::hold_while(
+        &world.asg,
+        &world.clock,
+        &h,
+        readiness::wait_until_ready(
+            &world.tfe,
+            &world.clock,
+            cfg.readiness.timeout,
+            cfg.readiness.poll_interval,
+        ),
+    )
+    .await;
+    let result = match ready {
+        Ok(()) => {
+            let _ = state.apply(Event::Healthy);
+            HookResult::Continue
+        }
+        Err(e) => {
+            log::error!(
+                "TFE is not healthy after the return to service: {}",
+                crate::error_chain(&e)
+            );
+            boot::failure_result(cfg)
+        }
+    };
+    let deadline = hook::release_deadline(&world.clock, &h.info);
+    match hook::release(&world.asg, &world.clock, &h.action, result, deadline).await {
+        Ok(r) => {
+            log::info!(
+                "launch hook {} released again with {} ({r:?})",
+                h.action.hook,
+                result.as_str()
+            );
+            match state.apply(boot::released_event(state, result)) {
+                Ok(()) => store.save(state).map_err(|e| {
+                    log::error!("{}", crate::error_chain(&e));
+                    Exit::LocalIo
+                })?,
+                Err(e) => log::warn!("{e}"),
+            }
+            notify::ready(if result == HookResult::Continue {
+                "in service"
+            } else {
+                "launch hook abandoned; watching for termination"
+            });
+        }
+        Err(e) => log::error!(
+            "could not release launch hook {} again: {}",
+            h.action.hook,
+            crate::error_chain(&e)
+        ),
+    }
+    Ok(())
 }
 
 /// Runs the termination path to its end. A signal meanwhile does not cut it short: for an ASG

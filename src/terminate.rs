@@ -25,8 +25,6 @@ use tokio::time::Instant;
 const DRAIN_POLL: Duration = Duration::from_millis(500);
 /// How often DescribeAutoScalingInstances is asked while waiting for the wait state.
 const WAIT_STATE_POLL: Duration = Duration::from_secs(2);
-/// Attempts for CompleteLifecycleAction (backoff 1 s doubling to 30 s).
-const RELEASE_ATTEMPTS: u32 = 8;
 /// A spot notice without a parsable time: the documented two minutes, less a margin.
 const SPOT_BUDGET: Duration = Duration::from_secs(110);
 
@@ -346,7 +344,7 @@ where
         &world.clock,
         &hook.action,
         result,
-        RELEASE_ATTEMPTS,
+        hook::release_deadline(&world.clock, &hook.info),
     )
     .await
     {
@@ -370,7 +368,11 @@ where
         }
         Err(e) => {
             // Not recorded: a restarted agent tries again; the hook's DefaultResult is the backstop.
-            log::error!("could not release terminate hook {}: {e}", hook.action.hook);
+            log::error!(
+                "could not release terminate hook {}: {}",
+                hook.action.hook,
+                crate::error_chain(&e)
+            );
             Ok(())
         }
     }
@@ -407,6 +409,8 @@ where
         .saturating_sub(Duration::from_secs(host::unix_now()));
     let give_up = world.clock.now() + wait_limit;
     let mut said = String::new();
+    let mut backoff = crate::retry::Backoff::new(WAIT_STATE_POLL, Duration::from_secs(30));
+    let mut failing = false;
     let group = loop {
         match world.asg.describe_instance(&instance_id).await {
             Ok(None) if source == Source::Asg => {
@@ -431,8 +435,17 @@ where
                     said = i.lifecycle_state;
                 }
             }
-            Err(e) => log::warn!("DescribeAutoScalingInstances failed: {e}; retrying"),
+            Err(e) => {
+                failing = true;
+                log::warn!("DescribeAutoScalingInstances failed: {e}; retrying with backoff");
+            }
         }
+        let pause = if std::mem::take(&mut failing) {
+            backoff.next_delay()
+        } else {
+            backoff.reset(WAIT_STATE_POLL);
+            WAIT_STATE_POLL
+        };
         if source == Source::Asg && world.clock.now() >= give_up {
             log::error!("no Terminating:Wait within {} of the notice; the drain goes on, the hook is left to its DefaultResult", humantime::format_duration(cfg.termination.wait_state_timeout));
             return not_applicable("the wait state did not appear in time".into());
@@ -441,7 +454,7 @@ where
             return Ok(None);
         }
         tokio::select! {
-            _ = world.clock.sleep(WAIT_STATE_POLL) => {}
+            _ = world.clock.sleep(pause) => {}
             _ = done.changed(), if source != Source::Asg => {}
         }
     };

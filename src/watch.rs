@@ -24,6 +24,16 @@ const DISRUPTIVE: &[&str] = &[
     "system-maintenance",
 ];
 
+/// What the watcher saw that the service must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A reason to drain.
+    Drain(Seen),
+    /// IMDS target-lifecycle-state went back to `InService` from another value (`Standby`,
+    /// `Detached`, a warm pool state): the group may wait on the launch hook again.
+    BackInService { from: String },
+}
+
 /// A reason to drain, as seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -45,6 +55,10 @@ pub struct Watcher<'a, M, C> {
     next_events: Instant,
     /// The last IMDS error, logged on change only: a broken IMDS must not flood the journal.
     last_error: Option<String>,
+    /// The last target-lifecycle-state read (404 = none).
+    last_target: Option<String>,
+    /// A return to service seen and not yet handed out.
+    back_in_service: Option<String>,
 }
 
 impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
@@ -59,10 +73,13 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
             next_spot: now,
             next_events: now,
             last_error: None,
+            last_target: None,
+            back_in_service: None,
         }
     }
 
-    /// Waits for the next reason to drain; polls IMDS until there is one.
+    /// Waits for the next reason to drain; polls IMDS until there is one. Returns to service
+    /// seen meanwhile are kept for [`Watcher::next_change`].
     pub async fn next(&mut self) -> Seen {
         loop {
             if let Some(seen) = self.poll().await {
@@ -74,8 +91,35 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
         }
     }
 
+    /// Waits for the next reason to drain or return to service.
+    pub async fn next_change(&mut self) -> Change {
+        loop {
+            if let Some(from) = self.back_in_service.take() {
+                return Change::BackInService { from };
+            }
+            if let Some(seen) = self.poll().await {
+                if self.fired.insert(seen.source.as_str()) {
+                    return Change::Drain(seen);
+                }
+            }
+            if let Some(from) = self.back_in_service.take() {
+                return Change::BackInService { from };
+            }
+            self.clock.sleep(self.cfg.poll_interval).await;
+        }
+    }
+
     async fn poll(&mut self) -> Option<Seen> {
         let target = self.ask(TARGET).await;
+        if let Some(now) = &target {
+            match self.last_target.replace(now.clone()) {
+                Some(before) if before != *now && now == "InService" => {
+                    log::info!("IMDS target-lifecycle-state went from {before} to InService");
+                    self.back_in_service = Some(before);
+                }
+                _ => {}
+            }
+        }
         if let Some(t @ ("Terminated" | "Warmed:Terminated")) = target.as_deref() {
             return Some(Seen {
                 source: Source::Asg,

@@ -94,34 +94,23 @@ fn a_restart_after_install_does_not_install_again() {
 }
 
 #[test]
-fn killed_during_install_then_restarted_stops_the_leftover_install_first() {
+fn killed_during_install_then_restarted_adopts_the_running_install() {
     // An agent killed with -9 leaves install.sh running (as systemd's KillMode=process does);
-    // the restarted agent must not run a second install.sh beside it.
+    // the restarted agent waits for that run instead of starting a second install.sh.
     let node = Node::new();
-    node.set_behaviour(json!({"install_hang": true}));
+    node.set_behaviour(json!({"install_duration_s": 4.0}));
     let first = node.start(&["boot"]);
-    first.wait_line("install.sh: Pulling replicated", BOOT);
+    first.wait_line("install.sh: ", BOOT);
     drop(first); // SIGKILL
-    let leftover = node.install_child_pid();
-    assert!(
-        std::fs::metadata(format!("/proc/{leftover}")).is_ok(),
-        "install.sh's child outlived the killed agent"
-    );
 
-    node.set_behaviour(json!({}));
     let run = node.run(&["boot"], BOOT);
     run.assert_code(0);
     assert!(
-        run.stderr.contains("started by an earlier agent"),
+        run.stderr.contains("started by an earlier agent") && run.stderr.contains("waiting for it"),
         "{}",
         run.stderr
     );
-    // The leftover's whole group is gone (the fake's `sleep 3600` child included)…
-    assert!(
-        process_gone(leftover, Duration::ZERO),
-        "the leftover install's child {leftover} survived"
-    );
-    // …and exactly one install.sh ran to completion.
+    assert_eq!(node.install_runs().len(), 1, "install.sh started twice");
     let ends: Vec<_> = node
         .calls()
         .into_iter()
@@ -130,13 +119,60 @@ fn killed_during_install_then_restarted_stops_the_leftover_install_first() {
     assert_eq!(ends.len(), 1, "{ends:?}");
     assert_eq!(ends[0]["exit_code"], 0);
     assert_eq!(
-        node.install_runs().len(),
-        2,
-        "the killed one and the one that finished"
+        node.emulator.resolutions(),
+        launch_resolved("CONTINUE", "complete")
     );
+}
+
+#[test]
+fn an_install_that_finished_while_the_agent_was_down_is_not_run_again() {
+    // The window of defect 5: install.sh succeeds on its own after the agent died, before the
+    // agent could record it. Its status file, written by the wrapper, is the record.
+    let node = Node::new();
+    node.set_behaviour(json!({"install_duration_s": 2.0}));
+    let first = node.start(&["boot"]);
+    first.wait_line("install.sh: ", BOOT);
+    drop(first); // SIGKILL
+    let status = node.path("state/install.status");
+    wait_for("install.status", BOOT, || status.exists());
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "0");
+
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("taking its success, not running it again"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(node.install_runs().len(), 1, "install.sh started twice");
     assert_eq!(
         node.emulator.resolutions(),
         launch_resolved("CONTINUE", "complete")
+    );
+}
+
+#[test]
+fn a_hung_leftover_install_is_adopted_and_killed_at_the_install_timeout() {
+    let node = Node::new();
+    node.set_behaviour(json!({"install_hang": true}));
+    node.write_config("timeout = \"20m\" => timeout = \"6s\"");
+    let first = node.start(&["boot"]);
+    first.wait_line("install.sh: Pulling replicated", BOOT);
+    drop(first); // SIGKILL
+
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(5);
+    assert!(run.stderr.contains("waiting for it"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did not finish within 6s"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(node.install_runs().len(), 1, "install.sh started twice");
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("ABANDON", "complete")
     );
 }
 
@@ -356,5 +392,82 @@ fn run_boots_then_stays_until_sigterm() {
     assert_eq!(
         node.emulator.resolutions(),
         launch_resolved("CONTINUE", "complete")
+    );
+}
+
+#[test]
+fn a_throttled_hook_lookup_is_retried_beside_the_work_and_the_hook_still_released() {
+    // Defect: more throttling than the SDK's own three attempts ended the boot with exit 4 and no
+    // word. Now the agent retries with its own backoff while the install runs.
+    let node = Node::new();
+    node.emulator.post(
+        "/_emulator/faults",
+        json!({"throttle": {"action": "DescribeAutoScalingInstances", "count": 7}}),
+    );
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("looking up the launch hook failed (try 1)"),
+        "{}",
+        run.stderr
+    );
+    // The install did not wait for the lookup to succeed.
+    let install_started = run.stderr.find("running ").expect("install started");
+    let found = run.stderr.find("holding launch hook").expect("hook found");
+    assert!(install_started < found, "{}", run.stderr);
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("CONTINUE", "complete")
+    );
+}
+
+#[test]
+fn a_hook_lookup_that_never_succeeds_is_an_error_with_its_chain_not_a_silent_exit() {
+    let node = Node::new();
+    node.write_config("# discovery_timeout = \"10m\" => discovery_timeout = \"4s\"");
+    node.emulator.post(
+        "/_emulator/faults",
+        json!({"throttle": {"action": "DescribeAutoScalingInstances", "count": 1000}}),
+    );
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(4);
+    assert!(
+        run.stderr
+            .contains("boot failed: looking up this instance's launch lifecycle hook failed after")
+            && run.stderr.contains("throttled by Auto Scaling"),
+        "{}",
+        run.stderr
+    );
+    // The node itself came up; the group's DefaultResult decides the hook.
+    assert!(run.stderr.contains("TFE is ready"), "{}", run.stderr);
+    assert_eq!(node.emulator.resolutions(), vec![]);
+}
+
+#[test]
+fn an_unreadable_state_record_exits_7_naming_it_runs_nothing_and_abandons() {
+    let node = Node::new();
+    std::fs::create_dir_all(node.path("state")).unwrap();
+    std::fs::write(node.path("state/state.json"), "{\"instance_id\": \"i-").unwrap();
+    let run = node.run(&["boot"], BOOT);
+    run.assert_code(7);
+    assert!(
+        run.stderr.contains("boot failed:") && run.stderr.contains("state.json is corrupt"),
+        "{}",
+        run.stderr
+    );
+    assert!(node.install_runs().is_empty(), "install.sh ran");
+    assert!(
+        !node.path("etc/replicated.conf").exists(),
+        "TFE files written"
+    );
+    assert_eq!(
+        std::fs::read_to_string(node.path("state/state.json")).unwrap(),
+        "{\"instance_id\": \"i-",
+        "the record was overwritten"
+    );
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("ABANDON", "complete")
     );
 }

@@ -3,6 +3,7 @@
 
 use super::describe;
 use crate::ports::{AsgError, AsgInstance, AutoScaling, HookAction, HookInfo, HookResult};
+use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_autoscaling::Client;
 use std::time::Duration;
@@ -20,21 +21,27 @@ impl AutoScalingClient {
     }
 }
 
-fn map_err<E, R>(op: &'static str, err: SdkError<E, R>) -> AsgError
+fn map_err<E>(op: &'static str, err: SdkError<E, HttpResponse>) -> AsgError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let message = err.message().unwrap_or_default().to_string();
-    match err.code() {
-        Some("ValidationError") if message.contains("No active Lifecycle Action") => {
+    let detail = describe(&err);
+    match (&err, err.code()) {
+        (_, Some("ValidationError")) if message.contains("No active Lifecycle Action") => {
             AsgError::NoActiveAction { op, message }
         }
-        Some("Throttling") => AsgError::Throttled { op },
-        _ => AsgError::Call {
-            op,
-            detail: describe(&err),
-        },
+        (_, Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded")) => {
+            AsgError::Throttled { op }
+        }
+        // A service answer other than a server-side failure is final: access denied, invalid
+        // parameters, an unknown group.
+        (SdkError::ServiceError(e), Some(_)) if e.raw().status().as_u16() < 500 => {
+            AsgError::Rejected { op, detail }
+        }
+        (SdkError::ConstructionFailure(_), _) => AsgError::Rejected { op, detail },
+        // 5xx, dropped connections, timeouts, unparsable answers: may pass.
+        _ => AsgError::Call { op, detail },
     }
 }
 

@@ -17,16 +17,18 @@ use std::time::Duration;
 
 /// One SDK configuration for every client. The behavior version is pinned so an SDK upgrade never
 /// silently changes retry or timeout defaults.
-pub async fn sdk_config(region: &str) -> SdkConfig {
+/// `attempt` bounds one try of a call and `connect` its TCP/TLS connect (`[aws]` in agent.toml); a
+/// whole call (three tries with the SDK's backoff) is bounded by three attempts plus 10 s.
+pub async fn sdk_config(region: &str, attempt: Duration, connect: Duration) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::v2026_01_12())
         .region(Region::new(region.to_string()))
         .app_name(aws_config::AppName::new("tfe-node-agent").expect("valid app name"))
         .retry_config(RetryConfig::standard().with_max_attempts(3))
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(20))
-                .operation_timeout(Duration::from_secs(60))
+                .connect_timeout(connect)
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(attempt * 3 + Duration::from_secs(10))
                 .build(),
         )
         .load()

@@ -34,10 +34,16 @@ pub struct AgentConfig {
     pub paths: PathsSection,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct AwsSection {
     /// Region for Secrets Manager and Auto Scaling; default: the instance's region from IMDS.
     pub region: Option<String>,
+    /// Longest one attempt of an AWS call may take (connect + answer) before the SDK retries it.
+    #[serde(default = "default_attempt_timeout", with = "humantime_serde_compat")]
+    pub attempt_timeout: Duration,
+    /// Longest a TCP/TLS connect to an AWS endpoint may take.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
 }
 
 /// Secret ids (names or ARNs) in AWS Secrets Manager. Only ids live in the config, never values.
@@ -114,6 +120,11 @@ pub struct LifecycleSection {
     /// Hook result sent when boot fails.
     #[serde(default)]
     pub on_failure: FailureResult,
+    /// How long, counted from the boot's start, the agent keeps retrying to find its launch hook
+    /// (DescribeAutoScalingInstances, DescribeLifecycleHooks) when Auto Scaling throttles or fails.
+    /// The install and readiness work goes on meanwhile.
+    #[serde(default = "default_discovery_timeout", with = "humantime_serde_compat")]
+    pub discovery_timeout: Duration,
 }
 
 /// How the agent notices that its node is about to go.
@@ -216,6 +227,15 @@ fn default_replicated() -> PathBuf {
 fn default_systemctl() -> PathBuf {
     "/usr/bin/systemctl".into()
 }
+fn default_attempt_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_discovery_timeout() -> Duration {
+    Duration::from_secs(10 * 60)
+}
 fn default_termination_poll() -> Duration {
     Duration::from_secs(1)
 }
@@ -309,6 +329,17 @@ impl Default for LifecycleSection {
             launch_hook: None,
             terminate_hook: None,
             on_failure: FailureResult::Abandon,
+            discovery_timeout: default_discovery_timeout(),
+        }
+    }
+}
+
+impl Default for AwsSection {
+    fn default() -> Self {
+        Self {
+            region: None,
+            attempt_timeout: default_attempt_timeout(),
+            connect_timeout: default_connect_timeout(),
         }
     }
 }

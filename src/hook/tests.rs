@@ -15,6 +15,8 @@ struct FakeAsg {
     script: Mutex<VecDeque<AsgError>>,
     completed: Mutex<Option<HookResult>>,
     state: Mutex<String>,
+    /// Errors returned by the next describe calls, in order.
+    describe_script: Mutex<VecDeque<AsgError>>,
 }
 
 impl FakeAsg {
@@ -49,6 +51,13 @@ impl FakeAsg {
 
 impl AutoScaling for FakeAsg {
     async fn describe_instance(&self, _: &str) -> Result<Option<AsgInstance>, AsgError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((Instant::now(), "describe_instance"));
+        if let Some(e) = self.describe_script.lock().unwrap().pop_front() {
+            return Err(e);
+        }
         Ok(Some(AsgInstance {
             group: "g".into(),
             lifecycle_state: self.state.lock().unwrap().clone(),
@@ -152,14 +161,19 @@ async fn throttled_heartbeats_back_off_and_recover() {
     )
     .await;
     let beats = asg.calls("heartbeat");
-    let gaps: Vec<_> = beats.windows(2).map(|p| (p[1] - p[0]).as_secs()).collect();
-    assert_eq!(
-        &gaps[..3],
-        &[1, 2, 4],
-        "exponential backoff after throttling: {gaps:?}"
-    );
+    let gaps: Vec<_> = beats
+        .windows(2)
+        .map(|p| (p[1] - p[0]).as_secs_f64())
+        .collect();
+    // Exponential backoff with jitter: each wait between half its step and the whole step.
+    for (gap, step) in gaps.iter().zip([1.0, 2.0, 4.0]) {
+        assert!(
+            *gap >= step / 2.0 && *gap <= step,
+            "backoff after throttling: {gaps:?}"
+        );
+    }
     assert!(
-        gaps[3] >= 9,
+        gaps[3] >= 9.0,
         "back to the normal interval after a success: {gaps:?}"
     );
 }
@@ -192,7 +206,7 @@ async fn release_retries_transient_failures_then_completes_once() {
         &TokioClock,
         &active(30).action,
         HookResult::Continue,
-        8,
+        Instant::now() + Duration::from_secs(60),
     )
     .await
     .unwrap();
@@ -202,23 +216,32 @@ async fn release_retries_transient_failures_then_completes_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn release_gives_up_after_the_attempts_and_reports_resolved_actions() {
+async fn release_gives_up_at_its_deadline_and_reports_resolved_actions() {
     let asg = FakeAsg::waiting();
-    for _ in 0..3 {
+    for _ in 0..20 {
         asg.script.lock().unwrap().push_back(AsgError::Call {
             op: "CompleteLifecycleAction",
             detail: "503".into(),
         });
     }
+    let start = Instant::now();
     assert!(release(
         &asg,
         &TokioClock,
         &active(30).action,
         HookResult::Abandon,
-        3
+        start + Duration::from_secs(10),
     )
     .await
     .is_err());
+    let tries = asg.calls("complete");
+    assert!(
+        tries.len() >= 3 && tries.len() <= 5,
+        "{} tries within 10 s",
+        tries.len()
+    );
+    assert!(Instant::now() - start <= Duration::from_secs(10));
+    asg.script.lock().unwrap().clear();
     *asg.completed.lock().unwrap() = Some(HookResult::Abandon);
     *asg.state.lock().unwrap() = "Terminating:Wait".into();
     let r = release(
@@ -226,7 +249,7 @@ async fn release_gives_up_after_the_attempts_and_reports_resolved_actions() {
         &TokioClock,
         &active(30).action,
         HookResult::Continue,
-        3,
+        Instant::now() + Duration::from_secs(10),
     )
     .await
     .unwrap();
@@ -270,4 +293,86 @@ async fn discovery_distinguishes_wait_states() {
             state: "InService".into()
         }
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_retries_transient_failures_with_growing_waits_then_finds_the_hook() {
+    let asg = FakeAsg::waiting();
+    for _ in 0..4 {
+        asg.describe_script
+            .lock()
+            .unwrap()
+            .push_back(AsgError::Throttled {
+                op: "DescribeAutoScalingInstances",
+            });
+    }
+    let found = discover_launch_until(
+        &asg,
+        &TokioClock,
+        "i-1",
+        Some("tfe-launch"),
+        Instant::now() + Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(found, LaunchHook::Active(_)), "{found:?}");
+    let tries = asg.calls("describe_instance");
+    assert_eq!(tries.len(), 5);
+    let gaps: Vec<_> = tries
+        .windows(2)
+        .map(|p| (p[1] - p[0]).as_secs_f64())
+        .collect();
+    for (gap, step) in gaps.iter().zip([1.0, 2.0, 4.0, 8.0]) {
+        assert!(*gap >= step / 2.0 && *gap <= step, "{gaps:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn discovery_gives_up_at_its_budget_and_a_refusal_at_once() {
+    let asg = FakeAsg::waiting();
+    for _ in 0..100 {
+        asg.describe_script
+            .lock()
+            .unwrap()
+            .push_back(AsgError::Call {
+                op: "DescribeAutoScalingInstances",
+                detail: "dispatch failure: connection reset".into(),
+            });
+    }
+    let start = Instant::now();
+    let (error, tries) = discover_launch_until(
+        &asg,
+        &TokioClock,
+        "i-1",
+        Some("tfe-launch"),
+        start + Duration::from_secs(60),
+    )
+    .await
+    .unwrap_err();
+    assert!(error.is_transient());
+    assert!(Instant::now() - start <= Duration::from_secs(60));
+    // 1 + 2 + 4 + 8 + 16 + 30 s steps: at most 7 tries fit in a minute, at least 4.
+    assert!((4..=7).contains(&tries), "{tries} tries");
+
+    asg.describe_script.lock().unwrap().clear();
+    asg.describe_script
+        .lock()
+        .unwrap()
+        .push_back(AsgError::Rejected {
+            op: "DescribeAutoScalingInstances",
+            detail: "AccessDenied".into(),
+        });
+    let before = asg.calls("describe_instance").len();
+    let (error, tries) = discover_launch_until(
+        &asg,
+        &TokioClock,
+        "i-1",
+        Some("tfe-launch"),
+        Instant::now() + Duration::from_secs(60),
+    )
+    .await
+    .unwrap_err();
+    assert!(!error.is_transient());
+    assert_eq!(tries, 1);
+    assert_eq!(asg.calls("describe_instance").len(), before + 1);
 }

@@ -862,3 +862,36 @@ fn an_older_state_file_still_loads() {
         })
     );
 }
+
+#[test]
+fn a_launch_hook_the_group_waits_on_again_is_released_again_and_counted() {
+    let mut s = booted();
+    assert!(
+        s.apply(Event::LaunchReleasedAgain(HookResult::Continue))
+            .is_err(),
+        "a first release is not a second one"
+    );
+    let mut s = in_service();
+    // A restart while the group waits on the hook again (standby exit): boot, healthy, release.
+    s.apply(Event::BootStarted).unwrap();
+    s.apply(Event::Healthy).unwrap();
+    s.apply(Event::LaunchReleasedAgain(HookResult::Continue))
+        .unwrap();
+    assert_eq!(s.phase, Phase::InService);
+    assert_eq!(s.launch_released_again, 1);
+    s.apply(Event::LaunchReleasedAgain(HookResult::Abandon))
+        .unwrap();
+    assert_eq!(s.phase, Phase::BootFailed);
+    assert_eq!(s.launch_hook.as_deref(), Some("ABANDON"));
+    assert_eq!(s.launch_released_again, 2);
+}
+
+#[test]
+fn a_state_file_without_the_release_counter_still_reads() {
+    let old = r#"{"instance_id":"i-1","phase":"in-service","installed_release":504,"launch_hook":"CONTINUE"}"#;
+    let s: NodeState = serde_json::from_str(old).unwrap();
+    assert_eq!(s.launch_released_again, 0);
+    assert!(!serde_json::to_string(&s)
+        .unwrap()
+        .contains("launch_released_again"));
+}

@@ -903,7 +903,10 @@ async fn throttling_is_retried_with_backoff_and_the_hook_completed_once() {
 
     let beats = w.asg.beats();
     let gaps: Vec<f64> = beats.windows(2).map(|p| secs(p[0], p[1])).collect();
-    assert_eq!(&gaps[..4], &[1.0, 2.0, 4.0, 8.0], "backoff: {gaps:?}");
+    // Exponential backoff with jitter: each wait between half its step and the whole step.
+    for (gap, step) in gaps.iter().zip([1.0, 2.0, 4.0, 8.0]) {
+        assert!(*gap >= step / 2.0 && *gap <= step, "backoff: {gaps:?}");
+    }
     assert!(
         gaps[4..].iter().all(|g| (9.0..=11.0).contains(g)),
         "back to the interval: {gaps:?}"
@@ -911,7 +914,8 @@ async fn throttling_is_retried_with_backoff_and_the_hook_completed_once() {
     let attempts = w.asg.calls("complete");
     assert_eq!(attempts.len(), 2, "one throttled attempt, one retry");
     assert!(!attempts[0].ok && attempts[1].ok);
-    assert_eq!(secs(attempts[0].at, attempts[1].at), 1.0);
+    let retry_after = secs(attempts[0].at, attempts[1].at);
+    assert!((0.5..=1.0).contains(&retry_after), "{retry_after}");
     assert_eq!(w.asg.completions().len(), 1);
     assert_eq!(t(&s).hook, released(HookResult::Continue));
 }

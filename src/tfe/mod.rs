@@ -1,15 +1,16 @@
 //! The TFE tools (install.sh, replicatedctl, `replicated admin`) behind the
 //! [`TfeTools`](crate::ports::TfeTools) port, run as child processes.
 
-pub mod drain;
+pub mod detached;
 pub mod install;
+mod install_run;
 pub mod parse;
 pub mod process;
 
 use crate::ports::{
     AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TfeTools, TrackedProcess,
 };
-use drain::DrainFiles;
+use detached::Detached;
 use process::{ProcessError, Spec};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,8 +36,8 @@ pub enum TfeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot prepare node-drain's files at {path}")]
-    DrainFiles {
+    #[error("cannot prepare a detached tool's files at {path}")]
+    DetachedFiles {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -63,7 +64,25 @@ pub struct CliTfe {
     /// `[install].sha256`, checked right before the script runs.
     pub install_sha256: Option<String>,
     /// node-drain's status and log files (in `[paths].state_dir`).
-    pub drain: DrainFiles,
+    pub drain: Detached,
+    /// install.sh's status, log and run record (in `[paths].state_dir`).
+    pub install: Detached,
+}
+
+impl CliTfe {
+    pub fn new(
+        tools: &crate::config::ToolsSection,
+        install_sha256: Option<String>,
+        state_dir: &std::path::Path,
+    ) -> Self {
+        Self {
+            replicatedctl: tools.replicatedctl.clone(),
+            replicated: tools.replicated.clone(),
+            install_sha256,
+            drain: Detached::drain(state_dir),
+            install: Detached::new(state_dir, "install", "install.sh"),
+        }
+    }
 }
 
 impl CliTfe {
@@ -91,48 +110,12 @@ fn last_line(text: &str) -> String {
 
 impl TfeTools for CliTfe {
     async fn install(&self, plan: &InstallPlan) -> Result<(), TfeError> {
-        if let Some(expected) = &self.install_sha256 {
-            let actual =
-                install::sha256_file(&plan.script).map_err(|source| TfeError::ReadScript {
-                    path: plan.script.clone(),
-                    source,
-                })?;
-            if !actual.eq_ignore_ascii_case(expected.trim()) {
-                return Err(TfeError::DigestMismatch {
-                    path: plan.script.clone(),
-                    expected: expected.trim().to_string(),
-                    actual,
-                });
-            }
-        }
-        // `bash install.sh …`, from the script's own directory (the airgap bundle requires it).
-        let mut args = vec![plan.script.to_string_lossy().into_owned()];
-        args.extend(plan.args.iter().cloned());
-        let track = self.drain.dir.join("install.pid");
-        process::stop_leftover(&track, "install.sh").await;
-        let spec = Spec {
-            track: Some(track),
-            program: "/bin/bash".into(),
-            args,
-            cwd: plan.script.parent().map(PathBuf::from),
-            label: plan
-                .script
-                .file_name()
-                .map_or_else(|| "install.sh".into(), |n| n.to_string_lossy().into_owned()),
-        };
-        let status = process::run_logged(&spec, plan.timeout).await?;
-        if !status.success() {
-            return Err(TfeError::Exited {
-                command: spec.display(),
-                status: status.to_string(),
-                stderr: "see the install.sh lines logged above".into(),
-            });
-        }
-        Ok(())
+        install_run::install(&self.install, self.install_sha256.as_deref(), plan).await
     }
 
     fn start_drain(&self) -> Result<TrackedProcess, TfeError> {
-        self.drain.start(&self.replicated)
+        let args = ["admin", "--tty=0", "node-drain"].map(String::from);
+        self.drain.start(&self.replicated, &args, None)
     }
 
     fn drain_state(&self, drain: &TrackedProcess) -> DrainState {

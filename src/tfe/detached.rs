@@ -1,7 +1,9 @@
-//! `replicated admin node-drain`, run so that it outlives the agent: its own process group, its
-//! output appended to `drain.log` and its exit status written to `drain.status` by a tiny shell
-//! wrapper. A restarted agent finds the drain by pid + start time + boot id and waits for it;
-//! it never starts a second one.
+//! Tools that must outlive the agent — `replicated admin node-drain` and install.sh — run
+//! detached: their own process group, output appended to `<name>.log`, and the exit status
+//! written to `<name>.status` by a tiny shell wrapper once the tool ends on its own. An agent
+//! killed meanwhile (systemd's KillMode=process spares children) leaves them running; the
+//! restarted agent finds them by pid + start time + boot id, waits for them and reads their
+//! status: it never starts a second one.
 
 use super::process::SCRUBBED_ENV;
 use super::TfeError;
@@ -18,40 +20,56 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-const STATUS_FILE: &str = "drain.status";
-const LOG_FILE: &str = "drain.log";
-/// After SIGTERM to the drain's group, how long before SIGKILL.
+/// After SIGTERM to the group, how long before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// `$1` is the status file; the rest is the command. The status is written atomically, after
 /// the command ended on its own (a signal to the group ends the wrapper too: no status).
 const WRAPPER: &str = r#"status=$1; shift; "$@"; rc=$?; printf '%s\n' "$rc" > "$status.tmp" && mv -f "$status.tmp" "$status"; exit $rc"#;
 
-/// The drain's files, and how much of its log was already forwarded.
+/// One detached tool's files (`<dir>/<name>.status`, `<dir>/<name>.log`), and how much of its
+/// log was already forwarded into the agent's log.
 #[derive(Debug)]
-pub struct DrainFiles {
+pub struct Detached {
     pub dir: PathBuf,
-    /// `None` until known: an adopted drain's earlier output was logged by the earlier agent.
+    name: &'static str,
+    /// Prefix of forwarded log lines (`node-drain: …`, `install.sh: …`).
+    label: String,
+    /// `None` until known: an adopted run's earlier output was logged by the earlier agent.
     log_offset: Mutex<Option<u64>>,
 }
 
-impl DrainFiles {
-    pub fn new(dir: &Path) -> Self {
+impl Detached {
+    pub fn new(dir: &Path, name: &'static str, label: &str) -> Self {
         Self {
             dir: dir.to_owned(),
+            name,
+            label: label.to_string(),
             log_offset: Mutex::new(None),
         }
     }
 
-    fn status(&self) -> PathBuf {
-        self.dir.join(STATUS_FILE)
+    /// node-drain's files.
+    pub fn drain(dir: &Path) -> Self {
+        Self::new(dir, "drain", "node-drain")
     }
 
-    fn log(&self) -> PathBuf {
-        self.dir.join(LOG_FILE)
+    pub fn status(&self) -> PathBuf {
+        self.dir.join(format!("{}.status", self.name))
     }
 
-    pub fn start(&self, replicated: &Path) -> Result<TrackedProcess, TfeError> {
-        let io = |path: PathBuf| move |source| TfeError::DrainFiles { path, source };
+    pub fn log(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.name))
+    }
+
+    /// Starts `program args…` in `cwd`, detached; a status left by an earlier run is removed
+    /// first (its outcome was read before this is called).
+    pub fn start(
+        &self,
+        program: &Path,
+        args: &[String],
+        cwd: Option<&Path>,
+    ) -> Result<TrackedProcess, TfeError> {
+        let io = |path: PathBuf| move |source| TfeError::DetachedFiles { path, source };
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -71,19 +89,25 @@ impl DrainFiles {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(WRAPPER)
-            .arg("tfe-node-drain")
+            .arg(format!("tfe-{}", self.name))
             .arg(self.status())
-            .arg(replicated)
-            .args(["admin", "--tty=0", "node-drain"])
+            .arg(program)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io(self.log()))?)
             .stderr(log)
             .process_group(0);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
         for var in SCRUBBED_ENV {
             cmd.env_remove(var);
         }
         let mut child = cmd.spawn().map_err(|source| TfeError::Spawn {
-            command: format!("{} admin --tty=0 node-drain", replicated.display()),
+            command: std::iter::once(program.display().to_string())
+                .chain(args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" "),
             source,
         })?;
         let process = host::track(child.id() as i32);
@@ -91,16 +115,16 @@ impl DrainFiles {
         std::thread::spawn(move || {
             let _ = child.wait();
         });
-        *self.log_offset.lock().expect("drain log offset") = Some(offset);
+        *self.log_offset.lock().expect("log offset") = Some(offset);
         Ok(process)
     }
 
-    pub fn state(&self, drain: &TrackedProcess) -> DrainState {
+    pub fn state(&self, run: &TrackedProcess) -> DrainState {
         self.forward_log();
         if let Some(code) = self.exit_status() {
             return DrainState::Exited(code);
         }
-        if host::is_alive(drain) {
+        if host::is_alive(run) {
             return DrainState::Running;
         }
         // It may have written its status between the two looks.
@@ -108,31 +132,32 @@ impl DrainFiles {
             .map_or(DrainState::Vanished, DrainState::Exited)
     }
 
-    pub async fn stop(&self, drain: &TrackedProcess) {
-        if !host::is_alive(drain) {
+    pub async fn stop(&self, run: &TrackedProcess) {
+        if !host::is_alive(run) {
             return;
         }
-        let group = Pid::from_raw(drain.pid);
-        log::warn!("stopping node-drain (process group {})", drain.pid);
+        let group = Pid::from_raw(run.pid);
+        log::warn!("stopping {} (process group {})", self.label, run.pid);
         let _ = killpg(group, Signal::SIGTERM);
         let deadline = tokio::time::Instant::now() + KILL_GRACE;
-        while host::is_alive(drain) && tokio::time::Instant::now() < deadline {
+        while host::is_alive(run) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if host::is_alive(drain) {
-            log::warn!("node-drain ignored SIGTERM; killing its process group");
+        if host::is_alive(run) {
+            log::warn!("{} ignored SIGTERM; killing its process group", self.label);
         }
         let _ = killpg(group, Signal::SIGKILL);
         self.forward_log();
     }
 
-    fn exit_status(&self) -> Option<i32> {
+    /// The exit status the wrapper wrote, if the tool ended on its own.
+    pub fn exit_status(&self) -> Option<i32> {
         fs::read_to_string(self.status()).ok()?.trim().parse().ok()
     }
 
-    /// Logs the drain's new complete lines as `node-drain: …`.
-    fn forward_log(&self) {
-        let mut offset = self.log_offset.lock().expect("drain log offset");
+    /// Logs the tool's new complete lines as `<label>: …`.
+    pub fn forward_log(&self) {
+        let mut offset = self.log_offset.lock().expect("log offset");
         let Ok(mut file) = fs::File::open(self.log()) else {
             return;
         };
@@ -149,7 +174,7 @@ impl DrainFiles {
             return;
         };
         for line in String::from_utf8_lossy(&new[..end]).lines() {
-            log::info!("node-drain: {}", line.trim_end());
+            log::info!("{}: {}", self.label, line.trim_end());
         }
         *offset = Some(start + end as u64 + 1);
     }
@@ -159,7 +184,7 @@ impl DrainFiles {
 mod tests {
     use super::*;
 
-    fn wait_for(files: &DrainFiles, drain: &TrackedProcess) -> DrainState {
+    fn wait_for(files: &Detached, drain: &TrackedProcess) -> DrainState {
         for _ in 0..100 {
             match files.state(drain) {
                 DrainState::Running => std::thread::sleep(Duration::from_millis(50)),
@@ -167,6 +192,12 @@ mod tests {
             }
         }
         DrainState::Running
+    }
+
+    fn node_drain_args() -> Vec<String> {
+        ["admin", "--tty=0", "node-drain"]
+            .map(String::from)
+            .to_vec()
     }
 
     fn fake(dir: &Path, script: &str) -> PathBuf {
@@ -180,15 +211,15 @@ mod tests {
     fn exit_status_is_kept_in_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let tool = fake(dir.path(), "echo \"args: $*\"; exit 3");
-        let files = DrainFiles::new(&dir.path().join("state"));
-        let drain = files.start(&tool).unwrap();
+        let files = Detached::drain(&dir.path().join("state"));
+        let drain = files.start(&tool, &node_drain_args(), None).unwrap();
         assert!(drain.start_ticks > 0);
         assert_eq!(wait_for(&files, &drain), DrainState::Exited(3));
         let log = fs::read_to_string(files.log()).unwrap();
         assert_eq!(log, "args: admin --tty=0 node-drain\n");
         // Another agent (a restart) sees the same outcome from the files alone.
         assert_eq!(
-            DrainFiles::new(&files.dir).state(&drain),
+            Detached::drain(&files.dir).state(&drain),
             DrainState::Exited(3)
         );
     }
@@ -197,8 +228,8 @@ mod tests {
     fn a_killed_drain_vanishes_and_a_foreign_pid_is_not_it() {
         let dir = tempfile::tempdir().unwrap();
         let tool = fake(dir.path(), "sleep 30");
-        let files = DrainFiles::new(dir.path());
-        let drain = files.start(&tool).unwrap();
+        let files = Detached::drain(dir.path());
+        let drain = files.start(&tool, &node_drain_args(), None).unwrap();
         assert_eq!(files.state(&drain), DrainState::Running);
         let other_boot = TrackedProcess {
             boot_id: "another-boot".into(),
