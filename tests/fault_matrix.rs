@@ -18,8 +18,8 @@
 
 mod common;
 
-use common::faults::{gaps, Call, FaultNode, HookTimes};
-use common::{shared_secret, Moto};
+use common::faults::{gaps, Call, FaultNode};
+use common::{shared_secret, Hooks, Moto};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 /// clock), so more than the 2 cores, but few enough that CPU contention does not blur the timing.
 const THREADS: usize = 8;
 /// No row may take longer than this (a row that does is a failure: an unbounded retry). The
-/// longest budget in the table is a hook's GlobalTimeout of 15 s.
-const ROW_DEADLINE: Duration = Duration::from_secs(45);
+/// longest budget in the table is the launch hook lookup's: twice a discovery_timeout of 20 s.
+const ROW_DEADLINE: Duration = Duration::from_secs(55);
 /// How long a hung request hangs: past the agent's attempt timeout below and IMDS's 2 s.
 const HANG_S: f64 = 5.0;
 /// The SDK's attempt timeout for rows with a hanging AWS call (the default, 20 s, is too slow
@@ -140,9 +140,12 @@ enum Spacing {
     Any,
     /// Never four attempts within 0.4 s: past the SDK's three, the agent waits (~1 s and up).
     NoBurst,
-    /// NoBurst, and the pauses grow: the last third of the gaps is longer on average than the
-    /// first third.
-    Grows,
+    /// NoBurst, and the agent's pauses grow. Under a fault that never ends every call of the
+    /// agent costs exactly this many requests (the SDK's 3 attempts, the IMDS client's 4 tries),
+    /// so the attempts come in rounds and the pause before each round is the agent's backoff:
+    /// every one at least 0.4 s (each wait is between half and all of its step, the first step
+    /// 1 s), and the third longer than the first (0.5–1 s, then 2–4 s).
+    Grows(usize),
     /// The IMDS client's own tries: 100 ms, 200 ms, 400 ms apart (the last gap beats the first).
     ImdsBackoff,
 }
@@ -150,8 +153,9 @@ enum Spacing {
 /// The node a row runs on.
 #[derive(Clone, Copy, Debug)]
 struct Stage {
-    launch: HookTimes,
-    terminate: HookTimes,
+    /// The hooks' HeartbeatTimeout in seconds.
+    launch: u64,
+    terminate: u64,
     /// install.sh's length and the seconds until the app reports started: the boot's length.
     install_s: f64,
     app_s: f64,
@@ -164,16 +168,11 @@ struct Stage {
     wait_state_delay: f64,
 }
 
-const HOOK: HookTimes = HookTimes {
-    heartbeat: 60,
-    global: None,
-};
-
 impl Default for Stage {
     fn default() -> Self {
         Stage {
-            launch: HOOK,
-            terminate: HOOK,
+            launch: 60,
+            terminate: 60,
             install_s: 0.2,
             app_s: 0.8,
             drain_s: 0.5,
@@ -235,10 +234,19 @@ impl Row {
             Phase::Terminate => 10,
         };
         let dose = match self.dose {
-            Dose::Always => 10,
+            Dose::Always => self.deadline().as_secs() as u32 / 3,
             _ => 0,
         };
         phase + dose + if self.kind == Kind::Hang { 5 } else { 0 }
+    }
+
+    /// The longest the row may take: the identity's minute of retries for IMDS that never
+    /// answers, else [`ROW_DEADLINE`].
+    fn deadline(&self) -> Duration {
+        match (self.target, self.dose) {
+            (Target::Imds(_), Dose::Always) => Duration::from_secs(90),
+            _ => ROW_DEADLINE,
+        }
     }
 
     fn config(&self) -> String {
@@ -367,32 +375,32 @@ fn rows() -> Vec<Row> {
     use Phase::{Boot, Terminate};
     let mut rows = Vec::new();
 
-    // ---- boot: IMDS identity (the token, then instance-id, region, local-ipv4)
+    // ---- boot: IMDS identity (the token, then instance-id, region, local-ipv4). Past the
+    // client's four tries per read, the agent retries the identity for a minute (1 s doubling
+    // to 10 s): a 404 ("not yet") and a 6 s outage are carried.
     rows.extend(transient_imds(Boot, TOKEN, false));
-    for path in std::iter::once(TOKEN).chain(IDENTITY) {
-        // Without its identity the agent can do nothing, not even release the hook: exit 4.
-        let gone = End::BootFails {
-            exit: 4,
-            says: if path == TOKEN { "token" } else { path.name() },
-            launch: Launch::Untouched,
-        };
-        rows.push(
-            row(Boot, path, Kind::Http503, Dose::Always, gone).bound(4, Spacing::ImdsBackoff),
-        );
-    }
     for path in IDENTITY {
         rows.extend(transient_imds(Boot, path, true));
-        let missing = End::BootFails {
-            exit: 4,
-            says: path.name(),
-            launch: Launch::Untouched,
-        };
-        rows.push(row(Boot, path, Kind::Http404, Dose::Count(1), missing).bound(1, Spacing::Any));
+        rows.push(
+            row(Boot, path, Kind::Http404, Dose::Count(1), End::Continue).bound(2, Spacing::Any),
+        );
+        rows.push(
+            row(Boot, path, Kind::Http503, Dose::Window(6.0), End::Continue)
+                .bound(24, Spacing::NoBurst),
+        );
     }
+    // An IMDS that never answers: after that minute, exit 4 with the chain. The agent does not
+    // know its instance, so the hook is left to the group's DefaultResult.
+    let gone = End::BootFails {
+        exit: 4,
+        says: "token",
+        launch: Launch::Untouched,
+    };
+    rows.push(row(Boot, TOKEN, Kind::Http503, Dose::Always, gone).bound(60, Spacing::Grows(4)));
 
     // ---- boot: Auto Scaling
     let discovery = Stage {
-        config: r#"[lifecycle] => [lifecycle]\ndiscovery_timeout = "12s""#,
+        config: r#"[lifecycle] => [lifecycle]\ndiscovery_timeout = "20s""#,
         ..Stage::default()
     };
     rows.extend(transient_asg(Boot, DESCRIBE_INSTANCES, Stage::default()));
@@ -406,19 +414,17 @@ fn rows() -> Vec<Row> {
             says: target.name(),
             launch,
         };
-        // 12 s of backoff from ~1 s: about four rounds of the SDK's three attempts.
+        // 20 s of backoff from ~1 s beside the work (about five rounds of the SDK's three
+        // attempts), then the documented last look after it: at most as long again.
         rows.push(
             row(Boot, target, Kind::Throttle, Dose::Always, end)
-                .bound(18, Spacing::Grows)
+                .bound(36, Spacing::Grows(3))
                 .on(discovery),
         );
     }
     // Heartbeats every ~3.3 s (HeartbeatTimeout 10 s) through a boot of ~7 s.
     let beating = Stage {
-        launch: HookTimes {
-            heartbeat: 10,
-            global: None,
-        },
+        launch: 10,
         install_s: 1.0,
         app_s: 6.0,
         ..Stage::default()
@@ -426,10 +432,7 @@ fn rows() -> Vec<Row> {
     rows.extend(transient_asg(Boot, HEARTBEAT, beating));
     // A boot of ~8 s against a HeartbeatTimeout of 4 s that no heartbeat gets through to.
     let starved = Stage {
-        launch: HookTimes {
-            heartbeat: 4,
-            global: None,
-        },
+        launch: 4,
         install_s: 1.0,
         app_s: 7.0,
         ..Stage::default()
@@ -449,11 +452,8 @@ fn rows() -> Vec<Row> {
         .on(starved),
     );
     rows.extend(transient_asg(Boot, COMPLETE, Stage::default()));
-    // The hook's budget: HeartbeatTimeout 5 s, GlobalTimeout 15 s.
-    let short_hook = HookTimes {
-        heartbeat: 5,
-        global: Some(15),
-    };
+    // The release is retried until shortly before the action would expire without heartbeats
+    // (0.9 × HeartbeatTimeout, 20 s here: about five rounds), then the group's DefaultResult.
     rows.push(
         row(
             Boot,
@@ -466,9 +466,9 @@ fn rows() -> Vec<Row> {
                 launch: Launch::TimedOut,
             },
         )
-        .bound(18, Spacing::Grows)
+        .bound(18, Spacing::Grows(3))
         .on(Stage {
-            launch: short_hook,
+            launch: 20,
             ..Stage::default()
         }),
     );
@@ -541,10 +541,7 @@ fn rows() -> Vec<Row> {
         )
         .bound(15, Spacing::NoBurst)
         .on(Stage {
-            terminate: HookTimes {
-                heartbeat: 4,
-                global: None,
-            },
+            terminate: 4,
             config: r#"wait_state_timeout = "30s" => wait_state_timeout = "6s""#,
             ..delayed
         }),
@@ -577,10 +574,7 @@ fn rows() -> Vec<Row> {
     );
     // A drain of 6 s, heartbeats every ~3.3 s (HeartbeatTimeout 10 s).
     let draining = Stage {
-        terminate: HookTimes {
-            heartbeat: 10,
-            global: None,
-        },
+        terminate: 10,
         drain_s: 6.0,
         ..Stage::default()
     };
@@ -598,10 +592,7 @@ fn rows() -> Vec<Row> {
         )
         .bound(24, Spacing::NoBurst)
         .on(Stage {
-            terminate: HookTimes {
-                heartbeat: 3,
-                global: None,
-            },
+            terminate: 3,
             drain_s: 6.0,
             ..Stage::default()
         }),
@@ -618,12 +609,9 @@ fn rows() -> Vec<Row> {
                 error: true,
             },
         )
-        .bound(18, Spacing::Grows)
+        .bound(18, Spacing::Grows(3))
         .on(Stage {
-            terminate: HookTimes {
-                heartbeat: 4,
-                global: Some(12),
-            },
+            terminate: 20,
             ..Stage::default()
         }),
     );
@@ -692,7 +680,12 @@ fn attempts(calls: &[Call]) -> &[Call] {
 
 fn run_row(moto: &Moto, row: &Row) -> Seen {
     let stage = row.stage;
-    let node = FaultNode::with_hook_times(moto, stage.launch, stage.terminate);
+    let hooks = Hooks {
+        launch_timeout: stage.launch,
+        terminate_timeout: stage.terminate,
+        ..Hooks::default()
+    };
+    let node = FaultNode::behind(moto, hooks);
     node.set_behaviour(json!({"install_duration_s": stage.install_s,
                               "app_started_after_s": stage.app_s,
                               "drain_duration_s": stage.drain_s}));
@@ -731,7 +724,7 @@ fn run_row(moto: &Moto, row: &Row) -> Seen {
     match row.phase {
         Phase::Boot => {
             since = arm();
-            let run = node.run(&["boot"], ROW_DEADLINE);
+            let run = node.run(&["boot"], row.deadline());
             exit = run.code;
             seen.stderr = run.stderr;
         }
@@ -752,7 +745,7 @@ fn run_row(moto: &Moto, row: &Row) -> Seen {
                 End::HookTimesOut { says, .. } => Some(says),
                 _ => None,
             };
-            let finished = wait(ROW_DEADLINE, || {
+            let finished = wait(row.deadline(), || {
                 let state = state_file(&node);
                 let done = !state["termination"]["hook"].is_null()
                     && state["termination"]["drain"]["state"] == "finished";
@@ -762,7 +755,7 @@ fn run_row(moto: &Moto, row: &Row) -> Seen {
             std::thread::sleep(Duration::from_secs(1));
             seen.stderr = a.stderr();
             seen.check(finished, || {
-                format!("the termination did not finish within {ROW_DEADLINE:?}")
+                format!("the termination did not finish within {:?}", row.deadline())
             });
             agent = Some(a);
         }
@@ -915,24 +908,24 @@ fn run_row(moto: &Moto, row: &Row) -> Seen {
     let g = gaps(tried);
     match row.spacing {
         Spacing::Any => {}
-        Spacing::NoBurst | Spacing::Grows => {
+        Spacing::NoBurst | Spacing::Grows(_) => {
             let burst = tried.windows(4).find(|w| w[3].t - w[0].t < 0.4);
             seen.check(burst.is_none(), || {
                 format!("four attempts within 0.4 s, no backoff: gaps {g:.2?}")
             });
-            if row.spacing == Spacing::Grows {
-                let third = g.len() / 3;
-                let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
-                seen.check(g.len() >= 6, || {
+            if let Spacing::Grows(round) = row.spacing {
+                let pauses: Vec<f64> = (1..)
+                    .take_while(|k| k * round < tried.len())
+                    .map(|k| tried[k * round].t - tried[k * round - 1].t)
+                    .collect();
+                seen.check(pauses.len() >= 3 && pauses[2] > pauses[0], || {
+                    format!("the pauses between rounds of {round} do not grow: {pauses:.2?}")
+                });
+                seen.check(pauses.iter().all(|p| *p >= 0.4), || {
                     format!(
-                        "only {} attempts: too few to show a growing backoff",
-                        tried.len()
+                        "a round of {round} came without a pause before it: pauses {pauses:.2?}"
                     )
                 });
-                seen.check(
-                    third == 0 || mean(&g[g.len() - third..]) > mean(&g[..third]),
-                    || format!("the pauses do not grow: gaps {g:.2?}"),
-                );
             }
         }
         Spacing::ImdsBackoff => {

@@ -38,10 +38,13 @@ fn asg(node: &Node, action: &str) {
     assert!(reply.is_ok(), "{action}: {reply:?}");
 }
 
-/// EnterStandby, then ExitStandby: the instance is in Pending:Wait on a new launch action.
+/// EnterStandby, a second in Standby, then ExitStandby: the instance is in Pending:Wait on a new
+/// launch action. (AWS spends a while in EnteringStandby and Standby; the emulator none, so the
+/// second stands for it: IMDS says Standby for several of the agent's 200 ms polls.)
 fn standby_round_trip(node: &Node) {
     asg(node, "EnterStandby");
     assert_eq!(node.instance()["lifecycle_state"], "Standby");
+    std::thread::sleep(Duration::from_secs(1));
     asg(node, "ExitStandby");
     let instance = node.instance();
     assert_eq!(instance["lifecycle_state"], "Pending:Wait", "{instance}");

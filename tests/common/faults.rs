@@ -164,14 +164,6 @@ impl FaultProxy {
     }
 }
 
-/// A hook's timeouts.
-#[derive(Debug, Clone, Copy)]
-pub struct HookTimes {
-    pub heartbeat: u64,
-    /// The emulator's test-only GlobalTimeout override (AWS: 100 × HeartbeatTimeout).
-    pub global: Option<u64>,
-}
-
 /// A [`Node`] whose Secrets Manager endpoint is a [`FaultProxy`] in front of a moto that holds
 /// its secrets: `node.moto` is the proxy (its process too), so the node's agent goes through it.
 pub struct FaultNode {
@@ -187,12 +179,6 @@ impl std::ops::Deref for FaultNode {
 }
 
 impl FaultNode {
-    /// A node with its own moto (the standard secrets) behind the proxy.
-    pub fn new(hooks: Hooks) -> (Self, Moto) {
-        let moto = Moto::with_secrets(super::shared_secret());
-        (Self::behind(&moto, hooks), moto)
-    }
-
     /// A node whose proxy forwards to `moto`, which may serve many nodes (it must hold the
     /// node's secrets, see [`Moto::with_secrets`]): one moto is much cheaper than one per node.
     pub fn behind(moto: &Moto, hooks: Hooks) -> Self {
@@ -205,45 +191,5 @@ impl FaultNode {
             node: Node::with_moto(hooks, front),
             proxy,
         }
-    }
-
-    /// As [`FaultNode::behind`], with the hooks' timeouts (launch ABANDON and terminate CONTINUE,
-    /// as `Node::with` makes them) including the emulator's GlobalTimeout override: the group is
-    /// made again and the instance launched again.
-    pub fn with_hook_times(moto: &Moto, launch: HookTimes, terminate: HookTimes) -> Self {
-        let mut me = Self::behind(
-            moto,
-            Hooks {
-                launch_timeout: launch.heartbeat,
-                terminate_timeout: terminate.heartbeat,
-                ..Hooks::default()
-            },
-        );
-        if launch.global.is_none() && terminate.global.is_none() {
-            return me;
-        }
-        let hook = |name: &str, transition: &str, times: HookTimes, default: &str| {
-            let mut h = json!({"name": name, "transition": transition,
-                               "heartbeat_timeout": times.heartbeat, "default_result": default});
-            if let Some(g) = times.global {
-                h["global_timeout"] = json!(g);
-            }
-            h
-        };
-        let emulator = &me.node.emulator;
-        emulator.post("/_emulator/reset", json!({}));
-        emulator.post(
-            "/_emulator/groups",
-            json!({"name": "tfe-asg", "hooks": [
-                hook("tfe-launch", "autoscaling:EC2_INSTANCE_LAUNCHING", launch, "ABANDON"),
-                hook("tfe-terminate", "autoscaling:EC2_INSTANCE_TERMINATING", terminate, "CONTINUE")]}),
-        );
-        let inst = emulator.post(
-            "/_emulator/instances",
-            json!({"group": "tfe-asg", "private_ip": "10.0.1.5"}),
-        );
-        me.node.instance_id = inst["id"].as_str().unwrap().to_string();
-        me.node.imds_port = inst["imds_port"].as_u64().unwrap();
-        me
     }
 }
