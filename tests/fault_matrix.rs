@@ -108,7 +108,8 @@ enum Dose {
 /// What the launch hook ends as when the boot gives up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Launch {
-    /// The agent never learnt enough to touch it (the group's DefaultResult applies later).
+    /// The agent never learnt enough to touch it: no CompleteLifecycleAction; the group's
+    /// DefaultResult applies at HeartbeatTimeout.
     Untouched,
     /// Never CONTINUEd: untouched or ABANDONed, depending on how far the boot got.
     NotContinued,
@@ -810,7 +811,9 @@ fn run_row(moto: &Moto, row: &Row) -> Seen {
             };
             let resolutions = hook_resolutions(&node, hook);
             let fits = match launch {
-                Launch::Untouched => resolutions.is_empty(),
+                Launch::Untouched => {
+                    completes.is_empty() && resolutions.iter().all(|(_, cause)| cause != "complete")
+                }
                 Launch::NotContinued => resolutions.iter().all(|(r, _)| r == "ABANDON"),
                 Launch::Abandoned => resolutions == [("ABANDON".into(), "complete".into())],
                 Launch::TimedOut => settled,
