@@ -301,76 +301,52 @@ impl Row {
     }
 }
 
-/// Transient faults on an Auto Scaling call: more refusals than the SDK's own three attempts (so
-/// the agent's retry must carry them), two hung attempts, one lost response.
-fn transient_asg(phase: Phase, target: Target, stage: Stage) -> Vec<Row> {
-    let mut rows: Vec<Row> = [Kind::Throttle, Kind::Http500, Kind::Http503, Kind::Reset]
-        .into_iter()
-        .map(|k| row(phase, target, k, Dose::Count(4), End::Continue).bound(5, Spacing::NoBurst))
-        .collect();
-    rows.extend(sdk_bound(phase, target, stage));
-    rows.into_iter().map(|r| r.on(stage)).collect()
+/// Rows of transient faults on one call, each `(kind, count, spacing)` ending in CONTINUE: the
+/// fault costs its count of attempts plus the good one.
+fn transient(
+    phase: Phase,
+    target: Target,
+    stage: Stage,
+    doses: &[(Kind, u32, Spacing)],
+) -> Vec<Row> {
+    doses
+        .iter()
+        .map(|&(kind, n, spacing)| {
+            row(phase, target, kind, Dose::Count(n), End::Continue)
+                .bound(n as usize + 1, spacing)
+                .on(stage)
+        })
+        .collect()
 }
 
-/// Two hung attempts and one lost response, which the SDK's own retry carries.
-fn sdk_bound(phase: Phase, target: Target, stage: Stage) -> Vec<Row> {
-    vec![
-        row(phase, target, Kind::Hang, Dose::Count(2), End::Continue)
-            .bound(3, Spacing::Any)
-            .on(stage),
-        row(phase, target, Kind::Lost, Dose::Count(1), End::Continue)
-            .bound(2, Spacing::Any)
-            .on(stage),
-    ]
-}
-
-/// Transient faults on a Secrets Manager call: within the SDK's three attempts (the agent has no
-/// retry of its own there: past them, the boot fails; see the rows that outlast the budget).
-fn transient_secrets(target: Target, stage: Stage) -> Vec<Row> {
-    let mut rows: Vec<Row> = [Kind::Throttle, Kind::Http500, Kind::Http503, Kind::Reset]
-        .into_iter()
-        .map(|k| row(Phase::Boot, target, k, Dose::Count(2), End::Continue).bound(3, Spacing::Any))
-        .collect();
-    rows.push(
-        row(
-            Phase::Boot,
-            target,
-            Kind::Hang,
-            Dose::Count(1),
-            End::Continue,
-        )
-        .bound(2, Spacing::Any),
-    );
-    rows.push(
-        row(
-            Phase::Boot,
-            target,
-            Kind::Lost,
-            Dose::Count(1),
-            End::Continue,
-        )
-        .bound(2, Spacing::Any),
-    );
-    rows.into_iter().map(|r| r.on(stage)).collect()
-}
-
-/// Transient IMDS faults: fewer than the client's four tries per read (a 404 is an answer: "no
-/// such item"), and one hung request past the client's 2 s timeout.
-fn transient_imds(phase: Phase, target: Target, with_401: bool) -> Vec<Row> {
-    let mut rows = vec![
-        row(phase, target, Kind::Http503, Dose::Count(3), End::Continue)
-            .bound(4, Spacing::ImdsBackoff),
-        row(phase, target, Kind::Reset, Dose::Count(3), End::Continue)
-            .bound(4, Spacing::ImdsBackoff),
-        row(phase, target, Kind::Hang, Dose::Count(1), End::Continue).bound(2, Spacing::Any),
-    ];
-    if with_401 {
-        rows.push(
-            row(phase, target, Kind::Http401, Dose::Count(3), End::Continue).bound(4, Spacing::Any),
-        );
-    }
-    rows
-}
+/// On an Auto Scaling call: more refusals than the SDK's own three attempts (the agent's retry
+/// must carry them, after a pause), two hung attempts and a lost response (the SDK's retry).
+const ASG_TRANSIENT: &[(Kind, u32, Spacing)] = &[
+    (Kind::Throttle, 4, Spacing::NoBurst),
+    (Kind::Http500, 4, Spacing::NoBurst),
+    (Kind::Http503, 4, Spacing::NoBurst),
+    (Kind::Reset, 4, Spacing::NoBurst),
+    (Kind::Hang, 2, Spacing::Any),
+    (Kind::Lost, 1, Spacing::Any),
+];
+/// Within the SDK's three attempts: for calls the agent does not retry itself (Secrets Manager,
+/// and the terminate hook's DescribeLifecycleHooks, which falls back instead).
+const SDK_TRANSIENT: &[(Kind, u32, Spacing)] = &[
+    (Kind::Throttle, 2, Spacing::Any),
+    (Kind::Http500, 2, Spacing::Any),
+    (Kind::Http503, 2, Spacing::Any),
+    (Kind::Reset, 2, Spacing::Any),
+    (Kind::Hang, 1, Spacing::Any),
+    (Kind::Lost, 1, Spacing::Any),
+];
+/// Fewer than the IMDS client's four tries per read, 100 ms, 200 ms, 400 ms apart (a 401 costs a
+/// try and a new token, no pause), and one request hung past the client's 2 s timeout.
+const IMDS_TRANSIENT: &[(Kind, u32, Spacing)] = &[
+    (Kind::Http503, 3, Spacing::ImdsBackoff),
+    (Kind::Reset, 3, Spacing::ImdsBackoff),
+    (Kind::Hang, 1, Spacing::Any),
+    (Kind::Http401, 3, Spacing::Any),
+];
 
 fn rows() -> Vec<Row> {
     use Phase::{Boot, Terminate};
@@ -379,9 +355,15 @@ fn rows() -> Vec<Row> {
     // ---- boot: IMDS identity (the token, then instance-id, region, local-ipv4). Past the
     // client's four tries per read, the agent retries the identity for a minute (1 s doubling
     // to 10 s): a 404 ("not yet") and a 6 s outage are carried.
-    rows.extend(transient_imds(Boot, TOKEN, false));
+    // A 401 on the token request itself does not apply: IMDS answers it 400, 403 or 503.
+    rows.extend(transient(
+        Boot,
+        TOKEN,
+        Stage::default(),
+        &IMDS_TRANSIENT[..3],
+    ));
     for path in IDENTITY {
-        rows.extend(transient_imds(Boot, path, true));
+        rows.extend(transient(Boot, path, Stage::default(), IMDS_TRANSIENT));
         rows.push(
             row(Boot, path, Kind::Http404, Dose::Count(1), End::Continue).bound(2, Spacing::Any),
         );
@@ -404,8 +386,18 @@ fn rows() -> Vec<Row> {
         config: r#"[lifecycle] => [lifecycle]\ndiscovery_timeout = "20s""#,
         ..Stage::default()
     };
-    rows.extend(transient_asg(Boot, DESCRIBE_INSTANCES, Stage::default()));
-    rows.extend(transient_asg(Boot, DESCRIBE_HOOKS, Stage::default()));
+    rows.extend(transient(
+        Boot,
+        DESCRIBE_INSTANCES,
+        Stage::default(),
+        ASG_TRANSIENT,
+    ));
+    rows.extend(transient(
+        Boot,
+        DESCRIBE_HOOKS,
+        Stage::default(),
+        ASG_TRANSIENT,
+    ));
     for (target, launch) in [
         (DESCRIBE_INSTANCES, Launch::Untouched),
         (DESCRIBE_HOOKS, Launch::NotContinued),
@@ -430,7 +422,7 @@ fn rows() -> Vec<Row> {
         app_s: 6.0,
         ..Stage::default()
     };
-    rows.extend(transient_asg(Boot, HEARTBEAT, beating));
+    rows.extend(transient(Boot, HEARTBEAT, beating, ASG_TRANSIENT));
     // A boot of ~8 s against a HeartbeatTimeout of 4 s that no heartbeat gets through to.
     let starved = Stage {
         launch: 4,
@@ -452,7 +444,7 @@ fn rows() -> Vec<Row> {
         .bound(30, Spacing::NoBurst)
         .on(starved),
     );
-    rows.extend(transient_asg(Boot, COMPLETE, Stage::default()));
+    rows.extend(transient(Boot, COMPLETE, Stage::default(), ASG_TRANSIENT));
     // The release is retried until shortly before the action would expire without heartbeats
     // (0.9 × HeartbeatTimeout, 20 s here: about five rounds), then the group's DefaultResult.
     rows.push(
@@ -476,7 +468,7 @@ fn rows() -> Vec<Row> {
 
     // ---- boot: Secrets Manager (both secrets in one BatchGetSecretValue; GetSecretValue per
     // secret when the batch call is refused)
-    rows.extend(transient_secrets(BATCH, Stage::default()));
+    rows.extend(transient(Boot, BATCH, Stage::default(), SDK_TRANSIENT));
     // A refused batch is documented to fall back to GetSecretValue.
     rows.push(row(Boot, BATCH, Kind::Throttle, Dose::Always, End::Continue).bound(6, Spacing::Any));
     let unreachable = End::BootFails {
@@ -489,7 +481,7 @@ fn rows() -> Vec<Row> {
         batch_refused: true,
         ..Stage::default()
     };
-    rows.extend(transient_secrets(GET_SECRET, one_by_one));
+    rows.extend(transient(Boot, GET_SECRET, one_by_one, SDK_TRANSIENT));
     rows.push(
         row(Boot, GET_SECRET, Kind::Throttle, Dose::Always, unreachable)
             .bound(6, Spacing::Any)
@@ -497,7 +489,12 @@ fn rows() -> Vec<Row> {
     );
 
     // ---- termination: IMDS target-lifecycle-state, polled every 200 ms
-    rows.extend(transient_imds(Terminate, TARGET_STATE, true));
+    rows.extend(transient(
+        Terminate,
+        TARGET_STATE,
+        Stage::default(),
+        IMDS_TRANSIENT,
+    ));
     rows.push(
         row(
             Terminate,
@@ -526,7 +523,12 @@ fn rows() -> Vec<Row> {
         wait_state_delay: 1.0,
         ..Stage::default()
     };
-    rows.extend(transient_asg(Terminate, DESCRIBE_INSTANCES, delayed));
+    rows.extend(transient(
+        Terminate,
+        DESCRIBE_INSTANCES,
+        delayed,
+        ASG_TRANSIENT,
+    ));
     // Terminating:Wait never seen within wait_state_timeout: the drain goes on, the hook is left
     // to its DefaultResult (CONTINUE, at HeartbeatTimeout 4 s).
     rows.push(
@@ -548,20 +550,13 @@ fn rows() -> Vec<Row> {
         }),
     );
     // Past the SDK's attempts the agent holds the hook with the shortest HeartbeatTimeout AWS
-    // allows (30 s) instead of describing it again: two refusals are the transient case here.
-    for kind in [Kind::Throttle, Kind::Http500, Kind::Http503, Kind::Reset] {
-        rows.push(
-            row(
-                Terminate,
-                DESCRIBE_HOOKS,
-                kind,
-                Dose::Count(2),
-                End::Continue,
-            )
-            .bound(3, Spacing::Any),
-        );
-    }
-    rows.extend(sdk_bound(Terminate, DESCRIBE_HOOKS, Stage::default()));
+    // allows (30 s) instead of describing it again: within them is the transient case here.
+    rows.extend(transient(
+        Terminate,
+        DESCRIBE_HOOKS,
+        Stage::default(),
+        SDK_TRANSIENT,
+    ));
     // Without HeartbeatTimeout the hook is still held and completed by name.
     rows.push(
         row(
@@ -579,7 +574,7 @@ fn rows() -> Vec<Row> {
         drain_s: 6.0,
         ..Stage::default()
     };
-    rows.extend(transient_asg(Terminate, HEARTBEAT, draining));
+    rows.extend(transient(Terminate, HEARTBEAT, draining, ASG_TRANSIENT));
     rows.push(
         row(
             Terminate,
@@ -598,7 +593,12 @@ fn rows() -> Vec<Row> {
             ..Stage::default()
         }),
     );
-    rows.extend(transient_asg(Terminate, COMPLETE, Stage::default()));
+    rows.extend(transient(
+        Terminate,
+        COMPLETE,
+        Stage::default(),
+        ASG_TRANSIENT,
+    ));
     rows.push(
         row(
             Terminate,
