@@ -7,15 +7,15 @@ use crate::config::{AgentConfig, FailureResult};
 use crate::configure::{self, ConfigureError};
 use crate::fsutil::FsError;
 use crate::hook::{self, LaunchHook, Released};
+use crate::install_args::install_args;
 use crate::lifecycle::{Event, IllegalTransition, NodeState};
 use crate::notify;
 use crate::ports::{
     AsgError, AutoScaling, Clock, HookResult, Identity, InstallPlan, InstanceMetadata,
-    SecretSource, TfeTools, World,
+    SecretSource, TfeTools, ToolError, World,
 };
 use crate::readiness::{self, ReadinessError};
 use crate::state::{StateError, StateStore};
-use crate::tfe::{install, TfeError};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum BootError {
     #[error(transparent)]
     Configure(#[from] ConfigureError),
     #[error("install.sh failed")]
-    Install(#[source] TfeError),
+    Install(#[source] ToolError),
     #[error("cannot take back the permissions install.sh loosened")]
     Restrict(#[source] FsError),
     #[error(transparent)]
@@ -400,7 +400,7 @@ where
         let plan = InstallPlan {
             instance_id: identity.instance_id.clone(),
             script: cfg.install.script.clone(),
-            args: install::install_args(&cfg.install, &identity.private_ipv4),
+            args: install_args(&cfg.install, &identity.private_ipv4),
             timeout: cfg.install.timeout,
         };
         log::info!("running {} {}", plan.script.display(), plan.args.join(" "));

@@ -98,37 +98,37 @@ async fn probe<T: TfeTools>(tfe: &T) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::ports::{
-        AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TokioClock, TrackedProcess,
+        AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TokioClock, ToolError,
+        TrackedProcess,
     };
-    use crate::tfe::TfeError;
 
     /// replicatedctl that never answers.
     struct Hung;
 
     impl TfeTools for Hung {
-        async fn install(&self, _: &InstallPlan) -> Result<(), TfeError> {
+        async fn install(&self, _: &InstallPlan) -> Result<(), ToolError> {
             unreachable!()
         }
-        async fn system_status(&self) -> Result<SystemStatus, TfeError> {
+        async fn system_status(&self) -> Result<SystemStatus, ToolError> {
             std::future::pending().await
         }
-        async fn app_status(&self) -> Result<AppStatus, TfeError> {
+        async fn app_status(&self) -> Result<AppStatus, ToolError> {
             unreachable!()
         }
-        async fn health_check(&self) -> Result<HealthReport, TfeError> {
+        async fn health_check(&self) -> Result<HealthReport, ToolError> {
             unreachable!()
         }
-        fn start_drain(&self) -> Result<TrackedProcess, TfeError> {
+        fn start_drain(&self) -> Result<TrackedProcess, ToolError> {
             unreachable!()
         }
         fn drain_state(&self, _: &TrackedProcess) -> DrainState {
             unreachable!()
         }
         async fn stop_drain(&self, _: &TrackedProcess) {}
-        async fn app_stop(&self) -> Result<(), TfeError> {
+        async fn app_stop(&self) -> Result<(), ToolError> {
             unreachable!()
         }
-        async fn app_start(&self) -> Result<(), TfeError> {
+        async fn app_start(&self) -> Result<(), ToolError> {
             unreachable!()
         }
     }

@@ -895,3 +895,17 @@ fn a_state_file_without_the_release_counter_still_reads() {
         .unwrap()
         .contains("launch_released_again"));
 }
+
+#[test]
+fn a_return_to_the_warm_pool_expects_a_hook_and_is_resumed_on_the_next_boot() {
+    let mut s = noticed(Source::WarmPool);
+    let t = s.termination.clone().unwrap();
+    assert!(!t.is_done(), "the terminate hook is still to be released");
+    assert!(Source::WarmPool.has_hook() && Source::Asg.has_hook());
+    assert!(!Source::Spot.has_hook() && !Source::Shutdown.has_hook());
+    let boot = t.boot_id.clone();
+    assert!(!s.resumable(&boot), "not on the same boot");
+    assert!(s.resumable("the-boot-after-leaving-the-pool"));
+    s.apply(Event::Resumed).unwrap();
+    assert!(s.termination.is_none());
+}

@@ -8,13 +8,13 @@
 
 use super::*;
 use crate::config::AgentConfig;
+use crate::host;
 use crate::lifecycle::{Notice, Phase, Termination};
 use crate::ports::{
     AppStatus, AsgError, AsgInstance, HealthReport, HookInfo, Identity, ImdsError, InstallPlan,
-    SecretPayload, SecretsError, SystemStatus, TokioClock,
+    SecretPayload, SecretsError, SystemStatus, TokioClock, ToolError,
 };
 use crate::test_support::{parse, EXAMPLE_CONFIG};
-use crate::tfe::TfeError;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -270,13 +270,13 @@ impl FakeTfe {
 }
 
 impl TfeTools for FakeTfe {
-    async fn install(&self, _: &InstallPlan) -> Result<(), TfeError> {
+    async fn install(&self, _: &InstallPlan) -> Result<(), ToolError> {
         unreachable!("nothing is installed while terminating")
     }
-    async fn system_status(&self) -> Result<SystemStatus, TfeError> {
+    async fn system_status(&self) -> Result<SystemStatus, ToolError> {
         unreachable!("readiness is not checked while terminating")
     }
-    async fn app_status(&self) -> Result<AppStatus, TfeError> {
+    async fn app_status(&self) -> Result<AppStatus, ToolError> {
         let stopped = self
             .app_stops
             .lock()
@@ -295,15 +295,15 @@ impl TfeTools for FakeTfe {
             error: String::new(),
         })
     }
-    async fn health_check(&self) -> Result<HealthReport, TfeError> {
+    async fn health_check(&self) -> Result<HealthReport, ToolError> {
         unreachable!("health is not checked while terminating")
     }
-    fn start_drain(&self) -> Result<TrackedProcess, TfeError> {
+    fn start_drain(&self) -> Result<TrackedProcess, ToolError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
         if self.start_fails {
-            return Err(TfeError::Spawn {
+            return Err(ToolError::Failed {
                 command: "replicated admin node-drain".into(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                detail: "cannot start replicated admin node-drain: entity not found".into(),
             });
         }
         Ok(drain_process())
@@ -324,11 +324,11 @@ impl TfeTools for FakeTfe {
         // SIGTERM, and a moment for the group to go.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    async fn app_stop(&self) -> Result<(), TfeError> {
+    async fn app_stop(&self) -> Result<(), ToolError> {
         self.app_stops.lock().unwrap().push(Instant::now());
         Ok(())
     }
-    async fn app_start(&self) -> Result<(), TfeError> {
+    async fn app_start(&self) -> Result<(), ToolError> {
         unreachable!("the app is not started while terminating")
     }
 }
@@ -1076,4 +1076,19 @@ async fn an_asg_termination_after_an_earlier_drain_still_waits_for_the_wait_stat
         "the terminate hook is released, not left to its DefaultResult"
     );
     assert_eq!(w.asg.completions().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_return_to_the_warm_pool_drains_and_releases_the_hook_at_warmed_pending_wait() {
+    let asg = FakeAsg::new(&[Some("InService"), Some("Warmed:Pending:Wait")], 30, 3000);
+    let w = world(asg, FakeTfe::draining_for(20));
+    let s = run(&w, &cfg(), noticed(in_service(), Source::WarmPool)).await;
+    assert_eq!(w.tfe.starts(), 1, "node-drain started once");
+    let completions = w.asg.completions();
+    assert_eq!(completions.len(), 1, "completed once");
+    assert_eq!(completions[0].1, HookResult::Continue);
+    assert_eq!(t(&s).hook, released(HookResult::Continue));
+    assert!(t(&s).is_done());
+    // The instance is stopped in the pool and started again later: a new boot serves again.
+    assert!(s.resumable("another-boot"));
 }

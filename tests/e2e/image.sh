@@ -22,10 +22,29 @@
 # holds the agent or the fake TFE tools: each run lays those over it, so it does not depend on the
 # build.
 #
-# Needs root, mmdebstrap and network access to deb.debian.org (tests/setup.sh installs the tools).
+# Needs root, mmdebstrap and the Debian mirror the host's own apt uses (tests/setup.sh installs the
+# tools). The mirror is TFE_E2E_MIRROR when set, else the first Debian archive in the host's apt
+# sources (deb822 `URIs:` or a one-line `deb URL bookworm …` entry), so no mirror is written here.
 set -euo pipefail
 cache="${TFE_E2E_CACHE:-/var/cache/tfe-node-agent-e2e}"
-mirror="${TFE_E2E_MIRROR:-http://deb.debian.org/debian}"
+
+host_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    # The URIs of a stanza whose Suites include bookworm (not -security: another archive).
+    awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm( |$|\n|-updates)/ { if (match($0, /URIs:[ \t]*[^ \t\n]+/)) { u=substr($0, RSTART, RLENGTH); sub(/URIs:[ \t]*/, "", u); if (u !~ /security/) { print u; exit } } }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk '$1 == "deb" && $3 == "bookworm" && $2 !~ /security/ { print $2; exit }' "$f"
+  done
+}
+mirror="${TFE_E2E_MIRROR:-$(host_mirror | head -n1)}"
+if [ -z "$mirror" ]; then
+  echo "image.sh: no Debian bookworm archive in the host's apt sources; set TFE_E2E_MIRROR" >&2
+  exit 1
+fi
 variant="${1:-nspawn}"
 case "$variant" in nspawn | vm | qemu-tools) ;; *) echo "image.sh: unknown variant $variant" >&2; exit 2 ;; esac
 key=$(sha256sum "$0" | cut -c1-16)
