@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod faults;
 pub mod hygiene;
 pub mod packages;
 pub mod template;
@@ -107,6 +108,16 @@ impl Moto {
             url: format!("http://127.0.0.1:{port}"),
             _proc: proc,
         }
+    }
+
+    /// moto holding a node's secrets: `tfe/shared` (this JSON) and `tfe/license`.
+    pub fn with_secrets(shared: Value) -> Self {
+        let moto = Moto::start();
+        moto.put_secret("tfe/shared", SecretValue::String(shared.to_string()));
+        use base64::Engine;
+        let license = base64::engine::general_purpose::STANDARD.encode(SHARED_SECRET_VALUES[11]);
+        moto.put_secret("tfe/license", SecretValue::Binary(license));
+        moto
     }
 
     /// CreateSecret over Secrets Manager's JSON protocol (SecretString or base64 SecretBinary).
@@ -347,11 +358,17 @@ impl Node {
     pub fn with(hooks: Hooks, shared: Value) -> Self {
         Self::build(
             hooks,
-            shared,
+            Some(shared),
             Arc::new(Moto::start()),
             None,
             AwsKey::testing(),
         )
+    }
+
+    /// As [`Node::with`], with Secrets Manager at `moto`, which already holds the node's secrets
+    /// (see [`Moto::with_secrets`]) or forwards to one that does.
+    pub fn with_moto(hooks: Hooks, moto: Moto) -> Self {
+        Self::build(hooks, None, Arc::new(moto), None, AwsKey::testing())
     }
 
     /// Like `new`, with the secrets in a fresh account of a moto server shared with other nodes
@@ -364,26 +381,30 @@ impl Node {
         let key = moto.access_key_in(Some(&account), "tfe-node");
         Self::build(
             Hooks::default(),
-            shared_secret(),
+            Some(shared_secret()),
             moto.clone(),
             Some(account),
             key,
         )
     }
 
+    /// `shared`: the secrets to create for this node (None: `moto` holds them already).
     fn build(
         hooks: Hooks,
-        shared: Value,
+        shared: Option<Value>,
         moto: Arc<Moto>,
         account: Option<String>,
         aws_key: AwsKey,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let acct = account.as_deref();
-        moto.put_secret_in(acct, "tfe/shared", SecretValue::String(shared.to_string()));
-        use base64::Engine;
-        let license = base64::engine::general_purpose::STANDARD.encode(SHARED_SECRET_VALUES[11]);
-        moto.put_secret_in(acct, "tfe/license", SecretValue::Binary(license));
+        if let Some(shared) = shared {
+            moto.put_secret_in(acct, "tfe/shared", SecretValue::String(shared.to_string()));
+            use base64::Engine;
+            let license =
+                base64::engine::general_purpose::STANDARD.encode(SHARED_SECRET_VALUES[11]);
+            moto.put_secret_in(acct, "tfe/license", SecretValue::Binary(license));
+        }
         let emulator = Emulator::start();
         emulator.post(
             "/_emulator/groups",
