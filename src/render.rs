@@ -120,7 +120,11 @@ pub fn replicated_conf_json(
     );
     put("ReleaseSequence", json!(plan.release_sequence));
     put("TlsBootstrapType", json!(plan.tls_bootstrap_type));
-    put("TlsBootstrapHostname", json!(plan.tls_bootstrap_hostname));
+    let hostname = match (&plan.tls_bootstrap_hostname, redaction) {
+        (SettingValue::Secret(_), Redaction::Secrets) => REDACTED,
+        (value, _) => value.expose(),
+    };
+    put("TlsBootstrapHostname", json!(hostname));
     match &plan.console_password {
         Some(password) => {
             put("DaemonAuthenticationType", json!("password"));

@@ -33,7 +33,9 @@ pub struct NodePlan {
     pub settings: BTreeMap<String, SettingValue>,
     pub release_sequence: u64,
     pub tls_bootstrap_type: String,
-    pub tls_bootstrap_hostname: String,
+    /// The `hostname` setting unless the config names another; secret when the hostname came
+    /// from the shared secret, so `render --dry-run` redacts it like every other secret value.
+    pub tls_bootstrap_hostname: SettingValue,
     pub bypass_preflight_checks: bool,
     pub log_level: Option<String>,
     pub console_password: Option<Secret>,
@@ -215,14 +217,15 @@ pub fn validate(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let hostname = merged.get("hostname").map(|(v, _)| v.expose().to_string());
+    let hostname = merged.get("hostname").map(|(v, _)| v.clone());
     Ok(NodePlan {
         tls_bootstrap_hostname: cfg
             .replicated
             .tls_bootstrap_hostname
             .clone()
+            .map(SettingValue::Plain)
             .or(hostname)
-            .unwrap_or_default(),
+            .unwrap_or(SettingValue::Plain(String::new())),
         settings: merged
             .values
             .into_iter()

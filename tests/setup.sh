@@ -2,7 +2,7 @@
 # Installs everything the tests and the demo need on a fresh machine; safe to run again.
 #  - a Python virtualenv (default ./.venv, override with TFE_TEST_VENV) holding moto's server (pinned)
 #  - Debian packages the tests call, via apt-get, only when missing
-#  - cargo-deb and cargo-generate-rpm (cargo install --locked), only when missing
+#  - cargo-deb, cargo-generate-rpm and cargo-deny (cargo install --locked), only when missing
 #  - tests/terraform/node_modules (npm ci from its package-lock.json) for tests/terraform_example.rs
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +41,8 @@ fi
 cargo_missing=()
 cargo deb --version >/dev/null 2>&1 || cargo_missing+=(cargo-deb)
 cargo generate-rpm --version >/dev/null 2>&1 || cargo_missing+=(cargo-generate-rpm)
+# tests/run.sh checks the dependency graph against deny.toml (about 6 minutes to build, once).
+cargo deny --version >/dev/null 2>&1 || cargo_missing+=(cargo-deny)
 if [ ${#cargo_missing[@]} -gt 0 ]; then
   echo "setup: cargo install --locked ${cargo_missing[*]} (a few minutes)"
   cargo install --locked "${cargo_missing[@]}"

@@ -57,8 +57,17 @@ pub fn health_check(stdout: &str) -> Result<HealthReport, String> {
         let line = line.trim_end();
         if let Some(name) = line.strip_prefix("checking: ") {
             current = Some(name.trim_end_matches("...").to_string());
-        } else if line.starts_with("|- ") && !line.contains("PASS") {
-            failed_checks.push(current.clone().unwrap_or_else(|| "unnamed check".into()));
+        } else if let Some(verdict) = line.strip_prefix("|- ") {
+            // `✓ PASS`, or `✗ ERROR: <reason>`: judged by the marker before the reason, which may
+            // itself say PASS (a password, a bypass).
+            if !verdict
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .contains("PASS")
+            {
+                failed_checks.push(current.clone().unwrap_or_else(|| "unnamed check".into()));
+            }
         }
         let summary = line.trim();
         if summary == "All checks passed." {
@@ -84,8 +93,17 @@ pub fn health_check(stdout: &str) -> Result<HealthReport, String> {
     Err("no summary line (\"All checks passed.\" or \"<n> checks failed.\")".into())
 }
 
-/// The text from the first `open` character on: skips warnings printed before the JSON.
+/// The JSON from its first line on: skips warnings printed before it. The JSON starts at the first
+/// line that begins with `open`, because a warning may hold the character itself (Go type names:
+/// `map[string]interface {}`); failing such a line, at the first `open` anywhere.
 fn from_first(text: &str, open: char) -> Option<&str> {
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_start().starts_with(open) {
+            return Some(&text[start..]);
+        }
+        start += line.len();
+    }
     text.find(open).map(|i| &text[i..])
 }
 

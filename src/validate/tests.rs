@@ -65,7 +65,7 @@ fn a_complete_node_validates() {
     );
     assert!(plan.settings["enc_password"].is_secret());
     assert!(!plan.settings["hostname"].is_secret());
-    assert_eq!(plan.tls_bootstrap_hostname, "tfe.example.com");
+    assert_eq!(plan.tls_bootstrap_hostname.expose(), "tfe.example.com");
     assert!(plan.license.is_some());
 }
 
