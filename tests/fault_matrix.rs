@@ -38,6 +38,10 @@ const HANG_S: f64 = 5.0;
 /// The SDK's attempt timeout for rows with a hanging AWS call (the default, 20 s, is too slow
 /// for a test); the key is documented in the README.
 const ATTEMPT_TIMEOUT: &str = r#"[aws] => [aws]\nattempt_timeout = "2s""#;
+/// How long the agent retries a Secrets Manager fetch that fails for now (default 2 min): a
+/// fault that never ends gives up well within a row's deadline; the key is documented in
+/// docs/operate/configuration.md.
+const SECRETS_RETRY: &str = r#"[aws] => [aws]\nretry_timeout = "15s""#;
 /// Termination noticed within 200 ms; a termination row never waits minutes for a wait state.
 const FAST: &str = r#"poll_interval = "1s" => poll_interval = "200ms"
 wait_state_timeout = "5m" => wait_state_timeout = "30s""#;
@@ -254,6 +258,9 @@ impl Row {
         let mut text = format!("{FAST}\n{}", self.stage.config);
         if self.kind == Kind::Hang && !matches!(self.target, Target::Imds(_)) {
             text = format!("{text}\n{ATTEMPT_TIMEOUT}");
+        }
+        if matches!(self.target, Target::Secrets(_)) {
+            text = format!("{text}\n{SECRETS_RETRY}");
         }
         text
     }
@@ -476,15 +483,21 @@ fn rows() -> Vec<Row> {
         says: "tfe/shared",
         launch: Launch::Abandoned,
     };
-    rows.push(row(Boot, BATCH, Kind::Reset, Dose::Always, unreachable).bound(6, Spacing::Any));
+    // A fault that never ends: the agent's own rounds (the SDK's 3 attempts each) with growing
+    // pauses, within [aws].retry_timeout (15 s here): at most 6 rounds fit.
+    rows.push(
+        row(Boot, BATCH, Kind::Reset, Dose::Always, unreachable).bound(18, Spacing::Grows(3)),
+    );
     let one_by_one = Stage {
         batch_refused: true,
         ..Stage::default()
     };
     rows.extend(transient(Boot, GET_SECRET, one_by_one, SDK_TRANSIENT));
     rows.push(
+        // Each round starts with the refused batch call, whose own time blurs the pauses
+        // between rounds; their growth is asserted on the batch row above.
         row(Boot, GET_SECRET, Kind::Throttle, Dose::Always, unreachable)
-            .bound(6, Spacing::Any)
+            .bound(18, Spacing::NoBurst)
             .on(one_by_one),
     );
 
