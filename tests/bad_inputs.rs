@@ -759,6 +759,8 @@ fn cases() -> Vec<Case> {
                 batch_refused: false,
                 cut_short: true,
             }))
+            // An answer cut short may pass: retried for [aws].retry_timeout, kept short here.
+            .config("[aws] => [aws]\\nretry_timeout = \"3s\"")
             .expect(4, &["tfe/shared"]),
         case("AccessDenied from Secrets Manager is an AWS error")
             .prepare(access_denied)

@@ -53,12 +53,16 @@ where
                 e.raw().status().as_u16()
             ),
             // An error the SDK could not read (not in the service's own format, e.g. from a proxy):
-            // its body is an error page, never a secret payload (those come with 200), so a short
-            // excerpt is the only way to say why.
-            (None, _) => format!(
+            // an error status's body is an error page, never a secret payload, so a short excerpt
+            // is the only way to say why. Any other body (a 200 cut short) may hold secrets.
+            (None, _) if e.raw().status().as_u16() >= 400 => format!(
                 "HTTP {}: {}",
                 e.raw().status().as_u16(),
                 excerpt(e.raw().body().bytes().unwrap_or_default())
+            ),
+            (None, _) => format!(
+                "the answer (HTTP {}) could not be read: cut short or malformed",
+                e.raw().status().as_u16()
             ),
         },
         SdkError::TimeoutError(_) => "no answer in time (the SDK's attempt timeout)".into(),

@@ -104,18 +104,18 @@ impl SecretsManager {
             .map_err(|err| {
                 let id = id.to_string();
                 let detail = describe(&err);
-                let server_side = err
+                // A 4xx is the service's final word; a 5xx, or a 2xx that could not be read (cut
+                // short), may pass.
+                let refused = err
                     .raw_response()
-                    .is_some_and(|r| r.status().as_u16() >= 500);
+                    .is_some_and(|r| (400..500).contains(&r.status().as_u16()));
                 match (&err, err.code()) {
                     (_, Some("ResourceNotFoundException")) => SecretsError::NotFound { id },
                     (_, Some("AccessDeniedException")) => SecretsError::AccessDenied { id, detail },
                     (_, Some("ThrottlingException" | "InternalServiceError")) => {
                         SecretsError::Unavailable { id, detail }
                     }
-                    (SdkError::ServiceError(_), _) if !server_side => {
-                        SecretsError::Fetch { id, detail }
-                    }
+                    (SdkError::ServiceError(_), _) if refused => SecretsError::Fetch { id, detail },
                     (SdkError::ConstructionFailure(_), _) => SecretsError::Fetch { id, detail },
                     // 5xx, dropped connections, timeouts, answers cut short.
                     _ => SecretsError::Unavailable { id, detail },
