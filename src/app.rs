@@ -65,7 +65,7 @@ async fn validate(cfg: &AgentConfig) -> Exit {
         Err(code) => return code,
     };
     let w = world(cfg, imds, &region).await;
-    match configure::plan(&w.secrets, cfg).await {
+    match configure::plan(&w.secrets, &w.clock, cfg).await {
         Ok(plan) => {
             let secret = plan.settings.values().filter(|v| v.is_secret()).count();
             println!(
@@ -87,7 +87,7 @@ async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
         Err(code) => return code,
     };
     let w = world(cfg, imds, &region).await;
-    let plan = match configure::plan(&w.secrets, cfg).await {
+    let plan = match configure::plan(&w.secrets, &w.clock, cfg).await {
         Ok(p) => p,
         Err(e) => return fail(Exit::of_configure(&e), &e),
     };

@@ -7,15 +7,15 @@ use crate::config::{AgentConfig, FailureResult};
 use crate::configure::{self, ConfigureError};
 use crate::fsutil::FsError;
 use crate::hook::{self, LaunchHook, Released};
+use crate::install_args::install_args;
 use crate::lifecycle::{Event, IllegalTransition, NodeState};
 use crate::notify;
 use crate::ports::{
     AsgError, AutoScaling, Clock, HookResult, Identity, InstallPlan, InstanceMetadata,
-    SecretSource, TfeTools, World,
+    SecretSource, TfeTools, ToolError, World,
 };
 use crate::readiness::{self, ReadinessError};
 use crate::state::{StateError, StateStore};
-use crate::tfe::{install, TfeError};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum BootError {
     #[error(transparent)]
     Configure(#[from] ConfigureError),
     #[error("install.sh failed")]
-    Install(#[source] TfeError),
+    Install(#[source] ToolError),
     #[error("cannot take back the permissions install.sh loosened")]
     Restrict(#[source] FsError),
     #[error(transparent)]
@@ -39,6 +39,8 @@ pub enum BootError {
     State(#[from] StateError),
     #[error("the node's lifecycle refused a step")]
     Lifecycle(#[from] IllegalTransition),
+    #[error("launch hook {hook} was resolved without this agent (its HeartbeatTimeout passed, or someone else answered it) and the instance is {state}: it will not enter service")]
+    LaunchHookLost { hook: String, state: String },
     #[error("releasing the launch lifecycle hook with {result} failed")]
     Release {
         result: &'static str,
@@ -126,7 +128,7 @@ where
 
     // The work does not wait on Auto Scaling: the hook is looked up beside it (with retries),
     // and held with heartbeats from the moment it is found.
-    let (found, result) = {
+    let found = {
         let discovery = hook::discover_launch_until(
             &world.asg,
             &world.clock,
@@ -138,6 +140,9 @@ where
         tokio::pin!(discovery);
         tokio::pin!(work);
         let mut found = None;
+        // Whether the lookup gave up while the work still ran: then, with the work done, Auto
+        // Scaling gets one more, later chance.
+        let mut gave_up_early = false;
         let result = loop {
             tokio::select! {
                 r = &mut work => break r,
@@ -147,6 +152,7 @@ where
                         _ => None,
                     };
                     describe_found(&d, released_before.as_deref(), cfg);
+                    gave_up_early = d.is_err();
                     found = Some(d);
                     if let Some(h) = active {
                         break hook::hold_while(&world.asg, &world.clock, &h, &mut work).await;
@@ -162,10 +168,11 @@ where
                 d
             }
         };
-        (found, result)
+        (found, result, gave_up_early)
     };
+    let (found, result, gave_up_early) = found;
     let found = match found {
-        Err((e, _)) if e.is_transient() => {
+        Err((e, _)) if e.is_transient() && gave_up_early => {
             log::info!("the work is done; looking for the launch hook once more");
             let last = world.clock.now() + LAST_LOOK.min(cfg.lifecycle.discovery_timeout);
             let d = hook::discover_launch_until(
@@ -225,6 +232,21 @@ where
                     source,
                 })?;
                 log_released(&h.action.hook, &r);
+                if let Released::AlreadyResolved { state: now } = &r {
+                    if !launch_went_ahead(now.as_deref(), h.warm_pool) {
+                        let error = BootError::LaunchHookLost {
+                            hook: h.action.hook.clone(),
+                            state: now.clone().unwrap_or_else(|| "unknown".into()),
+                        };
+                        log::error!("boot failed: {}", crate::error_chain(&error));
+                        notify::status("boot failed: the launch hook was lost");
+                        *logged = true;
+                        if state.apply(Event::BootFailed).is_ok() {
+                            store.save(&state)?;
+                        }
+                        return Err(error);
+                    }
+                }
                 // A warm-pool launch fires the hook again when the instance leaves the pool.
                 if !h.warm_pool {
                     state.apply(released_event(&state, HookResult::Continue))?;
@@ -280,6 +302,24 @@ where
         }
     }
     Err(error)
+}
+
+/// Whether an instance whose launch action was already resolved went on into service (or, for a
+/// warm-pool launch, into the pool): a release whose answer was lost, not a lost hook.
+fn launch_went_ahead(state: Option<&str>, warm_pool: bool) -> bool {
+    match state {
+        Some("InService" | "Pending:Proceed") => true,
+        Some(s) if warm_pool => {
+            matches!(
+                s,
+                "Warmed:Pending:Proceed"
+                    | "Warmed:Stopped"
+                    | "Warmed:Running"
+                    | "Warmed:Hibernated"
+            )
+        }
+        _ => false,
+    }
 }
 
 /// The first release of the launch hook on this instance, or a later one (the group waits on
@@ -391,7 +431,7 @@ where
     C: Clock,
 {
     notify::status("fetching secrets");
-    let node = configure::plan(&world.secrets, cfg).await?;
+    let node = configure::plan(&world.secrets, &world.clock, cfg).await?;
     notify::status("writing config files");
     let files = configure::write(cfg, &node)?;
 
@@ -400,7 +440,7 @@ where
         let plan = InstallPlan {
             instance_id: identity.instance_id.clone(),
             script: cfg.install.script.clone(),
-            args: install::install_args(&cfg.install, &identity.private_ipv4),
+            args: install_args(&cfg.install, &identity.private_ipv4),
             timeout: cfg.install.timeout,
         };
         log::info!("running {} {}", plan.script.display(), plan.args.join(" "));
@@ -464,6 +504,12 @@ fn describe_hook(hook: &LaunchHook) {
 fn log_released(hook: &str, released: &Released) {
     match released {
         Released::Completed(r) => log::info!("launch hook {hook} released with {}", r.as_str()),
+        Released::AlreadyResolved { state } if launch_went_ahead(state.as_deref(), true) => {
+            log::info!(
+                "launch hook {hook} was already resolved and the instance is {}: an earlier try of this release took effect (its answer was lost)",
+                state.as_deref().unwrap_or("unknown")
+            )
+        }
         Released::AlreadyResolved { state } => log::warn!(
             "launch hook {hook} had no active action any more (timed out or resolved elsewhere); instance is now {}",
             state.as_deref().unwrap_or("unknown")

@@ -3,11 +3,13 @@
 
 use crate::config::AgentConfig;
 use crate::fsutil::{self, FsError};
-use crate::ports::{SecretSource, SecretsError};
+use crate::ports::{Clock, SecretPayload, SecretSource, SecretsError};
 use crate::render::{self, Redaction, RenderedFile};
+use crate::retry::Backoff;
 use crate::secrets;
 use crate::validate::{self, NodePlan, Problem};
 use nix::unistd::{Gid, Uid, User};
+use std::collections::BTreeMap;
 use std::fmt;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,18 +37,16 @@ impl fmt::Display for Problems {
 }
 
 /// Fetches every configured secret in one go and validates them with the config.
-pub async fn plan<S: SecretSource>(
+pub async fn plan<S: SecretSource, C: Clock>(
     secrets_port: &S,
+    clock: &C,
     cfg: &AgentConfig,
 ) -> Result<NodePlan, ConfigureError> {
     let ids: Vec<String> = secrets::requested(&cfg.secrets)
         .into_iter()
         .map(|(_, id)| id)
         .collect();
-    let fetched = secrets_port
-        .fetch(&ids, cfg.secrets.version_stage.as_deref())
-        .await
-        .map_err(ConfigureError::FetchSecrets)?;
+    let fetched = fetch_with_retry(secrets_port, clock, cfg, &ids).await?;
     log::info!(
         "fetched {} secret(s) from Secrets Manager: {}",
         ids.len(),
@@ -91,12 +91,143 @@ pub fn write(cfg: &AgentConfig, plan: &NodePlan) -> Result<Vec<RenderedFile>, Co
     Ok(files)
 }
 
-/// install.sh runs `chmod a+r /etc/replicated.conf` (spec §1.4); a file holding a password must
-/// not stay world-readable. Now that install.sh has created the daemon's user, hand it the files.
+/// install.sh runs `chmod a+r /etc/replicated.conf` (docs/design/tfe-tools.md §1.4); a file
+/// holding a password must not stay world-readable. Now that install.sh has created the daemon's
+/// user, hand it the files.
 pub fn restrict_after_install(cfg: &AgentConfig, files: &[RenderedFile]) -> Result<(), FsError> {
     let owner = file_owner(&cfg.paths.file_owner);
     for file in files.iter().filter(|f| f.secret) {
         fsutil::restrict(&file.path, file.mode, owner)?;
     }
     Ok(())
+}
+
+/// The fetch, retried with backoff and jitter while it fails for now, within
+/// `[aws].retry_timeout`; a final answer (not found, denied, undecryptable) ends it at once.
+async fn fetch_with_retry<S: SecretSource, C: Clock>(
+    secrets_port: &S,
+    clock: &C,
+    cfg: &AgentConfig,
+    ids: &[String],
+) -> Result<BTreeMap<String, SecretPayload>, ConfigureError> {
+    let give_up = clock.now() + cfg.aws.retry_timeout;
+    let mut backoff = Backoff::aws();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match secrets_port
+            .fetch(ids, cfg.secrets.version_stage.as_deref())
+            .await
+        {
+            Ok(fetched) => return Ok(fetched),
+            Err(e) if !e.is_transient() => return Err(ConfigureError::FetchSecrets(e)),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if clock.now() + delay >= give_up {
+                    log::error!(
+                        "fetching secrets failed {tries} times within [aws].retry_timeout ({}); giving up",
+                        humantime::format_duration(cfg.aws.retry_timeout)
+                    );
+                    return Err(ConfigureError::FetchSecrets(e));
+                }
+                log::warn!(
+                    "fetching secrets failed (try {tries}): {e}; retrying in {:.1}s",
+                    delay.as_secs_f32()
+                );
+                clock.sleep(delay).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::TokioClock;
+    use crate::test_support::{parse, text, valid_shared, EXAMPLE_CONFIG};
+    use std::sync::Mutex;
+
+    /// Secrets Manager that fails for now a set number of times, or with a final answer.
+    struct Flaky {
+        failures: Mutex<u32>,
+        fatal: bool,
+        calls: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl SecretSource for Flaky {
+        async fn fetch(
+            &self,
+            ids: &[String],
+            _: Option<&str>,
+        ) -> Result<BTreeMap<String, SecretPayload>, SecretsError> {
+            self.calls.lock().unwrap().push(tokio::time::Instant::now());
+            let id = ids.join(",");
+            if self.fatal {
+                return Err(SecretsError::AccessDenied {
+                    id,
+                    detail: "AccessDeniedException".into(),
+                });
+            }
+            let mut left = self.failures.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(SecretsError::Unavailable {
+                    id,
+                    detail: "ThrottlingException: Rate exceeded (HTTP 400)".into(),
+                });
+            }
+            let shared = text(&serde_json::Value::Object(valid_shared()).to_string());
+            let license = SecretPayload::Binary(crate::secret::SecretBytes::new(b"RLI".to_vec()));
+            Ok(BTreeMap::from([
+                ("tfe/shared".to_string(), shared),
+                ("tfe/license".to_string(), license),
+            ]))
+        }
+    }
+
+    fn flaky(failures: u32, fatal: bool) -> Flaky {
+        Flaky {
+            failures: Mutex::new(failures),
+            fatal,
+            calls: Mutex::default(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_that_fails_for_now_is_retried_with_growing_waits() {
+        let cfg = parse(EXAMPLE_CONFIG);
+        let source = flaky(4, false);
+        plan(&source, &TokioClock, &cfg).await.unwrap();
+        let calls = source.calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 5);
+        let gaps: Vec<f64> = calls
+            .windows(2)
+            .map(|p| (p[1] - p[0]).as_secs_f64())
+            .collect();
+        for (gap, step) in gaps.iter().zip([1.0, 2.0, 4.0, 8.0]) {
+            assert!(*gap >= step / 2.0 && *gap <= step, "{gaps:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_final_answer_is_not_retried_and_the_budget_ends_the_rest() {
+        let cfg = parse(EXAMPLE_CONFIG);
+        let denied = flaky(0, true);
+        let err = plan(&denied, &TokioClock, &cfg).await.unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigureError::FetchSecrets(SecretsError::AccessDenied { .. })
+        ));
+        assert_eq!(denied.calls.lock().unwrap().len(), 1);
+
+        let start = tokio::time::Instant::now();
+        let down = flaky(u32::MAX, false);
+        let err = plan(&down, &TokioClock, &cfg).await.unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigureError::FetchSecrets(SecretsError::Unavailable { .. })
+        ));
+        assert!(tokio::time::Instant::now() - start <= cfg.aws.retry_timeout);
+        assert!(down.calls.lock().unwrap().len() >= 5);
+    }
 }

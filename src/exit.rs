@@ -1,4 +1,4 @@
-//! Exit codes, one per class of failure, documented in the README.
+//! Exit codes, one per class of failure, documented in docs/operate/exit-codes.md.
 
 use crate::boot::BootError;
 use crate::configure::ConfigureError;
@@ -41,7 +41,9 @@ impl Exit {
 
     pub fn of_boot(e: &BootError) -> Exit {
         match e {
-            BootError::DiscoverHook { .. } | BootError::Release { .. } => Exit::Aws,
+            BootError::DiscoverHook { .. }
+            | BootError::Release { .. }
+            | BootError::LaunchHookLost { .. } => Exit::Aws,
             BootError::Configure(c) => Exit::of_configure(c),
             BootError::Install(_) => Exit::Install,
             BootError::Readiness(_) => Exit::ReadinessTimeout,

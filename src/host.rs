@@ -6,6 +6,15 @@ use std::time::Duration;
 
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
+/// Environment variables no child of the agent inherits: credentials and our systemd channel.
+pub(crate) const SCRUBBED_ENV: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "NOTIFY_SOCKET",
+];
+
 /// Changes on every boot: tells "the machine rebooted" from "the agent restarted".
 pub fn boot_id() -> String {
     std::fs::read_to_string(BOOT_ID)
@@ -23,12 +32,15 @@ pub fn unix_now() -> u64 {
 /// Whether the whole system is shutting down (`systemctl is-system-running` says "stopping"),
 /// as opposed to only this unit being stopped or restarted.
 pub async fn system_is_stopping(systemctl: &Path) -> bool {
-    let run = tokio::process::Command::new(systemctl)
-        .arg("is-system-running")
+    let mut cmd = tokio::process::Command::new(systemctl);
+    cmd.arg("is-system-running")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
+        .kill_on_drop(true);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    let run = cmd.output();
     match tokio::time::timeout(Duration::from_secs(5), run).await {
         // Its exit status is non-zero for every state but "running": read the text instead.
         Ok(Ok(out)) => String::from_utf8_lossy(&out.stdout).trim() == "stopping",

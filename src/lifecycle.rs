@@ -48,6 +48,9 @@ pub enum Event {
     /// node-drain was started as this process. Refused once a drain was started: at most one.
     DrainStarted(TrackedProcess),
     DrainFinished(DrainOutcome),
+    /// The recorded node-drain never ran (the agent stopped between recording it and letting it
+    /// run): it may be started again.
+    DrainNeverRan,
     /// `replicatedctl app stop` reported the app stopped.
     AppStopped,
     /// DescribeAutoScalingInstances showed the terminate wait state (unix seconds); the hook's

@@ -24,8 +24,18 @@ pub enum SecretsError {
     AccessDenied { id: String, detail: String },
     #[error("fetching secret {id:?} failed: {detail}")]
     Fetch { id: String, detail: String },
+    /// A failure that may pass: throttling, a 5xx, a dropped connection, a timeout.
+    #[error("fetching secret {id:?} failed for now: {detail}")]
+    Unavailable { id: String, detail: String },
     #[error("secret {id:?} has neither SecretString nor SecretBinary")]
     Empty { id: String },
+}
+
+impl SecretsError {
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SecretsError::Unavailable { .. })
+    }
 }
 
 pub trait SecretSource: Sync {
@@ -213,41 +223,54 @@ pub enum DrainState {
     Exited(i32),
     /// Gone without leaving its exit status (killed, or the machine rebooted).
     Vanished,
+    /// Ended before it was let run (its starter died before recording it): the tool never ran.
+    NeverStarted,
+}
+
+/// A TFE tool call that failed, as the flows need to see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// Ran past its time; its process group was killed.
+    #[error("{command} did not finish within {}; its process group was killed", humantime::format_duration(*timeout))]
+    TimedOut { command: String, timeout: Duration },
+    /// Could not be run, or ran and failed: a non-zero exit, output not understood, a refused
+    /// digest. `detail` is the whole cause, one line.
+    #[error("{detail}")]
+    Failed { command: String, detail: String },
 }
 
 pub trait TfeTools: Sync {
     /// Runs install.sh to completion (or kills its process group at the timeout). The run
     /// outlives an agent killed meanwhile; the next call adopts it (waits for it, or reads the
     /// status it left) instead of starting install.sh a second time.
-    fn install(
-        &self,
-        plan: &InstallPlan,
-    ) -> impl Future<Output = Result<(), crate::tfe::TfeError>> + Send;
-    fn system_status(
-        &self,
-    ) -> impl Future<Output = Result<SystemStatus, crate::tfe::TfeError>> + Send;
-    fn app_status(&self) -> impl Future<Output = Result<AppStatus, crate::tfe::TfeError>> + Send;
-    fn health_check(
-        &self,
-    ) -> impl Future<Output = Result<HealthReport, crate::tfe::TfeError>> + Send;
+    fn install(&self, plan: &InstallPlan) -> impl Future<Output = Result<(), ToolError>> + Send;
+    fn system_status(&self) -> impl Future<Output = Result<SystemStatus, ToolError>> + Send;
+    fn app_status(&self) -> impl Future<Output = Result<AppStatus, ToolError>> + Send;
+    fn health_check(&self) -> impl Future<Output = Result<HealthReport, ToolError>> + Send;
     /// Starts `replicated admin --tty=0 node-drain` detached from the agent (own process group,
     /// output and exit status to files), so it outlives an agent restart.
-    fn start_drain(&self) -> Result<TrackedProcess, crate::tfe::TfeError>;
+    fn start_drain(&self) -> Result<TrackedProcess, ToolError>;
+    /// Lets a started drain run node-drain. Called once the drain is recorded: a drain started
+    /// but never released (the agent died in between) ends without running node-drain.
+    fn release_drain(&self, drain: &TrackedProcess) -> Result<(), ToolError>;
     /// Where a drain is; also forwards its new output lines into the log.
     fn drain_state(&self, drain: &TrackedProcess) -> DrainState;
     /// SIGTERM to the drain's process group, SIGKILL after a grace period.
     fn stop_drain(&self, drain: &TrackedProcess) -> impl Future<Output = ()> + Send;
     /// `replicatedctl app stop` / `app start` (asynchronous: poll `app_status` after).
-    fn app_stop(&self) -> impl Future<Output = Result<(), crate::tfe::TfeError>> + Send;
-    fn app_start(&self) -> impl Future<Output = Result<(), crate::tfe::TfeError>> + Send;
+    fn app_stop(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
+    fn app_start(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
 }
 
 // ---------------------------------------------------------------- Clock
 
-/// Time, so orchestration can run under tokio's paused clock in tests.
+/// Time, so orchestration can run under tokio's paused clock in tests: `now`/`sleep` for waits,
+/// `unix_now` for what the state record keeps across restarts and reboots.
 pub trait Clock: Sync {
     fn now(&self) -> tokio::time::Instant;
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+    /// Wall-clock seconds since the epoch.
+    fn unix_now(&self) -> u64;
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -259,6 +282,11 @@ impl Clock for TokioClock {
     }
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
         tokio::time::sleep(duration)
+    }
+    fn unix_now(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Waiting until TFE is really up: `replicatedctl system status` all ready, then `replicatedctl
-//! app status` started, then `replicated admin health-check` passing (spec §0 step 5, §4, §5.3).
+//! app status` started, then `replicated admin health-check` passing (docs/design/tfe-tools.md
+//! §0 step 5, §4, §5.3).
 
 use crate::ports::{Clock, TfeTools};
 use std::time::Duration;
@@ -28,7 +29,7 @@ pub async fn wait_until_ready<T: TfeTools, C: Clock>(
         let seen = tokio::select! {
             seen = probe(tfe) => seen,
             _ = clock.sleep(left) => Err(format!(
-                "a TFE tool did not answer before the deadline (killed; last seen: {last})"
+                "the deadline passed while a TFE tool was still running (it was killed); before that: {last}"
             )),
         };
         match seen {
@@ -98,37 +99,40 @@ async fn probe<T: TfeTools>(tfe: &T) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::ports::{
-        AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TokioClock, TrackedProcess,
+        AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TokioClock, ToolError,
+        TrackedProcess,
     };
-    use crate::tfe::TfeError;
 
     /// replicatedctl that never answers.
     struct Hung;
 
     impl TfeTools for Hung {
-        async fn install(&self, _: &InstallPlan) -> Result<(), TfeError> {
+        async fn install(&self, _: &InstallPlan) -> Result<(), ToolError> {
             unreachable!()
         }
-        async fn system_status(&self) -> Result<SystemStatus, TfeError> {
+        async fn system_status(&self) -> Result<SystemStatus, ToolError> {
             std::future::pending().await
         }
-        async fn app_status(&self) -> Result<AppStatus, TfeError> {
+        async fn app_status(&self) -> Result<AppStatus, ToolError> {
             unreachable!()
         }
-        async fn health_check(&self) -> Result<HealthReport, TfeError> {
+        async fn health_check(&self) -> Result<HealthReport, ToolError> {
             unreachable!()
         }
-        fn start_drain(&self) -> Result<TrackedProcess, TfeError> {
+        fn start_drain(&self) -> Result<TrackedProcess, ToolError> {
+            unreachable!()
+        }
+        fn release_drain(&self, _: &TrackedProcess) -> Result<(), ToolError> {
             unreachable!()
         }
         fn drain_state(&self, _: &TrackedProcess) -> DrainState {
             unreachable!()
         }
         async fn stop_drain(&self, _: &TrackedProcess) {}
-        async fn app_stop(&self) -> Result<(), TfeError> {
+        async fn app_stop(&self) -> Result<(), ToolError> {
             unreachable!()
         }
-        async fn app_start(&self) -> Result<(), TfeError> {
+        async fn app_start(&self) -> Result<(), ToolError> {
             unreachable!()
         }
     }
@@ -145,6 +149,6 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(tokio::time::Instant::now() - start, Duration::from_secs(6));
-        assert!(err.last.contains("did not answer"), "{err}");
+        assert!(err.last.contains("still running"), "{err}");
     }
 }

@@ -4,8 +4,8 @@
 
 use crate::config::SecretsSection;
 use crate::ports::SecretPayload;
+use crate::problem::{Origin, Problem};
 use crate::secret::{Secret, SecretBytes};
-use crate::validate::{Origin, Problem};
 use base64::Engine;
 use std::collections::BTreeMap;
 

@@ -56,7 +56,11 @@ where
     };
     let mut state = match store.load(&identity.instance_id) {
         Ok(s) => s,
-        Err(e) => return fail(Exit::LocalIo, &e),
+        Err(_) => {
+            // The boot path says why, runs nothing, and answers a launch hook the group holds.
+            let result = boot::boot(world, cfg, identity, store).await;
+            return result.map_or_else(|e| Exit::of_boot(&e), |_| Exit::LocalIo);
+        }
     };
     let boot_id = host::boot_id();
     if state.resumable(&boot_id) {
@@ -98,7 +102,7 @@ where
             }
             BootEnd::Interrupted(seen) => Some(seen),
             BootEnd::Stopped(signal) if system_stopping().await => {
-                Some(shutdown_notice(signal, cfg))
+                Some(shutdown_notice(signal, cfg, &world.clock))
             }
             BootEnd::Stopped(signal) => {
                 log::warn!("signal {signal} during boot; stopping (install.sh, if running, was killed; the next start resumes)");
@@ -112,7 +116,7 @@ where
         };
         if let Some(seen) = seen {
             log::warn!("{} during boot: abandoning the boot", seen.detail);
-            if let Err(code) = record_notice(store, &mut state, &seen) {
+            if let Err(code) = record_notice(store, &world.clock, &mut state, &seen) {
                 return code;
             }
             abandon_launch(world, cfg, store, &mut state).await;
@@ -140,13 +144,23 @@ where
         tokio::select! {
             change = watcher.next_change() => match change {
                 Change::Drain(seen) => {
-                    if let Err(code) = record_notice(store, &mut state, &seen) {
+                    if let Err(code) = record_notice(store, &world.clock, &mut state, &seen) {
                         return code;
                     }
                 }
                 Change::BackInService { from } => {
-                    if let Err(code) = serve_launch_again(world, cfg, store, &mut state, &from).await {
-                        return code;
+                    // A signal cuts this short (the hook is left to its DefaultResult) and is
+                    // then handled by the next turn of this loop: the watch keeps it.
+                    let mut interrupt = signals.clone();
+                    tokio::select! {
+                        r = serve_launch_again(world, cfg, store, &mut state, &from) => {
+                            if let Err(code) = r {
+                                return code;
+                            }
+                        }
+                        signal = shutdown::wait(&mut interrupt) => log::warn!(
+                            "signal {signal} while answering the launch hook again; leaving it to the group's DefaultResult"
+                        ),
                     }
                 }
             },
@@ -154,7 +168,7 @@ where
                 let going = state.termination.is_some();
                 if !going && system_stopping().await {
                     log::warn!("signal {signal}: the system is shutting down with no ASG termination; draining within [termination].shutdown_drain_timeout");
-                    if let Err(code) = record_notice(store, &mut state, &shutdown_notice(signal, cfg)) {
+                    if let Err(code) = record_notice(store, &world.clock, &mut state, &shutdown_notice(signal, cfg, &world.clock)) {
                         return code;
                     }
                     continue;
@@ -167,19 +181,24 @@ where
     }
 }
 
-fn shutdown_notice(signal: i32, cfg: &AgentConfig) -> Seen {
+fn shutdown_notice<C: Clock>(signal: i32, cfg: &AgentConfig, clock: &C) -> Seen {
     Seen {
         source: Source::Shutdown,
         detail: format!("system shutdown (signal {signal})"),
-        deadline: Some(host::unix_now() + cfg.termination.shutdown_drain_timeout.as_secs()),
+        deadline: Some(clock.unix_now() + cfg.termination.shutdown_drain_timeout.as_secs()),
     }
 }
 
-fn record_notice(store: &StateStore, state: &mut NodeState, seen: &Seen) -> Result<(), Exit> {
+fn record_notice<C: Clock>(
+    store: &StateStore,
+    clock: &C,
+    state: &mut NodeState,
+    seen: &Seen,
+) -> Result<(), Exit> {
     let notice = Notice {
         source: seen.source,
         detail: seen.detail.clone(),
-        at: host::unix_now(),
+        at: clock.unix_now(),
         boot_id: host::boot_id(),
         deadline_at: seen.deadline,
     };
@@ -382,7 +401,7 @@ where
     let asg = state
         .termination
         .as_ref()
-        .is_some_and(|t| t.source == Source::Asg);
+        .is_some_and(|t| t.source.has_hook());
     let work = terminate::terminate(world, cfg, store, state);
     tokio::pin!(work);
     let mut signalled = signals.borrow().is_some();

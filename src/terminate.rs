@@ -5,7 +5,6 @@
 
 use crate::config::{AgentConfig, FailureResult};
 use crate::hook::{self, ActiveHook};
-use crate::host;
 use crate::lifecycle::{
     hook_result, DrainOutcome, DrainRecord, DrainStep, Event, HookOutcome, IllegalTransition,
     NodeState, Source,
@@ -144,7 +143,7 @@ where
         (t.noticed_at, t.source, t.deadline_at, why)
     };
     // The drain's own limit counts from the notice, so a restarted agent keeps the same one.
-    let elapsed = Duration::from_secs(host::unix_now().saturating_sub(noticed_at));
+    let elapsed = Duration::from_secs(world.clock.unix_now().saturating_sub(noticed_at));
     let (limit, why) = match (source, deadline_at) {
         (_, Some(at)) => (
             Duration::from_secs(at.saturating_sub(noticed_at)),
@@ -159,6 +158,19 @@ where
     };
     let deadline = world.clock.now() + limit.saturating_sub(elapsed);
 
+    let step = match step {
+        DrainStep::Adopt(process)
+            if world.tfe.drain_state(&process) == DrainState::NeverStarted =>
+        {
+            log::warn!(
+                "the node-drain recorded by the earlier agent (pid {}) never ran (that agent stopped before letting it run); starting it now",
+                process.pid
+            );
+            recorder.record(Event::DrainNeverRan)?;
+            DrainStep::Start
+        }
+        other => other,
+    };
     let outcome = match step {
         DrainStep::Done(outcome) => outcome,
         DrainStep::Start if nothing_to_drain.is_some() => {
@@ -176,8 +188,14 @@ where
                     humantime::format_duration(limit)
                 );
                 notify::status("draining: node-drain running");
+                // Recorded before node-drain may run: a restarted agent adopts it, never a second.
                 recorder.record(Event::DrainStarted(process.clone()))?;
-                let outcome = wait_for_drain(world, &process, deadline, &why, budget.clone()).await;
+                let outcome = match world.tfe.release_drain(&process) {
+                    Ok(()) => wait_for_drain(world, &process, deadline, &why, budget.clone()).await,
+                    Err(e) => DrainOutcome::CouldNotStart {
+                        why: crate::error_chain(&e),
+                    },
+                };
                 recorder.record(Event::DrainFinished(outcome.clone()))?;
                 outcome
             }
@@ -223,7 +241,7 @@ where
             DrainState::Running => {}
             DrainState::Exited(0) => return DrainOutcome::Drained,
             DrainState::Exited(code) => return DrainOutcome::Failed { exit_code: code },
-            DrainState::Vanished => return DrainOutcome::Interrupted,
+            DrainState::Vanished | DrainState::NeverStarted => return DrainOutcome::Interrupted,
         }
         let now = world.clock.now();
         let cut = if now >= deadline {
@@ -308,9 +326,9 @@ where
         .termination
         .as_ref()
         .and_then(|t| t.wait_state_seen_at)
-        .unwrap_or_else(host::unix_now);
+        .unwrap_or_else(|| world.clock.unix_now());
     let ends_in = Duration::from_secs(
-        (seen_at + hook.info.global_timeout.as_secs()).saturating_sub(host::unix_now()),
+        (seen_at + hook.info.global_timeout.as_secs()).saturating_sub(world.clock.unix_now()),
     );
     let margin = hook::heartbeat_interval(hook.info.heartbeat_timeout) + Duration::from_secs(15);
     let _ = budget.send(Some(world.clock.now() + ends_in.saturating_sub(margin)));
@@ -391,13 +409,14 @@ where
     A: AutoScaling,
     C: Clock,
 {
-    let (instance_id, source, noticed_at) = {
+    let (instance_id, source, noticed_at, seen_waiting) = {
         let s = recorder.state.borrow();
         let t = s.termination.as_ref().expect("recorded");
         (
             s.instance_id.clone(),
             t.source,
             t.asg_noticed_at.unwrap_or(t.noticed_at),
+            t.wait_state_seen_at.is_some(),
         )
     };
     let not_applicable = |why: String| {
@@ -406,18 +425,34 @@ where
             .map(|_| None)
     };
     let wait_limit = Duration::from_secs(noticed_at + cfg.termination.wait_state_timeout.as_secs())
-        .saturating_sub(Duration::from_secs(host::unix_now()));
+        .saturating_sub(Duration::from_secs(world.clock.unix_now()));
     let give_up = world.clock.now() + wait_limit;
     let mut said = String::new();
     let mut backoff = crate::retry::Backoff::new(WAIT_STATE_POLL, Duration::from_secs(30));
     let mut failing = false;
     let group = loop {
         match world.asg.describe_instance(&instance_id).await {
-            Ok(None) if source == Source::Asg => {
+            // Seen waiting before, gone now: the hook was resolved (an earlier agent's release
+            // whose answer was lost, or a timeout) and the instance left the group.
+            Ok(None) if seen_waiting => {
+                log::warn!("instance is no longer in its group: the terminate hook was resolved while no agent watched");
+                return recorder
+                    .record(Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
+                        state: Some("no longer in the group".into()),
+                    }))
+                    .map(|_| None);
+            }
+            Ok(None) if source.has_hook() => {
                 return not_applicable("this instance is not in an Auto Scaling group".into())
             }
             Ok(None) => {}
             Ok(Some(i)) if i.lifecycle_state.ends_with("Terminating:Wait") => break i.group,
+            // A return to the warm pool waits on the terminate hook here.
+            Ok(Some(i))
+                if source == Source::WarmPool && i.lifecycle_state == "Warmed:Pending:Wait" =>
+            {
+                break i.group
+            }
             Ok(Some(i)) if is_past_wait(&i.lifecycle_state) => {
                 log::warn!(
                     "instance is already {}: the terminate hook was resolved elsewhere",
@@ -446,20 +481,20 @@ where
             backoff.reset(WAIT_STATE_POLL);
             WAIT_STATE_POLL
         };
-        if source == Source::Asg && world.clock.now() >= give_up {
+        if source.has_hook() && world.clock.now() >= give_up {
             log::error!("no Terminating:Wait within {} of the notice; the drain goes on, the hook is left to its DefaultResult", humantime::format_duration(cfg.termination.wait_state_timeout));
             return not_applicable("the wait state did not appear in time".into());
         }
-        if source != Source::Asg && *done.borrow() {
+        if !source.has_hook() && *done.borrow() {
             return Ok(None);
         }
         tokio::select! {
             _ = world.clock.sleep(pause) => {}
-            _ = done.changed(), if source != Source::Asg => {}
+            _ = done.changed(), if !source.has_hook() => {}
         }
     };
     recorder.record(Event::WaitStateSeen {
-        at: host::unix_now(),
+        at: world.clock.unix_now(),
     })?;
     match world.asg.describe_hook(&group, hook_name).await {
         Ok(Some(info)) if info.transition == TERMINATING => Ok(Some(ActiveHook {
@@ -496,7 +531,8 @@ where
     }
 }
 
-/// States in which the terminate action no longer exists.
+/// States in which the terminate action no longer exists (for a return to the warm pool: the
+/// instance is back in the pool).
 fn is_past_wait(state: &str) -> bool {
     matches!(
         state,
@@ -505,6 +541,10 @@ fn is_past_wait(state: &str) -> bool {
             | "Terminating:Retained"
             | "Warmed:Terminating:Proceed"
             | "Warmed:Terminated"
+            | "Warmed:Pending:Proceed"
+            | "Warmed:Stopped"
+            | "Warmed:Running"
+            | "Warmed:Hibernated"
     )
 }
 

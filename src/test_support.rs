@@ -10,7 +10,7 @@ use std::path::Path;
 
 pub const EXAMPLE_CONFIG: &str = include_str!("../packaging/agent.toml.example");
 
-/// The shared secret of a valid node (illustrative values from spec §3.6).
+/// The shared secret of a valid node (illustrative values from docs/design/tfe-tools.md §3.6).
 pub fn valid_shared() -> serde_json::Map<String, serde_json::Value> {
     serde_json::from_str(
         r#"{

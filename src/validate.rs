@@ -3,77 +3,10 @@
 //! each naming the key and where it came from, never the value.
 
 use crate::config::AgentConfig;
+pub use crate::problem::{Origin, Problem};
 use crate::secret::{Secret, SecretBytes};
 use crate::secrets::SecretBundle;
 use std::collections::BTreeMap;
-use std::fmt;
-
-/// Where a value (or the lack of one) comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// A dotted path in the agent config file, e.g. `settings.redis_port`.
-    Config(String),
-    /// A secret id in Secrets Manager.
-    Secret(String),
-    /// Neither: a required value nobody set; names the places it may come from.
-    Missing { shared_secret: String },
-    /// Written by the agent itself (enable_active_active, production_type).
-    Agent,
-}
-
-impl Origin {
-    pub fn config(path: impl Into<String>) -> Self {
-        Origin::Config(path.into())
-    }
-    pub fn secret(id: impl Into<String>) -> Self {
-        Origin::Secret(id.into())
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Config(p) => write!(f, "config {p}"),
-            Origin::Secret(id) => write!(f, "secret {id:?}"),
-            Origin::Missing { shared_secret } => {
-                write!(f, "neither config [settings] nor secret {shared_secret:?}")
-            }
-            Origin::Agent => f.write_str("the agent"),
-        }
-    }
-}
-
-/// One validation failure. `key` is the ptfe setting name, or empty for a whole secret/config value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub key: String,
-    pub origin: Origin,
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(key: &str, origin: Origin, message: impl Into<String>) -> Self {
-        Self {
-            key: key.to_string(),
-            origin,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.origin, self.message)
-        } else {
-            write!(
-                f,
-                "setting {:?} (from {}): {}",
-                self.key, self.origin, self.message
-            )
-        }
-    }
-}
 
 /// A ptfe setting value; secret ones stay wrapped until they are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +61,7 @@ const REQUIRED: &[&str] = &[
     "redis_port",
 ];
 
-/// Settings whose only values are "0" and "1" (spec §3.2).
+/// Settings whose only values are "0" and "1" (docs/design/tfe-tools.md §3.2).
 const FLAGS: &[&str] = &[
     "aws_instance_profile",
     "azure_use_msi",
@@ -146,7 +79,7 @@ const FLAGS: &[&str] = &[
     "vault_store_snapshot",
 ];
 
-/// "Specific Format Required: Must be a hex value" (spec §3.3).
+/// "Specific Format Required: Must be a hex value" (docs/design/tfe-tools.md §3.3).
 const HEX: &[&str] = &[
     "internal_api_token",
     "registry_session_encryption_key",
@@ -222,6 +155,19 @@ pub fn validate(
             0
         }
     };
+
+    // A malformed pin is an invalid config, found before anything is written — not a script that
+    // failed its check after the files were.
+    if let Some(pin) = &cfg.install.sha256 {
+        let pin = pin.trim();
+        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+            problems.push(Problem::new(
+                "",
+                Origin::config("install.sha256"),
+                "must be a SHA-256 digest: 64 hex digits",
+            ));
+        }
+    }
 
     let tls_type = cfg.replicated.tls_bootstrap_type.as_str();
     if !TLS_BOOTSTRAP_TYPES.contains(&tls_type) {
@@ -335,6 +281,8 @@ fn check_settings(m: &Merged, shared_id: &str, problems: &mut Vec<Problem>) {
             m.get(key).unwrap().1.clone(),
             "must not be empty",
         )),
+        // Given, but refused already (e.g. a number where a string belongs): one problem is enough.
+        None if problems.iter().any(|p| p.key == key) => {}
         None => problems.push(Problem::new(key, missing(), format!("is required{why}"))),
     };
     for key in REQUIRED {

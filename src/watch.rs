@@ -15,6 +15,9 @@ const SPOT_ACTION: &str = "/latest/meta-data/spot/instance-action";
 const REBALANCE: &str = "/latest/meta-data/events/recommendations/rebalance";
 const MAINTENANCE: &str = "/latest/meta-data/events/maintenance/scheduled";
 
+/// Target states of an instance on its way back into the warm pool.
+const WARM_POOL: &[&str] = &["Warmed:Stopped", "Warmed:Running", "Warmed:Hibernated"];
+
 /// Maintenance codes that take the instance away (reboots included: TFE goes down with it).
 const DISRUPTIVE: &[&str] = &[
     "instance-stop",
@@ -112,10 +115,20 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
     async fn poll(&mut self) -> Option<Seen> {
         let target = self.ask(TARGET).await;
         if let Some(now) = &target {
-            match self.last_target.replace(now.clone()) {
-                Some(before) if before != *now && now == "InService" => {
-                    log::info!("IMDS target-lifecycle-state went from {before} to InService");
-                    self.back_in_service = Some(before);
+            let before = self.last_target.replace(now.clone());
+            match before.as_deref() {
+                Some(b) if b != now && now == "InService" => {
+                    log::info!("IMDS target-lifecycle-state went from {b} to InService");
+                    self.back_in_service = Some(b.to_string());
+                }
+                Some("InService") if WARM_POOL.contains(&now.as_str()) => {
+                    return Some(Seen {
+                        source: Source::WarmPool,
+                        detail: format!(
+                            "IMDS target-lifecycle-state went from InService to {now}: a scale-in returns the instance to the warm pool"
+                        ),
+                        deadline: None,
+                    });
                 }
                 _ => {}
             }

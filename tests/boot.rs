@@ -262,7 +262,9 @@ fn a_pinned_digest_that_differs_refuses_the_script() {
 fn readiness_timeout_abandons_the_launch_hook() {
     let node = Node::new();
     node.set_behaviour(json!({"health_failing_checks": ["Terraform Enterprise Health Check"]}));
-    node.write_config("timeout = \"30m\" => timeout = \"3s\"");
+    // Long enough for a health-check to run to its end before the deadline on a busy machine:
+    // the deadline now cuts a probe that is still running.
+    node.write_config("timeout = \"30m\" => timeout = \"10s\"");
     let run = node.run(&["boot"], BOOT);
     run.assert_code(6);
     assert!(
@@ -466,6 +468,26 @@ fn an_unreadable_state_record_exits_7_naming_it_runs_nothing_and_abandons() {
         "{\"instance_id\": \"i-",
         "the record was overwritten"
     );
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("ABANDON", "complete")
+    );
+}
+
+#[test]
+fn run_with_an_unreadable_state_record_answers_the_held_launch_hook_too() {
+    // What systemd starts is `run`: it must not leave the hook to its timeout either.
+    let node = Node::new();
+    std::fs::create_dir_all(node.path("state")).unwrap();
+    std::fs::write(node.path("state/state.json"), "not json").unwrap();
+    let run = node.run(&["run"], BOOT);
+    run.assert_code(7);
+    assert!(
+        run.stderr.contains("state.json is corrupt"),
+        "{}",
+        run.stderr
+    );
+    assert!(node.install_runs().is_empty(), "install.sh ran");
     assert_eq!(
         node.emulator.resolutions(),
         launch_resolved("ABANDON", "complete")

@@ -147,8 +147,10 @@ def main():
                 detail = f"hook {e['hook']}: {e['result']} by {e['cause']}, {e['from_state']} -> {e['to_state']}"
             elif e["kind"] == "state":
                 detail = f"instance {e['from_state']} -> {e['to_state']} ({e['cause']})"
-            else:
+            elif e["kind"] == "target":
                 detail = f"IMDS target-lifecycle-state {e['from_target']} -> {e['to_target']}"
+            else:
+                continue  # one "imds" event per IMDS request: every poll, too many to list
             print(f"    t={e['t']:7.2f}s  {e['kind']:<9} {detail}")
         calls = [json.loads(l) for l in open(os.path.join(fake_state, "calls.jsonl"))]
         installs = [c for c in calls if c["tool"] == "install.sh" and c["event"] == "start"]

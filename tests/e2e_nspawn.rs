@@ -1,5 +1,5 @@
 //! End to end with the real systemd 252 and cloud-init 22.4 of Debian bookworm, booted with
-//! `systemd-nspawn` (recipes: ../shared/notes/e2e-vm.md):
+//! `systemd-nspawn` (recipes: docs/development/e2e.md):
 //!
 //! 1. `packaging/build.sh` builds the .deb; it is served from a flat apt repo on 127.0.0.1.
 //! 2. The guest (`tests/e2e/image.sh`, cached; an overlayfs instance per run) gets a NoCloud seed

@@ -98,6 +98,28 @@ fn cloud_init_templates() -> Vec<(PathBuf, String)> {
     found
 }
 
+/// The operator's manual of the repo (`docs/operate/*.md`), as installed paths under
+/// `DOC/operate/`. Only this part of `docs/` is shipped: development and design notes are not.
+fn operate_docs() -> Vec<(PathBuf, String)> {
+    let mut found: Vec<(PathBuf, String)> = std::fs::read_dir(repo().join("docs/operate"))
+        .expect("reading docs/operate/")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+            (p, format!("{DOC}/operate/{name}"))
+        })
+        .collect();
+    found.sort();
+    assert!(
+        found
+            .iter()
+            .any(|(_, dest)| dest == &format!("{DOC}/operate/README.md")),
+        "expected docs/operate/README.md, the manual's index"
+    );
+    found
+}
+
 /// (repo source, installed path, mode) of every file both packages carry. The unit's directory
 /// differs: `unit` is DEB_UNIT or RPM_UNIT.
 fn expected_files(unit: &str) -> Vec<(PathBuf, String, u32)> {
@@ -125,6 +147,9 @@ fn expected_files(unit: &str) -> Vec<(PathBuf, String, u32)> {
         ),
     ];
     for (src, dest) in cloud_init_templates() {
+        files.push((src, dest, 0o644));
+    }
+    for (src, dest) in operate_docs() {
         files.push((src, dest, 0o644));
     }
     files
@@ -229,9 +254,25 @@ fn deb_installs_the_files_with_their_modes_and_contents() {
     assert_eq!(policy["Version"], "2012-10-17");
     // The real config is cloud-init's, never the package's.
     assert!(!root.path().join("etc/tfe-node-agent/agent.toml").exists());
-    // The unit's Documentation= points at the packaged README.
+    // The unit's Documentation= points at the packaged operator's manual, which is there.
     let unit = std::fs::read_to_string(root.path().join(DEB_UNIT.trim_start_matches('/'))).unwrap();
-    assert!(unit.contains(&format!("Documentation=file:{DOC}/README.md")));
+    let manual = format!("{DOC}/operate/README.md");
+    assert!(
+        unit.contains(&format!("Documentation=file:{manual}")),
+        "Documentation= of the unit is not file:{manual}"
+    );
+    assert!(root.path().join(manual.trim_start_matches('/')).is_file());
+    // Developer and design notes stay in the source tree.
+    for dir in ["development", "design"] {
+        assert!(
+            !root
+                .path()
+                .join(DOC.trim_start_matches('/'))
+                .join(dir)
+                .exists(),
+            "{DOC}/{dir} must not be shipped"
+        );
+    }
     // The binary runs.
     let bin = root.path().join("usr/bin/tfe-node-agent");
     let help = run(bin.to_str().unwrap(), &["--help"]);

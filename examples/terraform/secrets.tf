@@ -28,7 +28,7 @@ resource "aws_kms_alias" "secrets" {
 }
 
 # SecretString: a JSON object of ptfe setting name -> string, e.g. enc_password, pg_password,
-# redis_pass, internal_api_token, ... (see the agent's README, "Configuration").
+# redis_pass, internal_api_token, ... (see the agent's docs/operate/configuration.md).
 resource "aws_secretsmanager_secret" "shared" {
   name        = "tfe/shared"
   description = "TFE node settings that are secret (JSON object of setting -> string); read by tfe-node-agent"

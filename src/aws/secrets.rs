@@ -4,7 +4,7 @@
 use super::describe;
 use crate::ports::{SecretPayload, SecretSource, SecretsError};
 use crate::secret::{Secret, SecretBytes};
-use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::Client;
 use std::collections::BTreeMap;
 
@@ -46,8 +46,9 @@ impl SecretsManager {
                     );
                     return Ok(None);
                 }
+                // No answer, or one that could not be read: may pass.
                 Err(err) => {
-                    return Err(SecretsError::Fetch {
+                    return Err(SecretsError::Unavailable {
                         id: chunk.join(","),
                         detail: describe(&err),
                     })
@@ -102,16 +103,22 @@ impl SecretsManager {
             .await
             .map_err(|err| {
                 let id = id.to_string();
-                match err.code() {
-                    Some("ResourceNotFoundException") => SecretsError::NotFound { id },
-                    Some("AccessDeniedException") => SecretsError::AccessDenied {
-                        id,
-                        detail: describe(&err),
-                    },
-                    _ => SecretsError::Fetch {
-                        id,
-                        detail: describe(&err),
-                    },
+                let detail = describe(&err);
+                // A 4xx is the service's final word; a 5xx, or a 2xx that could not be read (cut
+                // short), may pass.
+                let refused = err
+                    .raw_response()
+                    .is_some_and(|r| (400..500).contains(&r.status().as_u16()));
+                match (&err, err.code()) {
+                    (_, Some("ResourceNotFoundException")) => SecretsError::NotFound { id },
+                    (_, Some("AccessDeniedException")) => SecretsError::AccessDenied { id, detail },
+                    (_, Some("ThrottlingException" | "InternalServiceError")) => {
+                        SecretsError::Unavailable { id, detail }
+                    }
+                    (SdkError::ServiceError(_), _) if refused => SecretsError::Fetch { id, detail },
+                    (SdkError::ConstructionFailure(_), _) => SecretsError::Fetch { id, detail },
+                    // 5xx, dropped connections, timeouts, answers cut short.
+                    _ => SecretsError::Unavailable { id, detail },
                 }
             })?;
         payload(

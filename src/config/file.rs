@@ -44,6 +44,10 @@ pub struct AwsSection {
     /// Longest a TCP/TLS connect to an AWS endpoint may take.
     #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// How long the agent keeps retrying a Secrets Manager fetch that fails for now (throttling,
+    /// 5xx, dropped connections) beyond the SDK's own three attempts.
+    #[serde(default = "default_retry_timeout", with = "humantime_serde_compat")]
+    pub retry_timeout: Duration,
 }
 
 /// Secret ids (names or ARNs) in AWS Secrets Manager. Only ids live in the config, never values.
@@ -198,7 +202,8 @@ pub struct PathsSection {
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Owner of the files that hold secrets. The Replicated daemon reads them as this user
-    /// (spec: "600 if owned by replicated"); when the user does not exist yet they stay root-owned.
+    /// (docs/design/tfe-tools.md §2: "600 when owned by `replicated`"); when the user does not
+    /// exist yet they stay root-owned.
     #[serde(default = "default_file_owner")]
     pub file_owner: String,
 }
@@ -232,6 +237,9 @@ fn default_attempt_timeout() -> Duration {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(3)
+}
+fn default_retry_timeout() -> Duration {
+    Duration::from_secs(120)
 }
 fn default_discovery_timeout() -> Duration {
     Duration::from_secs(10 * 60)
@@ -340,6 +348,7 @@ impl Default for AwsSection {
             region: None,
             attempt_timeout: default_attempt_timeout(),
             connect_timeout: default_connect_timeout(),
+            retry_timeout: default_retry_timeout(),
         }
     }
 }

@@ -19,6 +19,10 @@ pub enum Source {
     Maintenance,
     /// The operating system is shutting down with no ASG termination in sight.
     Shutdown,
+    /// IMDS `target-lifecycle-state` went from `InService` to a warm pool state: a scale-in
+    /// returns the instance to the warm pool (instance reuse policy). The terminate hook waits at
+    /// `Warmed:Pending:Wait`; the instance is stopped, not terminated, and serves again later.
+    WarmPool,
 }
 
 impl Source {
@@ -29,7 +33,13 @@ impl Source {
             Source::Rebalance => "rebalance",
             Source::Maintenance => "maintenance",
             Source::Shutdown => "shutdown",
+            Source::WarmPool => "warm-pool",
         }
+    }
+
+    /// The group holds a terminate hook for this kind of departure.
+    pub fn has_hook(self) -> bool {
+        matches!(self, Source::Asg | Source::WarmPool)
     }
 }
 
@@ -140,7 +150,7 @@ impl Termination {
     /// The agent's part is over: drained, and the hook released unless none is expected.
     pub fn is_done(&self) -> bool {
         matches!(self.drain, DrainRecord::Finished { .. })
-            && (self.hook.is_some() || self.source != Source::Asg)
+            && (self.hook.is_some() || !self.source.has_hook())
     }
 }
 
@@ -261,6 +271,12 @@ impl NodeState {
                 }
                 _ => return Err(illegal(phase, "no drain is running")),
             },
+            Event::DrainNeverRan => {
+                if !matches!(t.drain, DrainRecord::Running { .. }) {
+                    return Err(illegal(phase, "no recorded drain to forget"));
+                }
+                t.drain = DrainRecord::NotStarted;
+            }
             Event::AppStopped => {
                 if !matches!(t.drain, DrainRecord::Finished { .. }) {
                     return Err(illegal(phase, "the app is stopped only after the drain"));
@@ -317,6 +333,7 @@ impl Event {
             Event::TerminationNoticed(_)
                 | Event::DrainStarted(_)
                 | Event::DrainFinished(_)
+                | Event::DrainNeverRan
                 | Event::AppStopped
                 | Event::WaitStateSeen { .. }
                 | Event::TerminateHookDone(_)

@@ -895,3 +895,39 @@ fn a_state_file_without_the_release_counter_still_reads() {
         .unwrap()
         .contains("launch_released_again"));
 }
+
+#[test]
+fn a_return_to_the_warm_pool_expects_a_hook_and_is_resumed_on_the_next_boot() {
+    let mut s = noticed(Source::WarmPool);
+    let t = s.termination.clone().unwrap();
+    assert!(!t.is_done(), "the terminate hook is still to be released");
+    assert!(Source::WarmPool.has_hook() && Source::Asg.has_hook());
+    assert!(!Source::Spot.has_hook() && !Source::Shutdown.has_hook());
+    let boot = t.boot_id.clone();
+    assert!(!s.resumable(&boot), "not on the same boot");
+    assert!(s.resumable("the-boot-after-leaving-the-pool"));
+    s.apply(Event::Resumed).unwrap();
+    assert!(s.termination.is_none());
+}
+
+#[test]
+fn a_recorded_drain_that_never_ran_may_be_started_again_but_not_a_finished_one() {
+    let mut s = noticed(Source::Asg);
+    assert!(
+        s.apply(Event::DrainNeverRan).is_err(),
+        "nothing recorded yet"
+    );
+    s.apply(Event::DrainStarted(drain_process())).unwrap();
+    s.apply(Event::DrainNeverRan).unwrap();
+    assert_eq!(
+        s.termination.as_ref().unwrap().drain,
+        DrainRecord::NotStarted
+    );
+    s.apply(Event::DrainStarted(drain_process())).unwrap();
+    s.apply(Event::DrainFinished(DrainOutcome::Drained))
+        .unwrap();
+    assert!(
+        s.apply(Event::DrainNeverRan).is_err(),
+        "a finished drain ran"
+    );
+}

@@ -8,13 +8,13 @@
 
 use super::*;
 use crate::config::AgentConfig;
+use crate::host;
 use crate::lifecycle::{Notice, Phase, Termination};
 use crate::ports::{
     AppStatus, AsgError, AsgInstance, HealthReport, HookInfo, Identity, ImdsError, InstallPlan,
-    SecretPayload, SecretsError, SystemStatus, TokioClock,
+    SecretPayload, SecretsError, SystemStatus, TokioClock, ToolError,
 };
 use crate::test_support::{parse, EXAMPLE_CONFIG};
-use crate::tfe::TfeError;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -235,6 +235,10 @@ struct FakeTfe {
     exit: DrainState,
     start_fails: bool,
     starts: AtomicUsize,
+    /// Releases of a started drain (node-drain allowed to run).
+    releases: AtomicUsize,
+    /// The recorded drain never ran (its starter died before releasing it) until started again.
+    never_ran: std::sync::atomic::AtomicBool,
     polls: AtomicUsize,
     stops: Mutex<Vec<Instant>>,
     app_stops: Mutex<Vec<Instant>>,
@@ -252,6 +256,8 @@ impl FakeTfe {
             exit: DrainState::Exited(code),
             start_fails: false,
             starts: AtomicUsize::new(0),
+            releases: AtomicUsize::new(0),
+            never_ran: std::sync::atomic::AtomicBool::new(false),
             polls: AtomicUsize::new(0),
             stops: Mutex::default(),
             app_stops: Mutex::default(),
@@ -270,13 +276,13 @@ impl FakeTfe {
 }
 
 impl TfeTools for FakeTfe {
-    async fn install(&self, _: &InstallPlan) -> Result<(), TfeError> {
+    async fn install(&self, _: &InstallPlan) -> Result<(), ToolError> {
         unreachable!("nothing is installed while terminating")
     }
-    async fn system_status(&self) -> Result<SystemStatus, TfeError> {
+    async fn system_status(&self) -> Result<SystemStatus, ToolError> {
         unreachable!("readiness is not checked while terminating")
     }
-    async fn app_status(&self) -> Result<AppStatus, TfeError> {
+    async fn app_status(&self) -> Result<AppStatus, ToolError> {
         let stopped = self
             .app_stops
             .lock()
@@ -295,23 +301,35 @@ impl TfeTools for FakeTfe {
             error: String::new(),
         })
     }
-    async fn health_check(&self) -> Result<HealthReport, TfeError> {
+    async fn health_check(&self) -> Result<HealthReport, ToolError> {
         unreachable!("health is not checked while terminating")
     }
-    fn start_drain(&self) -> Result<TrackedProcess, TfeError> {
+    fn start_drain(&self) -> Result<TrackedProcess, ToolError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
         if self.start_fails {
-            return Err(TfeError::Spawn {
+            return Err(ToolError::Failed {
                 command: "replicated admin node-drain".into(),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                detail: "cannot start replicated admin node-drain: entity not found".into(),
             });
         }
         Ok(drain_process())
+    }
+    fn release_drain(&self, drain: &TrackedProcess) -> Result<(), ToolError> {
+        assert_eq!(*drain, drain_process(), "released another process");
+        assert_eq!(
+            self.releases.fetch_add(1, Ordering::SeqCst),
+            0,
+            "released twice"
+        );
+        Ok(())
     }
     fn drain_state(&self, drain: &TrackedProcess) -> DrainState {
         assert_eq!(*drain, drain_process(), "asked about another process");
         assert!(self.stops().is_empty(), "polled after it was stopped");
         self.polls.fetch_add(1, Ordering::SeqCst);
+        if self.never_ran.load(Ordering::SeqCst) && self.starts() == 0 {
+            return DrainState::NeverStarted;
+        }
         if Instant::now() >= self.ends {
             self.exit
         } else {
@@ -324,11 +342,11 @@ impl TfeTools for FakeTfe {
         // SIGTERM, and a moment for the group to go.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    async fn app_stop(&self) -> Result<(), TfeError> {
+    async fn app_stop(&self) -> Result<(), ToolError> {
         self.app_stops.lock().unwrap().push(Instant::now());
         Ok(())
     }
-    async fn app_start(&self) -> Result<(), TfeError> {
+    async fn app_start(&self) -> Result<(), ToolError> {
         unreachable!("the app is not started while terminating")
     }
 }
@@ -441,6 +459,11 @@ async fn an_asg_termination_drains_once_heartbeats_and_continues_once() {
     let end = Instant::now();
 
     assert_eq!(w.tfe.starts(), 1, "node-drain started once");
+    assert_eq!(
+        w.tfe.releases.load(Ordering::SeqCst),
+        1,
+        "and let run once it was recorded"
+    );
     let app_stops = w.tfe.app_stops();
     assert_eq!(app_stops.len(), 1);
     assert!(
@@ -851,6 +874,21 @@ async fn a_restarted_agent_adopts_the_running_drain() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_recorded_drain_that_never_ran_is_started_once_by_the_restarted_agent() {
+    // The earlier agent recorded the drain and died before letting it run.
+    let mut s = noticed(in_service(), Source::Asg);
+    s.apply(Event::DrainStarted(drain_process())).unwrap();
+    let tfe = FakeTfe::draining_for(10);
+    tfe.never_ran.store(true, Ordering::SeqCst);
+    let w = world(FakeAsg::waiting(), tfe);
+    let s = run(&w, &cfg(), s).await;
+    assert_eq!(w.tfe.starts(), 1, "started once, by this agent");
+    assert_eq!(w.tfe.releases.load(Ordering::SeqCst), 1);
+    assert_eq!(drain_outcome(&s), DrainOutcome::Drained);
+    assert_eq!(t(&s).hook, released(HookResult::Continue));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restarted_agent_finishes_only_what_is_left() {
     // Drained before the restart, the app not yet stopped: stop it, then release the hook.
     let mut s = noticed(in_service(), Source::Asg);
@@ -1076,4 +1114,19 @@ async fn an_asg_termination_after_an_earlier_drain_still_waits_for_the_wait_stat
         "the terminate hook is released, not left to its DefaultResult"
     );
     assert_eq!(w.asg.completions().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_return_to_the_warm_pool_drains_and_releases_the_hook_at_warmed_pending_wait() {
+    let asg = FakeAsg::new(&[Some("InService"), Some("Warmed:Pending:Wait")], 30, 3000);
+    let w = world(asg, FakeTfe::draining_for(20));
+    let s = run(&w, &cfg(), noticed(in_service(), Source::WarmPool)).await;
+    assert_eq!(w.tfe.starts(), 1, "node-drain started once");
+    let completions = w.asg.completions();
+    assert_eq!(completions.len(), 1, "completed once");
+    assert_eq!(completions[0].1, HookResult::Continue);
+    assert_eq!(t(&s).hook, released(HookResult::Continue));
+    assert!(t(&s).is_done());
+    // The instance is stopped in the pool and started again later: a new boot serves again.
+    assert!(s.resumable("another-boot"));
 }

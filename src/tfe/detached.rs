@@ -22,9 +22,29 @@ use std::time::Duration;
 
 /// After SIGTERM to the group, how long before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(10);
-/// `$1` is the status file; the rest is the command. The status is written atomically, after
-/// the command ended on its own (a signal to the group ends the wrapper too: no status).
-const WRAPPER: &str = r#"status=$1; shift; "$@"; rc=$?; printf '%s\n' "$rc" > "$status.tmp" && mv -f "$status.tmp" "$status"; exit $rc"#;
+/// `$1` is the status file; the rest is the command. The wrapper first waits for the agent's
+/// "go" on its stdin, which the agent sends only once it has recorded the run: an agent killed
+/// in between leaves no record, and its wrapper then reads end-of-file and exits (125) without
+/// running the tool, so a restarted agent can start it without running it twice. Killed after
+/// the record but before the "go", the wrapper leaves `never-started` as its status: the record
+/// then names a run that never ran, which a restarted agent may start again. The tool gets
+/// /dev/null as stdin. The status is written atomically, after the command ended on its own (a
+/// signal to the group ends the wrapper too: no status).
+const WRAPPER: &str = r#"IFS= read -r go && [ "$go" = go ] || { printf 'never-started\n' > "$1.tmp" && mv -f "$1.tmp" "$1"; exit 125; }; status=$1; shift; "$@" </dev/null; rc=$?; printf '%s\n' "$rc" > "$status.tmp" && mv -f "$status.tmp" "$status"; exit $rc"#;
+
+/// A started run that waits for its "go". Dropping it without [`Gate::go`] ends the run before
+/// the tool starts.
+#[derive(Debug)]
+pub struct Gate(std::process::ChildStdin);
+
+impl Gate {
+    /// Lets the wrapper run the tool; call it once the run is recorded.
+    pub fn go(mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        self.0.write_all(b"go\n")?;
+        self.0.flush()
+    }
+}
 
 /// One detached tool's files (`<dir>/<name>.status`, `<dir>/<name>.log`), and how much of its
 /// log was already forwarded into the agent's log.
@@ -61,14 +81,15 @@ impl Detached {
         self.dir.join(format!("{}.log", self.name))
     }
 
-    /// Starts `program args…` in `cwd`, detached; a status left by an earlier run is removed
-    /// first (its outcome was read before this is called).
+    /// Starts `program args…` in `cwd`, detached but held at its gate until [`Gate::go`]; a
+    /// status left by an earlier run is removed first (its outcome was read before this is
+    /// called).
     pub fn start(
         &self,
         program: &Path,
         args: &[String],
         cwd: Option<&Path>,
-    ) -> Result<TrackedProcess, TfeError> {
+    ) -> Result<(TrackedProcess, Gate), TfeError> {
         let io = |path: PathBuf| move |source| TfeError::DetachedFiles { path, source };
         fs::DirBuilder::new()
             .recursive(true)
@@ -93,7 +114,7 @@ impl Detached {
             .arg(self.status())
             .arg(program)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone().map_err(io(self.log()))?)
             .stderr(log)
             .process_group(0);
@@ -111,12 +132,13 @@ impl Detached {
             source,
         })?;
         let process = host::track(child.id() as i32);
+        let gate = Gate(child.stdin.take().expect("stdin is piped"));
         // Reap it when it ends (if the agent dies first, init does).
         std::thread::spawn(move || {
             let _ = child.wait();
         });
         *self.log_offset.lock().expect("log offset") = Some(offset);
-        Ok(process)
+        Ok((process, gate))
     }
 
     pub fn state(&self, run: &TrackedProcess) -> DrainState {
@@ -124,12 +146,23 @@ impl Detached {
         if let Some(code) = self.exit_status() {
             return DrainState::Exited(code);
         }
+        if self.never_started() {
+            return DrainState::NeverStarted;
+        }
         if host::is_alive(run) {
             return DrainState::Running;
         }
         // It may have written its status between the two looks.
-        self.exit_status()
-            .map_or(DrainState::Vanished, DrainState::Exited)
+        match self.exit_status() {
+            Some(code) => DrainState::Exited(code),
+            None if self.never_started() => DrainState::NeverStarted,
+            None => DrainState::Vanished,
+        }
+    }
+
+    /// The wrapper ended without its "go": the tool never ran.
+    fn never_started(&self) -> bool {
+        fs::read_to_string(self.status()).is_ok_and(|s| s.trim() == "never-started")
     }
 
     pub async fn stop(&self, run: &TrackedProcess) {
@@ -212,7 +245,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tool = fake(dir.path(), "echo \"args: $*\"; exit 3");
         let files = Detached::drain(&dir.path().join("state"));
-        let drain = files.start(&tool, &node_drain_args(), None).unwrap();
+        let (drain, gate) = files.start(&tool, &node_drain_args(), None).unwrap();
+        gate.go().unwrap();
         assert!(drain.start_ticks > 0);
         assert_eq!(wait_for(&files, &drain), DrainState::Exited(3));
         let log = fs::read_to_string(files.log()).unwrap();
@@ -225,11 +259,26 @@ mod tests {
     }
 
     #[test]
+    fn a_run_whose_gate_is_dropped_never_starts_the_tool() {
+        // The agent died between starting the run and recording it: nothing may run unrecorded.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let tool = fake(dir.path(), &format!("touch {}", marker.display()));
+        let files = Detached::drain(dir.path());
+        let (run, gate) = files.start(&tool, &node_drain_args(), None).unwrap();
+        drop(gate);
+        assert_eq!(wait_for(&files, &run), DrainState::NeverStarted);
+        assert!(!marker.exists(), "the tool ran without its go");
+        assert!(files.exit_status().is_none());
+    }
+
+    #[test]
     fn a_killed_drain_vanishes_and_a_foreign_pid_is_not_it() {
         let dir = tempfile::tempdir().unwrap();
         let tool = fake(dir.path(), "sleep 30");
         let files = Detached::drain(dir.path());
-        let drain = files.start(&tool, &node_drain_args(), None).unwrap();
+        let (drain, gate) = files.start(&tool, &node_drain_args(), None).unwrap();
+        gate.go().unwrap();
         assert_eq!(files.state(&drain), DrainState::Running);
         let other_boot = TrackedProcess {
             boot_id: "another-boot".into(),

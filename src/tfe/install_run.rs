@@ -45,7 +45,7 @@ pub(super) async fn install(
     // `bash install.sh …`, from the script's own directory (the airgap bundle requires it).
     let mut args = vec![plan.script.to_string_lossy().into_owned()];
     args.extend(plan.args.iter().cloned());
-    let process = files.start(Path::new("/bin/bash"), &args, plan.script.parent())?;
+    let (process, gate) = files.start(Path::new("/bin/bash"), &args, plan.script.parent())?;
     let record = InstallRecord {
         instance_id: plan.instance_id.clone(),
         started_at: host::unix_now(),
@@ -59,13 +59,19 @@ pub(super) async fn install(
     };
     let bytes = serde_json::to_vec(&record).expect("an install record serializes");
     if let Err(e) = crate::fsutil::atomic_write(&record_path, &bytes, 0o600, None) {
-        // Without the record a restarted agent cannot adopt this run: stop rather than risk two.
+        // Without the record a restarted agent cannot adopt this run: it never starts.
+        drop(gate);
         drop(guard);
         return Err(TfeError::DetachedFiles {
             path: record_path,
             source: std::io::Error::other(crate::error_chain(&e)),
         });
     }
+    // Recorded: only now may install.sh run.
+    gate.go().map_err(|source| TfeError::DetachedFiles {
+        path: files.dir.clone(),
+        source,
+    })?;
     let outcome = wait(files, &record, plan).await;
     guard.disarm();
     outcome
@@ -129,6 +135,12 @@ async fn adopt(
             );
             None
         }
+        DrainState::NeverStarted => {
+            log::warn!(
+                "the install recorded by an earlier agent {age}s ago never ran (that agent stopped before letting it run): running install.sh now"
+            );
+            None
+        }
     }
 }
 
@@ -145,7 +157,7 @@ async fn wait(
     loop {
         match files.state(&record.process) {
             DrainState::Exited(code) => return exit_outcome(plan, code),
-            DrainState::Vanished => {
+            DrainState::Vanished | DrainState::NeverStarted => {
                 return Err(TfeError::Exited {
                     command: display(plan),
                     status: "no exit status (killed from outside)".into(),

@@ -8,7 +8,8 @@ pub mod parse;
 pub mod process;
 
 use crate::ports::{
-    AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TfeTools, TrackedProcess,
+    AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TfeTools, ToolError,
+    TrackedProcess,
 };
 use detached::Detached;
 use process::{ProcessError, Spec};
@@ -56,6 +57,37 @@ pub enum TfeError {
     },
 }
 
+impl TfeError {
+    fn command(&self) -> String {
+        match self {
+            TfeError::Process(ProcessError::Spawn { command, .. })
+            | TfeError::Process(ProcessError::TimedOut { command, .. })
+            | TfeError::Process(ProcessError::Wait { command, .. })
+            | TfeError::Exited { command, .. }
+            | TfeError::Parse { command, .. }
+            | TfeError::Spawn { command, .. } => command.clone(),
+            TfeError::DetachedFiles { path, .. }
+            | TfeError::ReadScript { path, .. }
+            | TfeError::DigestMismatch { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// What the flows see: the adapter's own error kinds stay here.
+impl From<TfeError> for ToolError {
+    fn from(e: TfeError) -> Self {
+        match e {
+            TfeError::Process(ProcessError::TimedOut { command, timeout }) => {
+                ToolError::TimedOut { command, timeout }
+            }
+            other => ToolError::Failed {
+                command: other.command(),
+                detail: crate::error_chain(&other),
+            },
+        }
+    }
+}
+
 /// The real tools, at the paths from `[tools]`.
 #[derive(Debug)]
 pub struct CliTfe {
@@ -67,6 +99,8 @@ pub struct CliTfe {
     pub drain: Detached,
     /// install.sh's status, log and run record (in `[paths].state_dir`).
     pub install: Detached,
+    /// A started node-drain waiting for its release (the drain is recorded in between).
+    drain_gate: std::sync::Mutex<Option<(TrackedProcess, detached::Gate)>>,
 }
 
 impl CliTfe {
@@ -81,6 +115,7 @@ impl CliTfe {
             install_sha256,
             drain: Detached::drain(state_dir),
             install: Detached::new(state_dir, "install", "install.sh"),
+            drain_gate: std::sync::Mutex::new(None),
         }
     }
 }
@@ -109,13 +144,32 @@ fn last_line(text: &str) -> String {
 }
 
 impl TfeTools for CliTfe {
-    async fn install(&self, plan: &InstallPlan) -> Result<(), TfeError> {
-        install_run::install(&self.install, self.install_sha256.as_deref(), plan).await
+    async fn install(&self, plan: &InstallPlan) -> Result<(), ToolError> {
+        Ok(install_run::install(&self.install, self.install_sha256.as_deref(), plan).await?)
     }
 
-    fn start_drain(&self) -> Result<TrackedProcess, TfeError> {
+    fn start_drain(&self) -> Result<TrackedProcess, ToolError> {
         let args = ["admin", "--tty=0", "node-drain"].map(String::from);
-        self.drain.start(&self.replicated, &args, None)
+        let (process, gate) = self.drain.start(&self.replicated, &args, None)?;
+        *self.drain_gate.lock().expect("drain gate") = Some((process.clone(), gate));
+        Ok(process)
+    }
+
+    fn release_drain(&self, drain: &TrackedProcess) -> Result<(), ToolError> {
+        let held = self.drain_gate.lock().expect("drain gate").take();
+        let command = format!("{} admin --tty=0 node-drain", self.replicated.display());
+        match held {
+            Some((process, gate)) if process == *drain => {
+                gate.go().map_err(|e| ToolError::Failed {
+                    command,
+                    detail: format!("cannot let node-drain run: {e}"),
+                })
+            }
+            _ => Err(ToolError::Failed {
+                command,
+                detail: format!("no started drain with pid {} to release", drain.pid),
+            }),
+        }
     }
 
     fn drain_state(&self, drain: &TrackedProcess) -> DrainState {
@@ -126,50 +180,58 @@ impl TfeTools for CliTfe {
         self.drain.stop(drain).await
     }
 
-    async fn app_stop(&self) -> Result<(), TfeError> {
+    async fn app_stop(&self) -> Result<(), ToolError> {
         self.query(Spec::new(&self.replicatedctl, &["app", "stop"]))
             .await
             .map(drop)
+            .map_err(ToolError::from)
     }
 
-    async fn app_start(&self) -> Result<(), TfeError> {
+    async fn app_start(&self) -> Result<(), ToolError> {
         self.query(Spec::new(&self.replicatedctl, &["app", "start"]))
             .await
             .map(drop)
+            .map_err(ToolError::from)
     }
 
-    async fn system_status(&self) -> Result<SystemStatus, TfeError> {
+    async fn system_status(&self) -> Result<SystemStatus, ToolError> {
         let spec = Spec::new(&self.replicatedctl, &["system", "status"]);
         let out = self.query(spec.clone()).await?;
-        parse::system_status(&out).map_err(|detail| TfeError::Parse {
-            command: spec.display(),
-            detail,
-        })
-    }
-
-    async fn app_status(&self) -> Result<AppStatus, TfeError> {
-        let spec = Spec::new(&self.replicatedctl, &["app", "status"]);
-        let out = self.query(spec.clone()).await?;
-        parse::app_status(&out).map_err(|detail| TfeError::Parse {
-            command: spec.display(),
-            detail,
-        })
-    }
-
-    async fn health_check(&self) -> Result<HealthReport, TfeError> {
-        let spec = Spec::new(&self.replicated, &["admin", "--tty=0", "health-check"]);
-        // The exit status on failure is undocumented: the summary line decides.
-        let (status, stdout, stderr) = process::run_captured(&spec, QUERY_TIMEOUT).await?;
-        parse::health_check(&stdout).map_err(|detail| match status.success() {
-            true => TfeError::Parse {
+        Ok(
+            parse::system_status(&out).map_err(|detail| TfeError::Parse {
                 command: spec.display(),
                 detail,
-            },
-            false => TfeError::Exited {
-                command: spec.display(),
-                status: status.to_string(),
-                stderr: last_line(&stderr),
-            },
-        })
+            })?,
+        )
+    }
+
+    async fn app_status(&self) -> Result<AppStatus, ToolError> {
+        let spec = Spec::new(&self.replicatedctl, &["app", "status"]);
+        let out = self.query(spec.clone()).await?;
+        Ok(parse::app_status(&out).map_err(|detail| TfeError::Parse {
+            command: spec.display(),
+            detail,
+        })?)
+    }
+
+    async fn health_check(&self) -> Result<HealthReport, ToolError> {
+        let spec = Spec::new(&self.replicated, &["admin", "--tty=0", "health-check"]);
+        // The exit status on failure is undocumented: the summary line decides.
+        let (status, stdout, stderr) = process::run_captured(&spec, QUERY_TIMEOUT)
+            .await
+            .map_err(TfeError::from)?;
+        Ok(
+            parse::health_check(&stdout).map_err(|detail| match status.success() {
+                true => TfeError::Parse {
+                    command: spec.display(),
+                    detail,
+                },
+                false => TfeError::Exited {
+                    command: spec.display(),
+                    status: status.to_string(),
+                    stderr: last_line(&stderr),
+                },
+            })?,
+        )
     }
 }

@@ -1,5 +1,6 @@
-//! Parsers for what replicatedctl and `replicated admin` print (spec §4.2, §4.3, §5.3). Each
-//! tolerates the stray `Error parsing config file: …` line the CLI can print first.
+//! Parsers for what replicatedctl and `replicated admin` print (docs/design/tfe-tools.md §4.2,
+//! §4.3, §5.3). Each tolerates the stray `Error parsing config file: …` line the CLI can print
+//! first.
 
 use crate::ports::{AppStatus, HealthReport, SystemStatus};
 use serde::Deserialize;

@@ -12,14 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
-/// Environment variables a child must not inherit: credentials and our systemd channel.
-pub(crate) const SCRUBBED_ENV: &[&str] = &[
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "NOTIFY_SOCKET",
-];
+pub(crate) use crate::host::SCRUBBED_ENV;
 
 /// After SIGTERM to the group, how long before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(10);

@@ -331,3 +331,14 @@ fn every_problem_is_reported_at_once_and_none_shows_a_value() {
         assert!(!all.contains(secret), "a value leaked into: {all}");
     }
 }
+
+#[test]
+fn a_required_setting_of_the_wrong_type_is_one_problem_not_also_missing() {
+    let p = problems(
+        CONFIG,
+        shared_with("enc_password", serde_json::json!(12345)),
+    );
+    let about: Vec<_> = p.iter().filter(|p| p.key == "enc_password").collect();
+    assert_eq!(about.len(), 1, "{p:?}");
+    assert!(about[0].message.contains("must be a JSON string"), "{p:?}");
+}

@@ -195,3 +195,55 @@ async fn imds_errors_are_survived() {
     );
     assert!(w.last_error.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_return_to_service_from_standby_is_handed_out_once() {
+    let imds = FakeImds::default();
+    imds.set(LIFE_CYCLE, "on-demand");
+    imds.set(MAINTENANCE, "[]");
+    imds.set(TARGET, "InService");
+    let cfg = cfg();
+    let mut w = Watcher::new(&imds, &TokioClock, &cfg);
+    assert_eq!(
+        within(5, w.next_change()).await,
+        None,
+        "InService from the start is no change"
+    );
+    imds.set(TARGET, "Standby");
+    assert_eq!(
+        within(5, w.next_change()).await,
+        None,
+        "standby drains nothing"
+    );
+    imds.set(TARGET, "InService");
+    assert_eq!(
+        within(5, w.next_change()).await,
+        Some(Change::BackInService {
+            from: "Standby".into()
+        })
+    );
+    assert_eq!(within(5, w.next_change()).await, None, "once per return");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scale_in_back_into_the_warm_pool_starts_a_drain_but_a_warm_start_does_not() {
+    let imds = FakeImds::default();
+    imds.set(LIFE_CYCLE, "on-demand");
+    imds.set(MAINTENANCE, "[]");
+    // An instance launched into the pool sees a warm state first: nothing to drain.
+    imds.set(TARGET, "Warmed:Stopped");
+    let cfg = cfg();
+    let mut w = Watcher::new(&imds, &TokioClock, &cfg);
+    assert_eq!(within(5, w.next_change()).await, None);
+    imds.set(TARGET, "InService");
+    assert!(matches!(
+        within(5, w.next_change()).await,
+        Some(Change::BackInService { .. })
+    ));
+    imds.set(TARGET, "Warmed:Stopped");
+    let Some(Change::Drain(seen)) = within(5, w.next_change()).await else {
+        panic!("no drain on the return to the warm pool")
+    };
+    assert_eq!(seen.source, Source::WarmPool);
+    assert!(seen.detail.contains("Warmed:Stopped"), "{}", seen.detail);
+}

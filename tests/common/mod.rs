@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod e2e;
+pub mod faults;
+pub mod hygiene;
 pub mod packages;
 pub mod template;
 
@@ -108,19 +110,94 @@ impl Moto {
         }
     }
 
+    /// moto holding a node's secrets: `tfe/shared` (this JSON) and `tfe/license`.
+    pub fn with_secrets(shared: Value) -> Self {
+        let moto = Moto::start();
+        moto.put_secret("tfe/shared", SecretValue::String(shared.to_string()));
+        use base64::Engine;
+        let license = base64::engine::general_purpose::STANDARD.encode(SHARED_SECRET_VALUES[11]);
+        moto.put_secret("tfe/license", SecretValue::Binary(license));
+        moto
+    }
+
     /// CreateSecret over Secrets Manager's JSON protocol (SecretString or base64 SecretBinary).
     pub fn put_secret(&self, name: &str, value: SecretValue) {
+        self.put_secret_in(None, name, value)
+    }
+
+    /// CreateSecret in moto account `account` (None: moto's default account).
+    pub fn put_secret_in(&self, account: Option<&str>, name: &str, value: SecretValue) {
         let mut body = json!({ "Name": name });
         match value {
             SecretValue::String(s) => body["SecretString"] = json!(s),
             SecretValue::Binary(b64) => body["SecretBinary"] = json!(b64),
         }
-        ureq::post(&self.url)
+        self.secrets_call(account, "CreateSecret", &body);
+    }
+
+    /// One Secrets Manager call (e.g. "DeleteSecret") in `account`; returns the response body.
+    pub fn secrets_call(&self, account: Option<&str>, action: &str, body: &Value) -> String {
+        let mut req = ureq::post(&self.url)
             .set("Content-Type", "application/x-amz-json-1.1")
-            .set("X-Amz-Target", "secretsmanager.CreateSecret")
-            .set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=x")
-            .send_string(&body.to_string())
-            .unwrap_or_else(|e| panic!("CreateSecret {name}: {e}"));
+            .set("X-Amz-Target", &format!("secretsmanager.{action}"))
+            .set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=x");
+        if let Some(account) = account {
+            req = req.set("x-moto-account-id", account);
+        }
+        req.send_string(&body.to_string())
+            .unwrap_or_else(|e| panic!("{action}: {e}"))
+            .into_string()
+            .unwrap()
+    }
+
+    /// One IAM Query call (form `params` without Version) in `account`; returns the XML body.
+    pub fn iam_call(&self, account: Option<&str>, params: &str) -> String {
+        let mut req = ureq::post(&self.url)
+            .set("Content-Type", "application/x-www-form-urlencoded")
+            .set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=x");
+        if let Some(account) = account {
+            req = req.set("x-moto-account-id", account);
+        }
+        req.send_string(&format!("{params}&Version=2010-05-08"))
+            .unwrap_or_else(|e| panic!("IAM {params}: {e}"))
+            .into_string()
+            .unwrap()
+    }
+
+    /// An IAM user and its access key in `account`: moto serves a request signed with that key
+    /// from that account, so nodes sharing one moto server each see only their own secrets.
+    pub fn access_key_in(&self, account: Option<&str>, user: &str) -> AwsKey {
+        self.iam_call(account, &format!("Action=CreateUser&UserName={user}"));
+        let xml = self.iam_call(account, &format!("Action=CreateAccessKey&UserName={user}"));
+        let field = |name: &str| -> String {
+            let open = format!("<{name}>");
+            let start = xml
+                .find(&open)
+                .unwrap_or_else(|| panic!("no {name} in {xml}"))
+                + open.len();
+            xml[start..start + xml[start..].find('<').unwrap()].to_string()
+        };
+        AwsKey {
+            id: field("AccessKeyId"),
+            secret: field("SecretAccessKey"),
+        }
+    }
+}
+
+/// Static AWS credentials for the agent.
+#[derive(Debug, Clone)]
+pub struct AwsKey {
+    pub id: String,
+    pub secret: String,
+}
+
+impl AwsKey {
+    /// Any key: moto (with no IAM enforcement) and the emulator take it, in moto's default account.
+    pub fn testing() -> Self {
+        AwsKey {
+            id: "testing".into(),
+            secret: "testing".into(),
+        }
     }
 }
 
@@ -158,6 +235,11 @@ impl Emulator {
             _proc: Proc(child),
             _dir: dir,
         }
+    }
+
+    /// The emulator's process id (the crash matrix stops it with SIGSTOP to hold a request).
+    pub fn pid(&self) -> i32 {
+        self._proc.0.id() as i32
     }
 
     pub fn post(&self, path: &str, body: Value) -> Value {
@@ -209,7 +291,12 @@ impl Emulator {
 /// TFE tools' state dir, and the agent's config and output paths in a temp dir.
 pub struct Node {
     pub dir: tempfile::TempDir,
-    pub moto: Moto,
+    /// This node's own moto, or one shared by several nodes (see `Node::on_moto`).
+    pub moto: Arc<Moto>,
+    /// The moto account holding this node's secrets (None: the default account of its own moto).
+    pub account: Option<String>,
+    /// The agent's AWS credentials (they select `account`).
+    pub aws_key: AwsKey,
     pub emulator: Emulator,
     pub instance_id: String,
     pub imds_port: u64,
@@ -269,12 +356,55 @@ impl Node {
     }
 
     pub fn with(hooks: Hooks, shared: Value) -> Self {
+        Self::build(
+            hooks,
+            Some(shared),
+            Arc::new(Moto::start()),
+            None,
+            AwsKey::testing(),
+        )
+    }
+
+    /// As [`Node::with`], with Secrets Manager at `moto`, which already holds the node's secrets
+    /// (see [`Moto::with_secrets`]) or forwards to one that does.
+    pub fn with_moto(hooks: Hooks, moto: Moto) -> Self {
+        Self::build(hooks, None, Arc::new(moto), None, AwsKey::testing())
+    }
+
+    /// Like `new`, with the secrets in a fresh account of a moto server shared with other nodes
+    /// (starting moto costs about a second of CPU; a table of many small cases shares one). The
+    /// secret ids are the same as in `new`: each account has its own.
+    pub fn on_moto(moto: &Arc<Moto>) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let account = format!("{}", 200_000_000_000 + n);
+        let key = moto.access_key_in(Some(&account), "tfe-node");
+        Self::build(
+            Hooks::default(),
+            Some(shared_secret()),
+            moto.clone(),
+            Some(account),
+            key,
+        )
+    }
+
+    /// `shared`: the secrets to create for this node (None: `moto` holds them already).
+    fn build(
+        hooks: Hooks,
+        shared: Option<Value>,
+        moto: Arc<Moto>,
+        account: Option<String>,
+        aws_key: AwsKey,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let moto = Moto::start();
-        moto.put_secret("tfe/shared", SecretValue::String(shared.to_string()));
-        use base64::Engine;
-        let license = base64::engine::general_purpose::STANDARD.encode(SHARED_SECRET_VALUES[11]);
-        moto.put_secret("tfe/license", SecretValue::Binary(license));
+        let acct = account.as_deref();
+        if let Some(shared) = shared {
+            moto.put_secret_in(acct, "tfe/shared", SecretValue::String(shared.to_string()));
+            use base64::Engine;
+            let license =
+                base64::engine::general_purpose::STANDARD.encode(SHARED_SECRET_VALUES[11]);
+            moto.put_secret_in(acct, "tfe/license", SecretValue::Binary(license));
+        }
         let emulator = Emulator::start();
         emulator.post(
             "/_emulator/groups",
@@ -295,12 +425,20 @@ impl Node {
             imds_port: inst["imds_port"].as_u64().unwrap(),
             dir,
             moto,
+            account,
+            aws_key,
             emulator,
         };
         std::fs::create_dir_all(node.fake_state()).unwrap();
         node.set_behaviour(json!({}));
         node.write_config("");
         node
+    }
+
+    /// Creates a secret in this node's moto account.
+    pub fn put_secret(&self, name: &str, value: SecretValue) {
+        self.moto
+            .put_secret_in(self.account.as_deref(), name, value)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -365,8 +503,8 @@ impl Node {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("TFE_NODE_AGENT_CONFIG", &self.config)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_ACCESS_KEY_ID", &self.aws_key.id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.aws_key.secret)
             .env("AWS_CONFIG_FILE", self.path("no-aws-config"))
             .env(
                 "AWS_SHARED_CREDENTIALS_FILE",

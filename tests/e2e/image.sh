@@ -5,7 +5,7 @@
 # systemd, cloud-init 22.4 and python3, prepared to stand in for a TFE AMI without the agent:
 #  - docker.service and the three replicated*.service units as stand-ins (oneshot, RemainAfterExit)
 #    whose ExecStop logs "e2e stand-in <unit> stopping", so the journal shows when each stops;
-#  - a `replicated` system user (the AMI provides it: see "Known limit" in the README);
+#  - a `replicated` system user (the AMI provides it: see "Known limit" in docs/operate/files.md);
 #  - cloud-init restricted to the NoCloud seed (it must never probe 169.254.169.254), no apt
 #    sources (the test's user data adds its loopback repo), an empty fstab (an nspawn guest must
 #    not remount the host's root), C.UTF-8 locale, an empty machine-id.
@@ -22,10 +22,29 @@
 # holds the agent or the fake TFE tools: each run lays those over it, so it does not depend on the
 # build.
 #
-# Needs root, mmdebstrap and network access to deb.debian.org (tests/setup.sh installs the tools).
+# Needs root, mmdebstrap and the Debian mirror the host's own apt uses (tests/setup.sh installs the
+# tools). The mirror is TFE_E2E_MIRROR when set, else the first Debian archive in the host's apt
+# sources (deb822 `URIs:` or a one-line `deb URL bookworm …` entry), so no mirror is written here.
 set -euo pipefail
 cache="${TFE_E2E_CACHE:-/var/cache/tfe-node-agent-e2e}"
-mirror="${TFE_E2E_MIRROR:-http://deb.debian.org/debian}"
+
+host_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    # The URIs of a stanza whose Suites include bookworm (not -security: another archive).
+    awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm( |$|\n|-updates)/ { if (match($0, /URIs:[ \t]*[^ \t\n]+/)) { u=substr($0, RSTART, RLENGTH); sub(/URIs:[ \t]*/, "", u); if (u !~ /security/) { print u; exit } } }' "$f"
+  done
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk '$1 == "deb" && $3 == "bookworm" && $2 !~ /security/ { print $2; exit }' "$f"
+  done
+}
+mirror="${TFE_E2E_MIRROR:-$(host_mirror | head -n1)}"
+if [ -z "$mirror" ]; then
+  echo "image.sh: no Debian bookworm archive in the host's apt sources; set TFE_E2E_MIRROR" >&2
+  exit 1
+fi
 variant="${1:-nspawn}"
 case "$variant" in nspawn | vm | qemu-tools) ;; *) echo "image.sh: unknown variant $variant" >&2; exit 2 ;; esac
 key=$(sha256sum "$0" | cut -c1-16)

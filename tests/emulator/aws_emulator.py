@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 from xml.sax.saxutils import escape
 
+import faults
+
 log = logging.getLogger("aws-emulator")
 
 NAMESPACE = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
@@ -41,6 +43,11 @@ GONE = ("Terminated", "Warmed:Terminated")
 # Steady states a launch can end in; reaching one also fixes the IMDS target state.
 STEADY = ("InService", "Warmed:Stopped")
 TICK_SECONDS = 0.05
+IMDS_FAULT_STATUS = {"http401": 401, "http404": 404, "http503": 503}
+# Armed faults that answer an error instead of acting: (code, message, HTTP status).
+FAULT_ERRORS = {"throttle": ("Throttling", "Rate exceeded", 400),
+                "http500": ("InternalFailure", "An internal error occurred (injected fault).", 500),
+                "http503": ("ServiceUnavailable", "Service is unavailable (injected fault).", 503)}
 MAX_IMDS_TTL = 21600
 
 
@@ -129,6 +136,7 @@ class Model:
     def __init__(self):
         self.lock = threading.RLock()
         self.started = time.monotonic()
+        self.faults = faults.FaultEngine(("api", "imds"))
         self.reset()
 
     def reset(self):
@@ -136,7 +144,7 @@ class Model:
             self.groups: dict[str, Group] = {}
             self.instances: dict[str, Instance] = {}
             self.events: list[dict] = []
-            self.throttles: dict[str, int] = {}  # action (or "*") -> calls still to throttle
+            self.faults.clear()
             self._next_ip = 10
 
     @staticmethod
@@ -244,6 +252,35 @@ class Model:
         self._begin(inst, LAUNCHING, "Pending:Wait", "InService", "leave-warm-pool")
         return inst
 
+    def standby_check(self, iid: str, group: str | None, enter: bool) -> Instance:
+        """The instance, if it may enter (InService) or exit (Standby) standby; else the AWS-like error."""
+        inst = self.instance(iid)
+        if inst.state in GONE:
+            raise ControlError(404, f"Instance Id not found - No managed instance found for instance ID: {iid}")
+        if group is not None and inst.group != group:
+            raise ControlError(400, f"The instance {iid} is not part of Auto Scaling group {group}.")
+        if enter and (inst.state != "InService" or inst.terminate_at is not None):
+            raise ControlError(409, f"The instance {iid} is not in InService.")
+        if not enter and inst.state != "Standby":
+            raise ControlError(409, f"The instance {iid} is not in Standby.")
+        return inst
+
+    def enter_standby(self, iid: str, group: str | None = None) -> Instance:
+        """InService -> Standby (EnteringStandby is skipped, like the Proceed states). No hook fires."""
+        inst = self.standby_check(iid, group, enter=True)
+        self._set_state(inst, "Standby", "enter-standby")
+        self._set_target(inst, "Standby")
+        return inst
+
+    def exit_standby(self, iid: str, group: str | None = None) -> Instance:
+        """Standby -> Pending:Wait with a new action and token per launch hook (the launch hooks fire
+        again, as for a new instance), or straight to InService without one."""
+        inst = self.standby_check(iid, group, enter=False)
+        if inst.defer_target:
+            self._set_target(inst, None)  # not populated until the steady state, as at launch
+        self._begin(inst, LAUNCHING, "Pending:Wait", "InService", "exit-standby")
+        return inst
+
     def set_imds(self, iid: str, spec: dict) -> Instance:
         inst = self.instance(iid)
         for key in ("spot_instance_action", "rebalance"):  # null removes the notice (404)
@@ -255,25 +292,25 @@ class Model:
             self._set_target(inst, spec["target_lifecycle_state"])
         return inst
 
-    def set_faults(self, spec: dict):
-        if "throttle" in spec:
+    def set_faults(self, spec: dict) -> dict:
+        unknown = set(spec) - {"throttle", "expire_imds_tokens", "add", "clear"}
+        if unknown:
+            raise ControlError(400, f"unknown fault field(s): {', '.join(sorted(unknown))}")
+        if "throttle" in spec:  # the first form: one throttle per action, re-arming replaces it
             rule = spec["throttle"]
             if rule is None:
-                self.throttles.clear()
+                self.faults.clear(only_throttles=True)
             elif not isinstance(rule, dict) or not isinstance(rule.get("count"), int) or not rule.get("action"):
                 raise ControlError(400, "throttle must be {\"action\": str, \"count\": int} or null")
             else:
-                self.throttles[rule["action"]] = rule["count"]
+                self.faults.set_legacy_throttle(rule["action"], rule["count"])
         if spec.get("expire_imds_tokens"):
             for inst in self.instances.values():
                 inst.imds_tokens.clear()
-
-    def take_throttle(self, action: str) -> bool:
-        for key in (action, "*"):
-            if self.throttles.get(key, 0) > 0:
-                self.throttles[key] -= 1
-                return True
-        return False
+        try:
+            return faults.control(self.faults, spec)
+        except faults.RuleError as e:
+            raise ControlError(400, str(e)) from None
 
     def view(self, inst: Instance) -> dict:
         now = self.now()
@@ -427,14 +464,18 @@ class QueryApi:
             "CompleteLifecycleAction": self.complete,
             "RecordLifecycleActionHeartbeat": self.heartbeat,
             "TerminateInstanceInAutoScalingGroup": self.terminate,
+            "EnterStandby": self.enter_standby,
+            "ExitStandby": self.exit_standby,
         }
 
-    def handle(self, params: dict) -> tuple[int, bytes, str]:
+    def handle(self, params: dict, fault: str | None = None) -> tuple[int, bytes, str]:
+        """Answers one request. `fault` is an armed fault's kind: the error kinds answer that error
+        instead of acting; "lost" acts for real (the caller then drops the answer)."""
         action, request_id = params.get("Action", ""), str(uuid.uuid4())
         with self.model.lock:
             try:
-                if self.model.take_throttle(action):
-                    raise ApiError("Throttling", "Rate exceeded")
+                if fault in FAULT_ERRORS:
+                    raise ApiError(*FAULT_ERRORS[fault])
                 handler = self.actions.get(action)
                 if handler is None:
                     raise ApiError("InvalidAction", f"The action {action or '(none)'} is not valid for this web service.")
@@ -445,7 +486,8 @@ class QueryApi:
                         + f"</{action}Response>")
                 status, code = 200, None
             except ApiError as e:
-                body = (f'<ErrorResponse xmlns="{NAMESPACE}"><Error><Type>Sender</Type>'
+                side = "Receiver" if e.status >= 500 else "Sender"
+                body = (f'<ErrorResponse xmlns="{NAMESPACE}"><Error><Type>{side}</Type>'
                         f"<Code>{escape(e.code)}</Code><Message>{escape(e.message)}</Message></Error>"
                         f"<RequestId>{request_id}</RequestId></ErrorResponse>")
                 status, code = e.status, e.code
@@ -455,8 +497,14 @@ class QueryApi:
                         f"<Code>InternalFailure</Code><Message>emulator bug, see --log</Message></Error>"
                         f"<RequestId>{request_id}</RequestId></ErrorResponse>")
                 status, code = 500, "InternalFailure"
-            self.model.record("api", action=action, params=params, status=status, error_code=code)
+            self.model.record("api", action=action, params=params, status=status, error_code=code, fault=fault)
         return status, body.encode(), request_id
+
+    def record_unanswered(self, params: dict, fault: str):
+        """A request answered with no response at all (reset, hang): recorded on arrival."""
+        with self.model.lock:
+            self.model.record("api", action=params.get("Action", ""), params=params, status=None,
+                              error_code=None, fault=fault)
 
     @staticmethod
     def required(params: dict, name: str) -> str:
@@ -532,6 +580,37 @@ class QueryApi:
         self.model.heartbeat(action)
         return ""
 
+    def _standby(self, params: dict, enter: bool) -> str:
+        group = self.required(params, "AutoScalingGroupName")
+        ids = members(params, "InstanceIds")
+        if not ids:
+            raise ApiError("ValidationError", "The parameter InstanceIds must contain at least one instance.")
+        try:
+            for iid in ids:  # all or nothing: check every instance before moving any
+                self.model.standby_check(iid, group, enter)
+            for iid in ids:
+                (self.model.enter_standby if enter else self.model.exit_standby)(iid, group)
+        except ControlError as e:
+            raise ApiError("ValidationError", e.message) from None
+        now = time.time()
+        # The shapes and texts of the AWS CLI reference's examples for these two calls.
+        return "<Activities>" + "".join("<member>" + xml_fields([
+            ("ActivityId", uuid.uuid4()), ("AutoScalingGroupName", group),
+            ("Description", f"Moving EC2 instance {'to' if enter else 'out of'} Standby: {iid}"),
+            ("Cause", f"At {iso(now)[:19]}Z user request put instance {iid} into standby state." if enter else
+             f"At {iso(now)[:19]}Z instance {iid} was moved out of standby in response to a user request."),
+            ("StartTime", iso(now)), ("StatusCode", "InProgress" if enter else "PreInService"),
+            ("Progress", 50 if enter else 30),
+            ("Details", json.dumps({"Subnet ID": "subnet-0123456789abcdef0", "Availability Zone": AZ}))])
+            + "</member>" for iid in ids) + "</Activities>"
+
+    def enter_standby(self, params: dict) -> str:
+        self.required(params, "ShouldDecrementDesiredCapacity")
+        return self._standby(params, enter=True)
+
+    def exit_standby(self, params: dict) -> str:
+        return self._standby(params, enter=False)
+
     def terminate(self, params: dict) -> str:
         iid = self.required(params, "InstanceId")
         self.required(params, "ShouldDecrementDesiredCapacity")
@@ -595,36 +674,56 @@ class ImdsHandler(Handler):
 
     def do_PUT(self):
         self.read_body()
-        path = urlsplit(self.path).path
-        with self.server.model.lock:
-            inst = self._instance(path)
-            if inst is None or path != "/latest/api/token":
-                return self.send(404)
-            if "X-Forwarded-For" in self.headers:
-                return self.send(403)  # real IMDS refuses tokens for proxied requests
-            ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
-            if not ttl.isdigit() or not 1 <= int(ttl) <= MAX_IMDS_TTL:
-                return self.send(400)
-            token = secrets.token_urlsafe(40)
-            inst.imds_tokens[token] = Model.now() + int(ttl)
-        # aws-config rejects a token reply that does not echo the TTL header.
-        self.send(200, token, headers={"X-aws-ec2-metadata-token-ttl-seconds": ttl})
+        self._serve("PUT")
 
     def do_GET(self):
+        self._serve("GET")
+
+    def _serve(self, method: str):
+        """Every request is an `imds` event; an armed fault (matched on the path after /latest/)
+        answers instead of IMDS. A 401 fault also revokes the instance's tokens."""
         path = urlsplit(self.path).path
-        with self.server.model.lock:
+        model = self.server.model
+        with model.lock:
             inst = self._instance(path)
             if inst is None:
                 return self.send(404)
-            if path == "/latest/api/token":
-                return self.send(405)
-            token = self.headers.get("X-aws-ec2-metadata-token")
-            if not token or inst.imds_tokens.get(token, 0) <= Model.now():
-                return self.send(401)  # IMDSv2 required; clients must refresh on 401
-            value = self.lookup(inst, path)
-        if value is None:
-            return self.send(404)
-        self.send(200, value)
+            rule = model.faults.take("imds", path.removeprefix("/latest/"), inst.id)
+            kind = rule.kind if rule else None
+            headers = None
+            if kind is None:
+                status, body, headers = self._answer(method, inst, path)
+            else:
+                status, body = IMDS_FAULT_STATUS.get(kind), ""
+                if kind == "http401":
+                    inst.imds_tokens.clear()
+            model.record("imds", instance=inst.id, method=method, path=path, status=status, fault=kind)
+        if kind == "reset":
+            return faults.reset_connection(self)
+        if kind == "hang":
+            return faults.hang_connection(self, model.faults, rule.hang_s)
+        self.send(status, body, headers=headers)
+
+    def _answer(self, method: str, inst: Instance, path: str) -> tuple[int, str, dict | None]:
+        if method == "PUT":
+            if path != "/latest/api/token":
+                return 404, "", None
+            if "X-Forwarded-For" in self.headers:
+                return 403, "", None  # real IMDS refuses tokens for proxied requests
+            ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+            if not ttl.isdigit() or not 1 <= int(ttl) <= MAX_IMDS_TTL:
+                return 400, "", None
+            token = secrets.token_urlsafe(40)
+            inst.imds_tokens[token] = Model.now() + int(ttl)
+            # aws-config rejects a token reply that does not echo the TTL header.
+            return 200, token, {"X-aws-ec2-metadata-token-ttl-seconds": ttl}
+        if path == "/latest/api/token":
+            return 405, "", None
+        token = self.headers.get("X-aws-ec2-metadata-token")
+        if not token or inst.imds_tokens.get(token, 0) <= Model.now():
+            return 401, "", None  # IMDSv2 required; clients must refresh on 401
+        value = self.lookup(inst, path)
+        return (404, "", None) if value is None else (200, value, None)
 
     @staticmethod
     def lookup(inst: Instance, path: str) -> str | None:
@@ -708,8 +807,13 @@ class ControlApi:
                 case "POST", ["instances", iid, "imds"]:
                     return 200, m.view(m.set_imds(iid, body))
                 case "POST", ["faults"]:
-                    m.set_faults(body)
-                    return 200, {"throttles": dict(m.throttles)}
+                    return 200, m.set_faults(body)
+                case "GET", ["faults"]:
+                    return 200, m.faults.view()
+                case "POST", ["instances", iid, "enter-standby"]:
+                    return 200, m.view(m.enter_standby(iid))
+                case "POST", ["instances", iid, "exit-standby"]:
+                    return 200, m.view(m.exit_standby(iid))
                 case "GET", ["events"]:
                     since, kind = query.get("since", "0"), query.get("kind")
                     if not since.isdigit():
@@ -749,7 +853,17 @@ class MainHandler(Handler):
             return self.send(status, json.dumps(reply), "application/json")
         # Query protocol: POST form body (SDKs) or GET query string; SigV4 headers ignored.
         source = raw.decode("utf-8", "replace") if method == "POST" else url.query
-        status, body, request_id = emu.query.handle(dict(parse_qsl(source, keep_blank_values=True)))
+        params = dict(parse_qsl(source, keep_blank_values=True))
+        rule = emu.model.faults.take("api", params.get("Action", ""))
+        kind = rule.kind if rule else None
+        if kind in ("reset", "hang"):
+            emu.query.record_unanswered(params, kind)
+            if kind == "reset":
+                return faults.reset_connection(self)
+            return faults.hang_connection(self, emu.model.faults, rule.hang_s)
+        status, body, request_id = emu.query.handle(params, kind)
+        if kind == "lost":  # it happened, but the caller never hears so
+            return faults.reset_connection(self)
         self.send(status, body, "text/xml", {"x-amzn-RequestId": request_id})
 
 

@@ -11,9 +11,11 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -484,6 +486,269 @@ class ImdsTests(EmulatorTestCase):
         self.control("POST", "/_emulator/reset")
         with self.assertRaises(OSError):  # listeners are closed by reset
             self.imds(a["imds_port"], "/latest/meta-data/instance-id", token)
+
+
+def raw_query(port, body, timeout=5.0):
+    """One Query API request on a raw socket; returns the first bytes of the answer (b"" for a clean
+    end of stream), or the OSError the connection ended with, and the seconds it took."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    start = time.monotonic()
+    try:
+        data = body.encode()
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: emulator\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(data) + data)
+        try:
+            return sock.recv(64), time.monotonic() - start
+        except OSError as e:
+            return e, time.monotonic() - start
+    finally:
+        sock.close()
+
+
+DESCRIBE = "Action=DescribeAutoScalingInstances&Version=2011-01-01"
+
+
+class FaultTests(EmulatorTestCase):
+
+    def faults(self, body, expect=200):
+        return self.control("POST", "/_emulator/faults", body, expect=expect)
+
+    def api_faults(self):
+        return [(e["action"], e["status"], e["error_code"], e["fault"]) for e in self.events("api")]
+
+    def test_error_kinds_answer_well_formed_aws_errors(self):
+        self.group()
+        self.faults({"add": [{"target": "api", "action": "DescribeAutoScalingInstances", "kind": k}
+                             for k in ("throttle", "http500", "http503")]})
+        for code, status in (("Throttling", 400), ("InternalFailure", 500), ("ServiceUnavailable", 503)):
+            err = self.assertApiError(code, self.asg.describe_auto_scaling_instances)
+            self.assertEqual(err.response["ResponseMetadata"]["HTTPStatusCode"], status)
+        self.asg.describe_auto_scaling_instances()  # each rule had count 1
+        self.assertEqual(self.api_faults(), [
+            ("DescribeAutoScalingInstances", 400, "Throttling", "throttle"),
+            ("DescribeAutoScalingInstances", 500, "InternalFailure", "http500"),
+            ("DescribeAutoScalingInstances", 503, "ServiceUnavailable", "http503"),
+            ("DescribeAutoScalingInstances", 200, None, None)])
+        self.assertEqual(self.control("GET", "/_emulator/faults")["rules"], [])
+
+    def test_reset_hang_and_lost_answer_nothing(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH)])
+        self.launch(id=IID)
+        self.faults({"add": [{"target": "api", "action": "DescribeAutoScalingInstances", "kind": "reset"},
+                             {"target": "api", "action": "DescribeAutoScalingInstances", "kind": "hang",
+                              "hang_s": 0.5},
+                             {"target": "api", "action": "CompleteLifecycleAction", "kind": "lost"}]})
+        answer, _ = raw_query(self.emu.port, DESCRIBE)
+        self.assertIsInstance(answer, ConnectionResetError)
+        answer, took = raw_query(self.emu.port, DESCRIBE)
+        self.assertEqual(answer, b"")  # nothing, then a clean close
+        self.assertGreaterEqual(took, 0.45)
+        complete = ("Action=CompleteLifecycleAction&Version=2011-01-01&AutoScalingGroupName=tfe-asg"
+                    f"&LifecycleHookName=tfe-launch&LifecycleActionResult=CONTINUE&InstanceId={IID}")
+        answer, _ = raw_query(self.emu.port, complete)
+        self.assertIsInstance(answer, ConnectionResetError)
+        # The lost Complete took effect: the retry a client would send finds no action.
+        self.assertEqual(self.state(IID), "InService")
+        self.assertApiError("ValidationError", self.complete, IID, "tfe-launch",
+                            message=f"No active Lifecycle Action found with instance ID {IID}")
+        self.assertEqual(self.api_faults()[:3], [
+            ("DescribeAutoScalingInstances", None, None, "reset"),
+            ("DescribeAutoScalingInstances", None, None, "hang"),
+            ("CompleteLifecycleAction", 200, None, "lost")])
+        [resolution] = self.events("lifecycle")
+        self.assertEqual((resolution["result"], resolution["cause"]), ("CONTINUE", "complete"))
+
+    def test_count_skip_window_and_wildcards(self):
+        self.group()
+        self.faults({"add": [{"target": "api", "action": "Describe*", "kind": "throttle", "count": 2, "skip": 1}]})
+        shown = self.control("GET", "/_emulator/faults")["rules"]
+        self.assertEqual([(r["action"], r["remaining"], r["skip"], r["fired"]) for r in shown],
+                         [("Describe*", 2, 1, 0)])
+        self.asg.describe_auto_scaling_instances()  # skipped
+        self.assertApiError("Throttling", self.asg.describe_auto_scaling_groups)
+        self.assertEqual(self.control("GET", "/_emulator/faults")["rules"][0]["remaining"], 1)
+        self.assertApiError("Throttling", self.asg.describe_lifecycle_hooks, AutoScalingGroupName="tfe-asg")
+        self.asg.describe_auto_scaling_instances()  # spent
+        # A window: every matching request for 0.6 s from the first one it spoils.
+        self.faults({"add": [{"target": "api", "action": "*", "kind": "http503", "for_s": 0.6}]})
+        window = self.control("GET", "/_emulator/faults")["rules"][0]
+        self.assertEqual((window["remaining"], window["window_left_s"]), (None, None))
+        start = time.monotonic()
+        spoiled = 0
+        for _ in range(60):  # bounded: about 1.2 s at most
+            try:
+                self.asg.describe_auto_scaling_instances()
+                break
+            except ClientError as e:
+                self.assertEqual(e.response["Error"]["Code"], "ServiceUnavailable")
+                spoiled += 1
+                time.sleep(0.02)
+        self.assertGreaterEqual(time.monotonic() - start, 0.55)
+        self.assertGreater(spoiled, 3)
+        faulted = [e for e in self.events("api") if e["fault"] == "http503"]
+        self.assertEqual(len(faulted), spoiled)
+        self.assertLessEqual(faulted[-1]["t"] - faulted[0]["t"], 0.65)
+        # clear drops every rule.
+        self.faults({"add": [{"target": "api", "kind": "throttle", "count": 5}]})
+        self.assertEqual(self.faults({"clear": True})["rules"], [])
+        self.asg.describe_auto_scaling_instances()
+
+    def test_clear_ends_a_hang_at_once(self):
+        self.group()
+        self.faults({"add": [{"target": "api", "kind": "hang", "hang_s": 20}]})
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(answer=raw_query(self.emu.port, DESCRIBE, 10)))
+        worker.start()
+        wait_until(lambda: self.events("api"), timeout=5)
+        self.faults({"clear": True})
+        worker.join(timeout=5)
+        self.assertFalse(worker.is_alive())
+        answer, took = result["answer"]
+        self.assertEqual(answer, b"")
+        self.assertLess(took, 5)
+
+    def test_the_first_forms_still_work(self):
+        self.group()
+        reply = self.faults({"throttle": {"action": "DescribeAutoScalingInstances", "count": 3}})
+        self.assertEqual(reply["throttles"], {"DescribeAutoScalingInstances": 3})
+        # Re-arming an action replaces its count; another action is added beside it.
+        self.faults({"throttle": {"action": "DescribeAutoScalingInstances", "count": 1}})
+        reply = self.faults({"throttle": {"action": "DescribeLifecycleHooks", "count": 2}})
+        self.assertEqual(reply["throttles"], {"DescribeAutoScalingInstances": 1, "DescribeLifecycleHooks": 2})
+        self.assertApiError("Throttling", self.asg.describe_auto_scaling_instances, message="Rate exceeded")
+        self.asg.describe_auto_scaling_instances()
+        self.assertEqual(self.faults({"throttle": None})["throttles"], {})
+        self.asg.describe_lifecycle_hooks(AutoScalingGroupName="tfe-asg")
+
+    def test_bad_rules_are_refused_whole(self):
+        bad = [{"target": "nope", "kind": "throttle"},
+               {"target": "api", "kind": "http401"},
+               {"target": "imds", "kind": "lost"},
+               {"target": "api", "kind": "throttle", "count": 0},
+               {"target": "api", "kind": "throttle", "for_s": -1},
+               {"target": "api", "kind": "throttle", "path": "meta-data/instance-id"},
+               {"target": "api", "kind": "throttle", "instance": IID},
+               {"target": "api", "kind": "throttle", "colour": "red"}]
+        for rule in bad:
+            self.faults({"add": [{"target": "api", "kind": "throttle"}, rule]}, expect=400)
+        self.faults({"add": []}, expect=400)
+        self.faults({"bogus": 1}, expect=400)
+        self.assertEqual(self.control("GET", "/_emulator/faults")["rules"], [])
+
+
+class ImdsFaultTests(EmulatorTestCase):
+
+    def test_imds_fault_kinds(self):
+        self.group()
+        port = self.launch(id=IID)["imds_port"]
+        token = self.token(port)
+        md = "/latest/meta-data/"
+        self.control("POST", "/_emulator/faults", {"add": [
+            {"target": "imds", "path": "meta-data/instance-id", "kind": "http503", "count": 2},
+            {"target": "imds", "instance": IID, "path": "meta-data/local-ipv4", "kind": "http404"},
+            {"target": "imds", "instance": "i-someoneelse", "path": "*", "kind": "http503", "count": 100},
+            {"target": "imds", "path": "meta-data/placement/*", "kind": "reset"},
+            {"target": "imds", "path": "api/token", "kind": "hang", "hang_s": 0.4}]})
+        self.assertEqual(self.imds(port, md + "instance-id", token)[0], 503)
+        self.assertEqual(self.imds(port, md + "instance-id", token)[0], 503)
+        self.assertEqual(self.imds(port, md + "instance-id", token)[:2], (200, IID))
+        self.assertEqual(self.imds(port, md + "local-ipv4", token)[0], 404)
+        self.assertEqual(self.imds(port, md + "local-ipv4", token)[0], 200)
+        with self.assertRaises(ConnectionResetError):
+            self.imds(port, md + "placement/region", token)
+        start = time.monotonic()
+        with self.assertRaises(http.client.RemoteDisconnected):
+            self.imds(port, "/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+        self.assertGreaterEqual(time.monotonic() - start, 0.35)
+        events = [(e["method"], e["path"].removeprefix("/latest/"), e["status"], e["fault"])
+                  for e in self.events("imds")]
+        self.assertEqual(events[1:], [
+            ("GET", "meta-data/instance-id", 503, "http503"), ("GET", "meta-data/instance-id", 503, "http503"),
+            ("GET", "meta-data/instance-id", 200, None),
+            ("GET", "meta-data/local-ipv4", 404, "http404"), ("GET", "meta-data/local-ipv4", 200, None),
+            ("GET", "meta-data/placement/region", None, "reset"), ("PUT", "api/token", None, "hang")])
+        self.assertEqual(events[0], ("PUT", "api/token", 200, None))
+        self.assertTrue(all(e["instance"] == IID for e in self.events("imds")))
+
+    def test_a_401_fault_revokes_the_token(self):
+        self.group()
+        port = self.launch(id=IID)["imds_port"]
+        token = self.token(port)
+        path = "/latest/meta-data/autoscaling/target-lifecycle-state"
+        self.control("POST", "/_emulator/faults", {"add": [{"target": "imds", "path": path, "kind": "http401"}]})
+        self.assertEqual(self.imds(port, path, token)[0], 401)
+        # Revoked, not just refused once: the old token stays bad, a new one works.
+        self.assertEqual(self.imds(port, "/latest/meta-data/instance-id", token)[0], 401)
+        self.assertEqual(self.imds(port, path, self.token(port))[:2], (200, "InService"))
+
+
+class StandbyTests(EmulatorTestCase):
+
+    def test_standby_round_trip_fires_the_launch_hook_again(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH), hook("tfe-drain", TERMINATE)])
+        first = self.launch(id=IID)
+        port = first["imds_port"]
+        self.complete(IID, "tfe-launch")
+        target = "/latest/meta-data/autoscaling/target-lifecycle-state"
+        token = self.token(port)
+
+        [activity] = self.asg.enter_standby(InstanceIds=[IID], AutoScalingGroupName="tfe-asg",
+                                            ShouldDecrementDesiredCapacity=True)["Activities"]
+        self.assertEqual((activity["Description"], activity["StatusCode"], activity["Progress"],
+                          activity["AutoScalingGroupName"]),
+                         (f"Moving EC2 instance to Standby: {IID}", "InProgress", 50, "tfe-asg"))
+        self.assertIn(f"user request put instance {IID} into standby state", activity["Cause"])
+        self.assertEqual(self.state(IID), "Standby")
+        self.assertEqual(self.imds(port, target, token)[:2], (200, "Standby"))
+        self.assertEqual(self.instance(IID)["actions"], [])  # no hook for standby
+        self.assertEqual(len(self.events("lifecycle")), 1)
+
+        [activity] = self.asg.exit_standby(InstanceIds=[IID], AutoScalingGroupName="tfe-asg")["Activities"]
+        self.assertEqual((activity["Description"], activity["StatusCode"], activity["Progress"]),
+                         (f"Moving EC2 instance out of Standby: {IID}", "PreInService", 30))
+        self.assertEqual(self.state(IID), "Pending:Wait")
+        self.assertEqual(self.imds(port, target, token)[:2], (200, "InService"))
+        [action] = self.instance(IID)["actions"]
+        self.assertEqual(action["hook"], "tfe-launch")
+        self.assertNotEqual(action["token"], first["actions"][0]["token"])
+        self.complete(IID, "tfe-launch")
+        self.assertEqual(self.state(IID), "InService")
+        states = [(e["from_state"], e["to_state"], e["cause"]) for e in self.events("state")]
+        self.assertEqual(states, [("Pending", "Pending:Wait", "launch"), ("InService", "Standby", "enter-standby"),
+                                  ("Standby", "Pending:Wait", "exit-standby")])
+        self.assertEqual([(e["hook"], e["result"]) for e in self.events("lifecycle")],
+                         [("tfe-launch", "CONTINUE")] * 2)
+
+    def test_without_a_launch_hook_exit_standby_is_in_service_at_once(self):
+        self.group(hooks=[hook("tfe-drain", TERMINATE)])
+        self.launch(id=IID)
+        self.control("POST", f"/_emulator/instances/{IID}/enter-standby")
+        self.assertEqual(self.instance(IID)["target_lifecycle_state"], "Standby")
+        back = self.control("POST", f"/_emulator/instances/{IID}/exit-standby")
+        self.assertEqual((back["lifecycle_state"], back["target_lifecycle_state"]), ("InService", "InService"))
+        # A Standby instance can still be terminated, and the terminate hook fires.
+        self.control("POST", f"/_emulator/instances/{IID}/enter-standby")
+        self.asg.terminate_instance_in_auto_scaling_group(InstanceId=IID, ShouldDecrementDesiredCapacity=False)
+        self.assertEqual(self.state(IID), "Terminating:Wait")
+
+    def test_standby_errors(self):
+        self.group(hooks=[hook("tfe-launch", LAUNCH)])
+        self.group(name="other")
+        self.launch(id=IID)  # Pending:Wait
+        self.assertApiError("ValidationError", self.asg.enter_standby, InstanceIds=[IID],
+                            AutoScalingGroupName="tfe-asg", ShouldDecrementDesiredCapacity=False,
+                            message=f"The instance {IID} is not in InService.")
+        self.assertApiError("ValidationError", self.asg.exit_standby, InstanceIds=[IID],
+                            AutoScalingGroupName="tfe-asg", message=f"The instance {IID} is not in Standby.")
+        self.complete(IID, "tfe-launch")
+        self.assertApiError("ValidationError", self.asg.enter_standby, InstanceIds=[IID],
+                            AutoScalingGroupName="other", ShouldDecrementDesiredCapacity=False,
+                            message=f"The instance {IID} is not part of Auto Scaling group other.")
+        # All or nothing: one bad id moves none.
+        self.assertApiError("ValidationError", self.asg.enter_standby, InstanceIds=[IID, "i-0000000000000000f"],
+                            AutoScalingGroupName="tfe-asg", ShouldDecrementDesiredCapacity=False)
+        self.assertEqual(self.state(IID), "InService")
+        self.control("POST", f"/_emulator/instances/{IID}/exit-standby", expect=409)
 
 
 class ProcessTests(unittest.TestCase):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """fake-tfe: fake versions of the Replicated-era TFE tools (install.sh, replicatedctl, replicated).
 
-Stdlib only. Behaviour follows /work/shared/spec/tfe-replicated.md (sections 1-5 and 8); see README.md
+Stdlib only. Behaviour follows docs/design/tfe-tools.md (sections 1-5 and 8); see README.md
 next to this file for the knobs, the state files and which behaviours are [INF] choices.
 
 There is no background daemon: the fake "Replicated daemon" is a set of JSON files in $FAKE_TFE_STATE and
@@ -89,6 +89,8 @@ KNOBS = {
     "drain_exit_code": (0, (int,), False),
     "list_nodes_extra": ([], (list,), False),
     "iact_crlf": (False, (bool,), False),
+    "stdout_override": ({}, (dict,), False),
+    "hang": ([], (list,), False),
 }
 
 
@@ -150,6 +152,10 @@ def load_knobs(sd):
             raise FakeError("health_checks entries must be names or objects with a \"name\"")
         checks.append(c)
     knobs["_checks"] = checks
+    if not all(isinstance(v, str) for v in knobs["stdout_override"].values()):
+        raise FakeError("stdout_override maps command keys to strings")
+    if not all(isinstance(v, str) for v in knobs["hang"]):
+        raise FakeError("hang is a list of command keys (strings)")
     names = [c["name"] for c in checks]
     for n in knobs["health_failing_checks"]:
         if n not in names:
@@ -191,8 +197,42 @@ def state_lock(sd):
         os.close(fd)
 
 
+def _decode(b):
+    # backslashreplace keeps calls.jsonl valid UTF-8 JSON (lone surrogates would not be) for any byte
+    return b.decode("utf-8", "backslashreplace")
+
+
+def _environ(raw):
+    env = {}
+    for item in raw.split(b"\0"):
+        if item:
+            k, _sep, v = item.partition(b"=")
+            env[_decode(k)] = _decode(v)
+    return env
+
+
+def proc_info(pid):
+    """argv and environment of process `pid` from /proc; None when it is gone or unreadable."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmdline = f.read()
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            environ = f.read()
+    except OSError:
+        return None
+    argv = cmdline.split(b"\0")
+    if argv and argv[-1] == b"":
+        argv.pop()
+    return {"pid": pid, "argv": [_decode(a) for a in argv], "env": _environ(environ)}
+
+
 def log_call(sd, tool, argv, event, **extra):
     rec = {"t": now(), "tool": tool, "argv": list(argv), "pid": os.getpid(), "event": event}
+    if event == "start":
+        # What the caller handed this process, and the caller itself (the agent, or a sh/bash wrapper the
+        # agent started): lets a test check that no secret reaches a child's argv or environment.
+        rec["env"] = _environ(b"\0".join(b"%s=%s" % kv for kv in os.environb.items()))
+        rec["parent"] = proc_info(os.getppid())
     rec.update(extra)
     line = (json.dumps(rec, sort_keys=False) + "\n").encode("utf-8")
     fd = os.open(os.path.join(sd, "calls.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -329,7 +369,7 @@ def parse_params_text(text):
 
 
 def conf_parse_error(knobs):
-    """What the replicated CLI prints when it re-reads a badly typed /etc/replicated.conf (spec §2)."""
+    """What the replicated CLI prints when it re-reads a badly typed /etc/replicated.conf (docs/design/tfe-tools.md §2)."""
     try:
         with open(knobs["replicated_conf"], encoding="utf-8") as f:
             text = f.read()
@@ -1639,6 +1679,42 @@ def _long_running(tool, argv):
     return len(rest) >= 2 and rest[0] == "app" and rest[1] in ("stop", "start")
 
 
+def command_key(tool, argv):
+    """`tool` and its command words, without wrapper flags or options: "replicatedctl app status",
+    "replicated health-check", "install.sh"."""
+    if tool == "install.sh":
+        return tool
+    _push, rest, _t = wrapper_flags(argv)
+    words = []
+    for a in rest:
+        if a.startswith("-"):
+            if words:
+                break
+            continue  # `replicated admin --no-tty health-check`
+        words.append(a)
+    return " ".join([tool] + words)
+
+
+def knob_for(table, key):
+    """The entry of `table` (a dict or list of command keys) naming `key` or a command prefix of it."""
+    for k in table:
+        if key == k or key.startswith(k + " "):
+            return table[k] if isinstance(table, dict) else True
+    return None
+
+
+def hang_forever(sd):
+    """A hung tool: a `sleep 3600` child in this process group (pid appended to hang-children.pids), then
+    blocked until killed. Whoever runs the tool has to kill the whole group."""
+    child = subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL)
+    fd = os.open(os.path.join(sd, "hang-children.pids"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"%d\n" % child.pid)
+    finally:
+        os.close(fd)
+    block_forever()
+
+
 def main(tool, argv):
     try:
         sys.stdout.reconfigure(line_buffering=True)
@@ -1654,7 +1730,16 @@ def main(tool, argv):
     code = 1
     try:
         knobs = load_knobs(sd)
-        if tool == "install.sh":
+        key = command_key(tool, argv)
+        override = knob_for(knobs["stdout_override"], key)
+        if override is not None:
+            # surrogateescape: "\udcff" in behaviour.json stands for the raw byte 0xff
+            sys.stdout.buffer.write(str(override).encode("utf-8", "surrogateescape"))
+            sys.stdout.flush()
+            code = 0
+        elif knob_for(knobs["hang"], key):
+            hang_forever(sd)
+        elif tool == "install.sh":
             code = install_main(argv, sd, knobs)
         elif tool == "replicatedctl":
             code = ctl_main(argv, sd, knobs)

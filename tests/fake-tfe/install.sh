@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# fake-tfe install.sh: stands in for the Replicated/TFE install.sh (spec §1). The agent runs it as
+# fake-tfe install.sh: stands in for the Replicated/TFE install.sh (docs/design/tfe-tools.md §1). The agent runs it as
 # `/bin/bash <path> <flags...>`. All logic lives in faketfe.py (found next to this script, after
 # resolving symlinks, or in $FAKE_TFE_HOME); `exec` keeps this process's pid and process group.
 if [ -z "${FAKE_TFE_STATE:-}" ]; then

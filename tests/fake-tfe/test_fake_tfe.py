@@ -748,6 +748,66 @@ class TestAppConfigExport(Base):
                          "767fee4e6046de48943df2decc55f3cd\n")
 
 
+class TestOverridesAndHangs(Base):
+    def setUp(self):
+        super().setUp()
+        self.install()
+
+    def test_stdout_override_by_command_prefix_with_raw_bytes(self):
+        self.write_knobs(stdout_override={"replicatedctl system": "not json \udcff\n",
+                                          "replicated health-check": ""})
+        r = subprocess.run([CTL, "system", "status", "-o", "json"], env=self.env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, timeout=20)
+        self.assertEqual((r.returncode, r.stdout), (0, b"not json \xff\n"))
+        self.assertEqual(self.rep("admin", "--tty=0", "health-check").stdout, "")
+        # Other commands are untouched, and every call is still logged.
+        self.assertEqual(self.app()["State"], "started")
+        self.assertEqual([c["argv"] for c in self.calls() if c["event"] == "start"][-3:],
+                         [["system", "status", "-o", "json"], ["admin", "--tty=0", "health-check"],
+                          ["app", "status"]])
+
+    def test_command_keys(self):
+        k = faketfe.command_key
+        self.assertEqual(k("replicated", ["admin", "--tty=0", "health-check"]), "replicated health-check")
+        self.assertEqual(k("replicated", ["--tty=0", "admin", "node-drain"]), "replicated node-drain")
+        self.assertEqual(k("replicatedctl", ["app", "status", "-o", "json"]), "replicatedctl app status")
+        self.assertEqual(k("install.sh", ["no-proxy"]), "install.sh")
+        self.assertTrue(faketfe.knob_for(["replicatedctl"], "replicatedctl app status"))
+        self.assertIsNone(faketfe.knob_for(["replicatedctl app"], "replicatedctl apps"))
+
+    def test_hang_blocks_with_a_child_in_the_same_process_group(self):
+        self.write_knobs(hang=["replicatedctl system status"])
+        p = subprocess.Popen([CTL, "system", "status"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=self.env, start_new_session=True)
+        pids = os.path.join(self.state, "hang-children.pids")
+
+        def read_pids():
+            try:
+                with open(pids) as f:
+                    return f.read()
+            except FileNotFoundError:
+                return ""
+        try:
+            for _ in range(100):
+                if read_pids().endswith("\n"):
+                    break
+                time.sleep(0.05)
+            child = int(read_pids().split()[-1])
+            self.assertEqual(os.getpgid(child), p.pid)
+            with self.assertRaises(subprocess.TimeoutExpired):
+                p.wait(timeout=0.3)
+            self.assertEqual(self.ctl("app", "status").returncode, 0)  # only the named command hangs
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)
+
+    def test_override_and_hang_knobs_are_type_checked(self):
+        self.write_knobs(stdout_override={"replicatedctl": 5})
+        self.assertEqual(self.ctl("version", rc=None).returncode, 70)
+        self.write_knobs(stdout_override={}, hang="replicatedctl")
+        self.assertEqual(self.ctl("version", rc=None).returncode, 70)
+
+
 class TestCallsLog(Base):
     def test_calls_jsonl(self):
         p = subprocess.Popen(["/bin/bash", INSTALL] + STD_FLAGS, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -767,6 +827,31 @@ class TestCallsLog(Base):
             self.assertIsInstance(c["t"], float)
             self.assertIsInstance(c["pid"], int)
         self.assertFalse(any("console-pw" in a or "767fee4e" in a for c in calls for a in c["argv"]))
+
+    def test_start_lines_record_the_environment_and_the_parent(self):
+        # The parent here is a `sh -c` wrapper, as the agent's node-drain and install wrappers are.
+        env = dict(self.env, FAKE_TFE_MARK="mark-of-the-caller")
+        r = subprocess.run(["/bin/sh", "-c", '"$0" system status; exit 0', CTL], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=20)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        start = [c for c in self.calls() if c["tool"] == "replicatedctl"][-1]
+        self.assertEqual(start["env"]["FAKE_TFE_MARK"], "mark-of-the-caller")
+        parent = start["parent"]
+        self.assertEqual(parent["argv"], ["/bin/sh", "-c", '"$0" system status; exit 0', CTL])
+        self.assertEqual(parent["env"]["FAKE_TFE_MARK"], "mark-of-the-caller")
+        self.assertIsInstance(parent["pid"], int)
+        # A byte that is not UTF-8 in the environment still gives a JSON line (backslashreplace).
+        envb = {k.encode(): v.encode() for k, v in self.env.items()}
+        envb[b"FAKE_TFE_RAW"] = b"raw-\xff-byte"
+        subprocess.run([CTL, "version"], env=envb, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=20)
+        self.assertEqual(self.calls()[-1]["env"]["FAKE_TFE_RAW"], "raw-\\xff-byte")
+
+    def test_end_lines_carry_no_environment(self):
+        self.install()
+        end = [c for c in self.calls() if c["event"] == "end"][-1]
+        self.assertNotIn("env", end)
+        self.assertNotIn("parent", end)
 
     def test_concurrent_appends(self):
         self.install()

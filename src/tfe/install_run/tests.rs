@@ -61,9 +61,10 @@ async fn a_run_left_by_a_dead_agent_is_waited_for() {
     let p = plan(&s, "i-1", Duration::from_secs(30));
     // What a killed agent leaves behind: the run going on, and its record.
     let args = vec![s.to_string_lossy().into_owned()];
-    let process = files
+    let (process, gate) = files
         .start(Path::new("/bin/bash"), &args, Some(dir.path()))
         .unwrap();
+    gate.go().unwrap();
     let record = InstallRecord {
         instance_id: "i-1".into(),
         started_at: host::unix_now(),
