@@ -19,7 +19,7 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid TOML for this agent: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("config file {path} has unknown key(s): {}", keys.join(", "))]
+    #[error("config file {path} has unknown key(s): {}", keys.iter().map(|k| k.escape_debug().to_string()).collect::<Vec<_>>().join(", "))]
     UnknownKeys { path: PathBuf, keys: Vec<String> },
 }
 
