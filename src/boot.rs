@@ -275,30 +275,11 @@ where
     }
     if let Some(h) = &active {
         let result = failure_result(cfg);
-        log::warn!(
-            "releasing launch hook {} with {} because the boot failed ([lifecycle].on_failure)",
-            h.action.hook,
-            result.as_str()
-        );
-        match hook::release(
-            &world.asg,
-            &world.clock,
-            &h.action,
-            result,
-            hook::release_deadline(&world.clock, &h.info),
-        )
-        .await
-        {
-            Ok(r) => {
-                log_released(&h.action.hook, &r);
-                state.apply(released_event(&state, result))?;
-                store.save(&state)?;
-            }
-            Err(e) => log::error!(
-                "could not release launch hook {}: {}",
-                h.action.hook,
-                crate::error_chain(&e)
-            ),
+        let why = "because the boot failed ([lifecycle].on_failure)";
+        if let Some(r) = hook::release_saying_why(&world.asg, &world.clock, h, result, why).await {
+            log_released(&h.action.hook, &r);
+            state.apply(released_event(&state, result))?;
+            store.save(&state)?;
         }
     }
     Err(error)
@@ -359,27 +340,12 @@ async fn refuse_held_launch<S, A, M, T, C>(
     .await;
     match found {
         Ok(LaunchHook::Active(h)) => {
+            let why = "because the boot cannot start ([lifecycle].on_failure)";
             let result = failure_result(cfg);
-            log::warn!(
-                "releasing launch hook {} with {} because the boot cannot start ([lifecycle].on_failure)",
-                h.action.hook,
-                result.as_str()
-            );
-            match hook::release(
-                &world.asg,
-                &world.clock,
-                &h.action,
-                result,
-                hook::release_deadline(&world.clock, &h.info),
-            )
-            .await
+            if let Some(r) =
+                hook::release_saying_why(&world.asg, &world.clock, &h, result, why).await
             {
-                Ok(r) => log_released(&h.action.hook, &r),
-                Err(e) => log::error!(
-                    "could not release launch hook {}: {}",
-                    h.action.hook,
-                    crate::error_chain(&e)
-                ),
+                log_released(&h.action.hook, &r);
             }
         }
         Ok(other) => describe_hook(&other),

@@ -236,6 +236,35 @@ pub async fn release<A: AutoScaling, C: Clock>(
     }
 }
 
+/// [`release`] of a hook the agent answers with a result other than its plain success: says why
+/// first, then releases within the hook's budget; a failure is logged with its chain (the
+/// group's DefaultResult decides then) and gives `None`.
+pub async fn release_saying_why<A: AutoScaling, C: Clock>(
+    asg: &A,
+    clock: &C,
+    hook: &ActiveHook,
+    result: HookResult,
+    why: &str,
+) -> Option<Released> {
+    log::warn!(
+        "releasing launch hook {} with {} {why}",
+        hook.action.hook,
+        result.as_str()
+    );
+    let deadline = release_deadline(clock, &hook.info);
+    match release(asg, clock, &hook.action, result, deadline).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            log::error!(
+                "could not release launch hook {}: {}",
+                hook.action.hook,
+                crate::error_chain(&e)
+            );
+            None
+        }
+    }
+}
+
 /// When to stop retrying a release: once heartbeats stop, the action expires after
 /// HeartbeatTimeout; give up a little before.
 pub fn release_deadline<C: Clock>(clock: &C, info: &HookInfo) -> Instant {

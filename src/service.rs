@@ -251,35 +251,22 @@ async fn abandon_launch<S, A, M, T, C>(
             return;
         }
     };
-    let deadline = hook::release_deadline(&world.clock, &h.info);
-    match hook::release(
-        &world.asg,
-        &world.clock,
-        &h.action,
-        HookResult::Abandon,
-        deadline,
-    )
-    .await
-    {
-        Ok(r) => {
-            log::warn!(
-                "launch hook {} released with ABANDON ({r:?}): the node will not enter service",
-                h.action.hook
-            );
-            if state
-                .apply(Event::LaunchReleased(Some(HookResult::Abandon)))
-                .is_ok()
-            {
-                if let Err(e) = store.save(state) {
-                    log::error!("{}", crate::error_chain(&e));
-                }
+    let why = "because a termination cut the boot short";
+    let released =
+        hook::release_saying_why(&world.asg, &world.clock, &h, HookResult::Abandon, why).await;
+    if let Some(r) = released {
+        log::warn!(
+            "launch hook {} released with ABANDON ({r:?}): the node will not enter service",
+            h.action.hook
+        );
+        if state
+            .apply(Event::LaunchReleased(Some(HookResult::Abandon)))
+            .is_ok()
+        {
+            if let Err(e) = store.save(state) {
+                log::error!("{}", crate::error_chain(&e));
             }
         }
-        Err(e) => log::error!(
-            "could not abandon launch hook {}: {}",
-            h.action.hook,
-            crate::error_chain(&e)
-        ),
     }
 }
 
