@@ -182,7 +182,10 @@ fn rows() -> Vec<Row> {
             detect: "fsutil's temp file `.install.pid.tmp-PID` in the state dir (install.sh spawned, its record not yet renamed into place)",
             part: Boot,
             hold: None,
-            trigger: |o| o.temp_in(STATE, ".install.pid.tmp"),
+            // The temp file lives for microseconds; the record as a fallback, so a busy machine
+            // that never sees it kills anyway (and the row says it missed its window) rather than
+            // wait for nothing.
+            trigger: |o| o.temp_in(STATE, ".install.pid.tmp") || o.file(STATE, "install.pid"),
             delay_ms: 0,
             missed: |o| {
                 o.file(STATE, "install.pid")
