@@ -204,9 +204,7 @@ mod tests {
             .windows(2)
             .map(|p| (p[1] - p[0]).as_secs_f64())
             .collect();
-        for (gap, step) in gaps.iter().zip([1.0, 2.0, 4.0, 8.0]) {
-            assert!(*gap >= step / 2.0 && *gap <= step, "{gaps:?}");
-        }
+        crate::retry::assert_backoff_gaps(&gaps, &[1.0, 2.0, 4.0, 8.0]);
     }
 
     #[tokio::test(start_paused = true)]

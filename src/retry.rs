@@ -36,6 +36,19 @@ impl Backoff {
     }
 }
 
+/// Asserts that the gaps (seconds) between successive tries follow `steps` the way
+/// [`Backoff::next_delay`] spaces them: each gap between half its step and the whole step.
+#[cfg(test)]
+pub(crate) fn assert_backoff_gaps(gaps: &[f64], steps: &[f64]) {
+    assert!(gaps.len() >= steps.len(), "too few tries: {gaps:?}");
+    for (gap, step) in gaps.iter().zip(steps) {
+        assert!(
+            *gap >= step / 2.0 && gap <= step,
+            "backoff {gaps:?} against steps {steps:?}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

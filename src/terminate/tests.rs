@@ -942,9 +942,7 @@ async fn throttling_is_retried_with_backoff_and_the_hook_completed_once() {
     let beats = w.asg.beats();
     let gaps: Vec<f64> = beats.windows(2).map(|p| secs(p[0], p[1])).collect();
     // Exponential backoff with jitter: each wait between half its step and the whole step.
-    for (gap, step) in gaps.iter().zip([1.0, 2.0, 4.0, 8.0]) {
-        assert!(*gap >= step / 2.0 && *gap <= step, "backoff: {gaps:?}");
-    }
+    crate::retry::assert_backoff_gaps(&gaps, &[1.0, 2.0, 4.0, 8.0]);
     assert!(
         gaps[4..].iter().all(|g| (9.0..=11.0).contains(g)),
         "back to the interval: {gaps:?}"
