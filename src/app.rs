@@ -1,19 +1,19 @@
 //! Wires the real world (AWS clients, TFE tools) from the config and runs a subcommand.
 
-use crate::aws::{self, AutoScalingClient, Imds, SecretsManager};
-use crate::boot;
+use crate::adapters::aws::{self, AutoScalingClient, Imds, SecretsManager};
+use crate::adapters::host;
+use crate::adapters::tfe::CliTfe;
 use crate::cli::{Cli, Command};
 use crate::config::{self, AgentConfig};
-use crate::configure;
-use crate::exit::Exit;
-use crate::host;
+use crate::node::boot;
+use crate::node::exit::Exit;
+use crate::node::service;
+use crate::node::state::StateStore;
 use crate::ports::{Identity, ImdsError, InstanceMetadata, TokioClock, World};
-use crate::render::{self, Redaction};
-use crate::retry::Backoff;
-use crate::service;
-use crate::shutdown;
-use crate::state::StateStore;
-use crate::tfe::CliTfe;
+use crate::sys::retry::Backoff;
+use crate::sys::shutdown;
+use crate::tfe_files;
+use crate::tfe_files::render::{self, Redaction};
 use std::time::Duration;
 
 type RealWorld = World<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock>;
@@ -65,7 +65,7 @@ async fn validate(cfg: &AgentConfig) -> Exit {
         Err(code) => return code,
     };
     let w = world(cfg, imds, &region).await;
-    match configure::plan(&w.secrets, &w.clock, cfg).await {
+    match tfe_files::plan(&w.secrets, &w.clock, cfg).await {
         Ok(plan) => {
             let secret = plan.settings.values().filter(|v| v.is_secret()).count();
             println!(
@@ -87,7 +87,7 @@ async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
         Err(code) => return code,
     };
     let w = world(cfg, imds, &region).await;
-    let plan = match configure::plan(&w.secrets, &w.clock, cfg).await {
+    let plan = match tfe_files::plan(&w.secrets, &w.clock, cfg).await {
         Ok(p) => p,
         Err(e) => return fail(Exit::of_configure(&e), &e),
     };
@@ -98,7 +98,7 @@ async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
         }
         return Exit::Ok;
     }
-    match configure::write(cfg, &plan) {
+    match tfe_files::write(cfg, &plan) {
         Ok(_) => Exit::Ok,
         Err(e) => fail(Exit::of_configure(&e), &e),
     }

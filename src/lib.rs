@@ -13,37 +13,18 @@
 //! - `readiness`: waiting for TFE to be healthy.
 //! - `aws`, `tfe`: the real adapters behind `ports`.
 
+pub mod adapters;
 pub mod app;
-pub mod aws;
-pub mod boot;
 pub mod cli;
 pub mod config;
-pub mod configure;
-pub mod exit;
-pub mod fsutil;
-pub mod hook;
-pub mod host;
-pub mod install_args;
-pub mod lifecycle;
-pub mod logging;
-pub mod notify;
+pub mod model;
+pub mod node;
 pub mod ports;
-pub mod problem;
-pub mod readiness;
-pub mod render;
-pub mod retry;
-pub mod secret;
-pub mod secrets;
-pub mod service;
-pub mod shutdown;
-pub mod state;
-pub mod terminate;
-pub mod tfe;
-pub mod validate;
-pub mod watch;
+pub mod sys;
+pub mod tfe_files;
 
 #[cfg(test)]
-mod test_support;
+mod testing;
 
 /// An error and all its causes on one line: `top: cause: root cause`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -18,11 +18,11 @@ use proptest::test_runner::Config;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tfe_node_agent::adapters::tfe::parse;
 use tfe_node_agent::config::FailureResult;
 use tfe_node_agent::ports::SecretPayload;
-use tfe_node_agent::secret::SecretBytes;
-use tfe_node_agent::tfe::parse;
-use tfe_node_agent::{secrets, validate};
+use tfe_node_agent::sys::secret::SecretBytes;
+use tfe_node_agent::tfe_files::{secret_bundle as secrets, validate};
 
 /// `PROPTEST_CASES` (default 256) sets the cases per property. Failures are not persisted to the
 /// source tree: a failure found here becomes a named regression test below.
@@ -848,10 +848,10 @@ fn a_hostname_from_the_shared_secret_is_redacted_in_the_dry_run_rendering() {
     // The value is still written where it belongs.
     let (bundle, problems) = secrets::decode(&cfg.secrets, fetched);
     let plan = validate::validate(&cfg, bundle, problems).expect("valid");
-    let conf = tfe_node_agent::render::replicated_conf_json(
+    let conf = tfe_node_agent::tfe_files::render::replicated_conf_json(
         &plan,
         &cfg.paths,
-        tfe_node_agent::render::Redaction::None,
+        tfe_node_agent::tfe_files::render::Redaction::None,
     );
     let conf: Value = serde_json::from_slice(&conf).unwrap();
     assert_eq!(conf["TlsBootstrapHostname"], "tfe-Qz7secret.example.com");

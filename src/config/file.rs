@@ -1,7 +1,7 @@
 //! The agent config file as written by operators (TOML), before any semantic validation.
 //!
 //! Structural rules live here: types, defaults, and "no unknown keys". Semantic rules that need the
-//! secrets too (required ptfe settings, formats) live in `crate::validate`, so every problem can be
+//! secrets too (required ptfe settings, formats) live in `crate::tfe_files::validate`, so every problem can be
 //! reported in one pass.
 
 use serde::Deserialize;

@@ -91,7 +91,7 @@ fn defaults_apply_when_sections_are_absent() {
 
 #[test]
 fn an_unknown_key_with_a_line_break_stays_on_one_log_line() {
-    let text = crate::test_support::EXAMPLE_CONFIG.replace("[aws]", "[aws]\n\"bad\\nkey\" = 1");
+    let text = crate::testing::EXAMPLE_CONFIG.replace("[aws]", "[aws]\n\"bad\\nkey\" = 1");
     let err = parse(&text, Path::new("agent.toml"))
         .unwrap_err()
         .to_string();

@@ -12,13 +12,14 @@
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::path::Path;
+use tfe_node_agent::adapters::tfe::parse;
 use tfe_node_agent::config::{self, AgentConfig};
-use tfe_node_agent::configure::{ConfigureError, Problems};
+use tfe_node_agent::error_chain;
 use tfe_node_agent::ports::SecretPayload;
-use tfe_node_agent::render::{self, Redaction};
-use tfe_node_agent::secret::{Secret, SecretBytes};
-use tfe_node_agent::tfe::parse;
-use tfe_node_agent::{error_chain, secrets, validate};
+use tfe_node_agent::sys::secret::{Secret, SecretBytes};
+use tfe_node_agent::tfe_files::render::{self, Redaction};
+use tfe_node_agent::tfe_files::{secret_bundle as secrets, validate};
+use tfe_node_agent::tfe_files::{ConfigureError, Problems};
 
 /// The documented example config (shared secret `tfe/shared`, license `tfe/license`).
 pub const EXAMPLE_CONFIG: &str = include_str!("../../packaging/agent.toml.example");
