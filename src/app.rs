@@ -1,7 +1,7 @@
 //! Wires the real world (AWS clients, TFE tools) from the config and runs a subcommand.
 
 use crate::adapters::aws::{self, AutoScalingClient, Imds, SecretsManager};
-use crate::adapters::host;
+use crate::adapters::host::SystemHost;
 use crate::adapters::tfe::CliTfe;
 use crate::cli::{Cli, Command};
 use crate::config::{self, AgentConfig};
@@ -9,14 +9,14 @@ use crate::node::boot;
 use crate::node::exit::Exit;
 use crate::node::service;
 use crate::node::state::StateStore;
-use crate::ports::{Identity, ImdsError, InstanceMetadata, TokioClock, World};
+use crate::ports::{Identity, ImdsError, InstanceMetadata, Parts, TokioClock};
 use crate::sys::retry::Backoff;
 use crate::sys::shutdown;
 use crate::tfe_files;
 use crate::tfe_files::render::{self, Redaction};
 use std::time::Duration;
 
-type RealWorld = World<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock>;
+type RealWorld = Parts<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock, SystemHost>;
 
 pub async fn run(cli: Cli) -> Exit {
     let cfg = match config::load(&cli.config) {
@@ -49,12 +49,13 @@ async fn region(cfg: &AgentConfig, imds: &Imds) -> Result<String, Exit> {
 
 async fn world(cfg: &AgentConfig, imds: Imds, region: &str) -> RealWorld {
     let sdk = aws::sdk_config(region, cfg.aws.attempt_timeout, cfg.aws.connect_timeout).await;
-    World {
+    Parts {
         secrets: SecretsManager::new(&sdk),
         asg: AutoScalingClient::new(&sdk),
         imds,
         tfe: CliTfe::new(&cfg.tools, cfg.install.sha256.clone(), &cfg.paths.state_dir),
         clock: TokioClock,
+        host: SystemHost::new(&cfg.tools.systemctl),
     }
 }
 
@@ -172,9 +173,5 @@ async fn run_service(cfg: &AgentConfig) -> Exit {
         }
     };
     let (w, store) = instance_world(cfg, imds, &identity).await;
-    let systemctl = cfg.tools.systemctl.clone();
-    service::run(&w, cfg, &identity, &store, &mut signals, || {
-        host::system_is_stopping(&systemctl)
-    })
-    .await
+    service::run(&w, cfg, &identity, &store, &mut signals).await
 }

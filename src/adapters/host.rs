@@ -1,7 +1,9 @@
 //! Facts about the machine itself: which boot this is, and whether the system is going down.
 
-use crate::ports::TrackedProcess;
-use std::path::Path;
+use crate::model::tfe::TrackedProcess;
+use crate::ports::Host;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
@@ -22,11 +24,35 @@ pub fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Seconds since the epoch, for the state file (which must survive restarts and reboots).
+/// Seconds since the epoch, for records that must survive restarts and reboots (the adapters'
+/// own; the flows ask the `Clock` port).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The [`Host`] port: the boot id from the kernel, "is the system stopping" from systemctl.
+#[derive(Debug, Clone)]
+pub struct SystemHost {
+    systemctl: PathBuf,
+}
+
+impl SystemHost {
+    pub fn new(systemctl: &Path) -> Self {
+        Self {
+            systemctl: systemctl.to_owned(),
+        }
+    }
+}
+
+impl Host for SystemHost {
+    fn boot_id(&self) -> String {
+        boot_id()
+    }
+    fn system_stopping(&self) -> impl Future<Output = bool> + Send {
+        system_is_stopping(&self.systemctl)
+    }
 }
 
 /// Whether the whole system is shutting down (`systemctl is-system-running` says "stopping"),

@@ -2,7 +2,8 @@
 //! next, and what a (re)started agent still has to do. No I/O here; `state` persists it, `boot`
 //! and `terminate` drive it. The termination half lives in `lifecycle/termination.rs`.
 
-use crate::ports::{HookResult, TrackedProcess};
+use crate::model::asg::HookResult;
+use crate::model::tfe::TrackedProcess;
 use serde::{Deserialize, Serialize};
 
 mod termination;

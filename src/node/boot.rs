@@ -4,14 +4,12 @@
 //! result after saying why.
 
 use crate::config::{AgentConfig, FailureResult};
+use crate::model::asg::{HookResult, LifecycleState};
 use crate::model::lifecycle::{Event, IllegalTransition, NodeState};
 use crate::node::hook::{self, LaunchHook, Released};
 use crate::node::readiness::{self, ReadinessError};
 use crate::node::state::{StateError, StateStore};
-use crate::ports::{
-    AsgError, AutoScaling, Clock, HookResult, Identity, InstallPlan, InstanceMetadata,
-    SecretSource, TfeTools, ToolError, World,
-};
+use crate::ports::{AsgError, Clock, Identity, InstallPlan, TfeTools, ToolError, World};
 use crate::sys::fsutil::FsError;
 use crate::sys::notify;
 use crate::tfe_files::install_args::install_args;
@@ -61,19 +59,12 @@ pub struct BootOutcome {
 const LAST_LOOK: Duration = Duration::from_secs(60);
 
 /// Boots the node. Every failure is logged with its whole chain before this returns.
-pub async fn boot<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+pub async fn boot<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     identity: &Identity,
     store: &StateStore,
-) -> Result<BootOutcome, BootError>
-where
-    S: SecretSource,
-    A: AutoScaling,
-    M: InstanceMetadata,
-    T: TfeTools,
-    C: Clock,
-{
+) -> Result<BootOutcome, BootError> {
     let mut logged = false;
     let result = run_boot(world, cfg, identity, store, &mut logged).await;
     if let Err(error) = &result {
@@ -85,21 +76,14 @@ where
     result
 }
 
-async fn run_boot<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn run_boot<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     identity: &Identity,
     store: &StateStore,
     logged: &mut bool,
-) -> Result<BootOutcome, BootError>
-where
-    S: SecretSource,
-    A: AutoScaling,
-    M: InstanceMetadata,
-    T: TfeTools,
-    C: Clock,
-{
-    let give_up = world.clock.now() + cfg.lifecycle.discovery_timeout;
+) -> Result<BootOutcome, BootError> {
+    let give_up = world.clock().now() + cfg.lifecycle.discovery_timeout;
     let hook_name = cfg.lifecycle.launch_hook.as_deref();
     let mut state = match store.load(&identity.instance_id) {
         Ok(state) => state,
@@ -130,8 +114,8 @@ where
     // and held with heartbeats from the moment it is found.
     let found = {
         let discovery = hook::discover_launch_until(
-            &world.asg,
-            &world.clock,
+            world.asg(),
+            world.clock(),
             &identity.instance_id,
             hook_name,
             give_up,
@@ -155,7 +139,7 @@ where
                     gave_up_early = d.is_err();
                     found = Some(d);
                     if let Some(h) = active {
-                        break hook::hold_while(&world.asg, &world.clock, &h, &mut work).await;
+                        break hook::hold_while(world.asg(), world.clock(), &h, &mut work).await;
                     }
                 }
             }
@@ -174,10 +158,10 @@ where
     let found = match found {
         Err((e, _)) if e.is_transient() && gave_up_early => {
             log::info!("the work is done; looking for the launch hook once more");
-            let last = world.clock.now() + LAST_LOOK.min(cfg.lifecycle.discovery_timeout);
+            let last = world.clock().now() + LAST_LOOK.min(cfg.lifecycle.discovery_timeout);
             let d = hook::discover_launch_until(
-                &world.asg,
-                &world.clock,
+                world.asg(),
+                world.clock(),
                 &identity.instance_id,
                 hook_name,
                 last,
@@ -220,11 +204,11 @@ where
             Some(h) => {
                 notify::status("TFE ready; releasing the launch hook");
                 let r = hook::release(
-                    &world.asg,
-                    &world.clock,
+                    world.asg(),
+                    world.clock(),
                     &h.action,
                     HookResult::Continue,
-                    hook::release_deadline(&world.clock, &h.info),
+                    hook::release_deadline(world.clock(), &h.info),
                 )
                 .await
                 .map_err(|source| BootError::Release {
@@ -233,10 +217,10 @@ where
                 })?;
                 log_released(&h.action.hook, &r);
                 if let Released::AlreadyResolved { state: now } = &r {
-                    if !launch_went_ahead(now.as_deref(), h.warm_pool) {
+                    if !launch_went_ahead(now.as_ref(), h.warm_pool) {
                         let error = BootError::LaunchHookLost {
                             hook: h.action.hook.clone(),
-                            state: now.clone().unwrap_or_else(|| "unknown".into()),
+                            state: now.as_ref().map_or("unknown".into(), ToString::to_string),
                         };
                         log::error!("boot failed: {}", crate::error_chain(&error));
                         notify::status("boot failed: the launch hook was lost");
@@ -276,7 +260,8 @@ where
     if let Some(h) = &active {
         let result = failure_result(cfg);
         let why = "because the boot failed ([lifecycle].on_failure)";
-        if let Some(r) = hook::release_saying_why(&world.asg, &world.clock, h, result, why).await {
+        if let Some(r) = hook::release_saying_why(world.asg(), world.clock(), h, result, why).await
+        {
             log_released(&h.action.hook, &r);
             state.apply(released_event(&state, result))?;
             store.save(&state)?;
@@ -287,20 +272,8 @@ where
 
 /// Whether an instance whose launch action was already resolved went on into service (or, for a
 /// warm-pool launch, into the pool): a release whose answer was lost, not a lost hook.
-fn launch_went_ahead(state: Option<&str>, warm_pool: bool) -> bool {
-    match state {
-        Some("InService" | "Pending:Proceed") => true,
-        Some(s) if warm_pool => {
-            matches!(
-                s,
-                "Warmed:Pending:Proceed"
-                    | "Warmed:Stopped"
-                    | "Warmed:Running"
-                    | "Warmed:Hibernated"
-            )
-        }
-        _ => false,
-    }
+fn launch_went_ahead(state: Option<&LifecycleState>, warm_pool: bool) -> bool {
+    state.is_some_and(|s| s.launch_went_ahead(warm_pool))
 }
 
 /// The first release of the launch hook on this instance, or a later one (the group waits on
@@ -321,18 +294,15 @@ pub(crate) fn failure_result(cfg: &AgentConfig) -> HookResult {
 
 /// With no trustworthy state record, a launch action the group holds for this instance gets the
 /// failure result at once: the node cannot say what it installed, so it must not enter service.
-async fn refuse_held_launch<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn refuse_held_launch<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     identity: &Identity,
     give_up: tokio::time::Instant,
-) where
-    A: AutoScaling,
-    C: Clock,
-{
+) {
     let found = hook::discover_launch_until(
-        &world.asg,
-        &world.clock,
+        world.asg(),
+        world.clock(),
         &identity.instance_id,
         cfg.lifecycle.launch_hook.as_deref(),
         give_up,
@@ -343,7 +313,7 @@ async fn refuse_held_launch<S, A, M, T, C>(
             let why = "because the boot cannot start ([lifecycle].on_failure)";
             let result = failure_result(cfg);
             if let Some(r) =
-                hook::release_saying_why(&world.asg, &world.clock, &h, result, why).await
+                hook::release_saying_why(world.asg(), world.clock(), &h, result, why).await
             {
                 log_released(&h.action.hook, &r);
             }
@@ -382,22 +352,15 @@ fn describe_found(
 }
 
 /// Everything between finding the hook and releasing it.
-async fn prepare<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn prepare<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     identity: &Identity,
     store: &StateStore,
     state: &mut NodeState,
-) -> Result<(), BootError>
-where
-    S: SecretSource,
-    A: AutoScaling,
-    M: InstanceMetadata,
-    T: TfeTools,
-    C: Clock,
-{
+) -> Result<(), BootError> {
     notify::status("fetching secrets");
-    let node = tfe_files::plan(&world.secrets, &world.clock, cfg).await?;
+    let node = tfe_files::plan(world.secrets(), world.clock(), cfg).await?;
     notify::status("writing config files");
     let files = tfe_files::write(cfg, &node)?;
 
@@ -410,7 +373,11 @@ where
             timeout: cfg.install.timeout,
         };
         log::info!("running {} {}", plan.script.display(), plan.args.join(" "));
-        world.tfe.install(&plan).await.map_err(BootError::Install)?;
+        world
+            .tfe()
+            .install(&plan)
+            .await
+            .map_err(BootError::Install)?;
         log::info!("install.sh finished");
         tfe_files::restrict_after_install(cfg, &files).map_err(BootError::Restrict)?;
         state.apply(Event::InstallSucceeded {
@@ -428,14 +395,14 @@ where
         // A drain this instance survived (a reboot) left the app stopped: node-drain has no
         // reverse but starting the app again.
         log::info!("starting the app again after the earlier drain");
-        if let Err(e) = world.tfe.app_start().await {
+        if let Err(e) = world.tfe().app_start().await {
             log::warn!("replicatedctl app start failed: {e}; waiting for readiness anyway");
         }
     }
     notify::status("waiting for TFE to become ready");
     readiness::wait_until_ready(
-        &world.tfe,
-        &world.clock,
+        world.tfe(),
+        world.clock(),
         cfg.readiness.timeout,
         cfg.readiness.poll_interval,
     )
@@ -470,15 +437,15 @@ fn describe_hook(hook: &LaunchHook) {
 fn log_released(hook: &str, released: &Released) {
     match released {
         Released::Completed(r) => log::info!("launch hook {hook} released with {}", r.as_str()),
-        Released::AlreadyResolved { state } if launch_went_ahead(state.as_deref(), true) => {
+        Released::AlreadyResolved { state } if launch_went_ahead(state.as_ref(), true) => {
             log::info!(
                 "launch hook {hook} was already resolved and the instance is {}: an earlier try of this release took effect (its answer was lost)",
-                state.as_deref().unwrap_or("unknown")
+                state.as_ref().map_or("unknown".into(), ToString::to_string)
             )
         }
         Released::AlreadyResolved { state } => log::warn!(
             "launch hook {hook} had no active action any more (timed out or resolved elsewhere); instance is now {}",
-            state.as_deref().unwrap_or("unknown")
+            state.as_ref().map_or("unknown".into(), ToString::to_string)
         ),
     }
 }

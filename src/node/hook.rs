@@ -1,7 +1,8 @@
 //! Lifecycle hooks: finding this instance's pending action, keeping it alive with heartbeats while
 //! work runs, and releasing it exactly once.
 
-use crate::ports::{AsgError, AutoScaling, Clock, HookAction, HookInfo, HookResult, LAUNCHING};
+use crate::model::asg::{HookResult, LifecycleState, Transition};
+use crate::ports::{AsgError, AutoScaling, Clock, HookAction, HookInfo};
 use crate::sys::retry::Backoff;
 use std::future::Future;
 use std::time::Duration;
@@ -15,7 +16,10 @@ pub enum LaunchHook {
     /// DescribeAutoScalingInstances does not know this instance.
     NotInGroup,
     /// In a group, but not in a launch wait state (e.g. already InService).
-    NotWaiting { group: String, state: String },
+    NotWaiting {
+        group: String,
+        state: LifecycleState,
+    },
     /// The group has no launch hook of that name.
     HookMissing { group: String, hook: String },
     /// Waiting on our hook: hold it, then release it.
@@ -42,26 +46,24 @@ pub async fn discover_launch<A: AutoScaling>(
     let Some(instance) = asg.describe_instance(instance_id).await? else {
         return Ok(LaunchHook::NotInGroup);
     };
-    let warm_pool = match instance.lifecycle_state.as_str() {
-        "Pending:Wait" => false,
-        "Warmed:Pending:Wait" => true,
-        _ => {
-            return Ok(LaunchHook::NotWaiting {
-                group: instance.group,
-                state: instance.lifecycle_state,
-            })
-        }
+    let Some(warm_pool) = instance.lifecycle_state.launch_wait() else {
+        return Ok(LaunchHook::NotWaiting {
+            group: instance.group,
+            state: instance.lifecycle_state,
+        });
     };
     match asg.describe_hook(&instance.group, hook).await? {
-        Some(info) if info.transition == LAUNCHING => Ok(LaunchHook::Active(ActiveHook {
-            action: HookAction {
-                group: instance.group,
-                hook: hook.to_string(),
-                instance_id: instance_id.to_string(),
-            },
-            info,
-            warm_pool,
-        })),
+        Some(info) if info.transition == Transition::Launching => {
+            Ok(LaunchHook::Active(ActiveHook {
+                action: HookAction {
+                    group: instance.group,
+                    hook: hook.to_string(),
+                    instance_id: instance_id.to_string(),
+                },
+                info,
+                warm_pool,
+            }))
+        }
         _ => Ok(LaunchHook::HookMissing {
             group: instance.group,
             hook: hook.to_string(),
@@ -189,7 +191,7 @@ pub enum Released {
     /// "No active Lifecycle Action": it timed out or someone else resolved it; the instance's
     /// current state says which way.
     AlreadyResolved {
-        state: Option<String>,
+        state: Option<LifecycleState>,
     },
 }
 

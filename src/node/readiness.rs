@@ -98,10 +98,8 @@ async fn probe<T: TfeTools>(tfe: &T) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{
-        AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TokioClock, ToolError,
-        TrackedProcess,
-    };
+    use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+    use crate::ports::{InstallPlan, TokioClock, ToolError};
 
     /// replicatedctl that never answers.
     struct Hung;

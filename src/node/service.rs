@@ -2,8 +2,8 @@
 //! going), then watch for the end — IMDS, spot, a system shutdown — and run the termination path,
 //! which a SIGTERM does not cut short while an ASG termination is in progress.
 
-use crate::adapters::host;
 use crate::config::AgentConfig;
+use crate::model::asg::HookResult;
 use crate::model::lifecycle::{Event, NodeState, Notice, Source};
 use crate::node::boot::{self, BootError};
 use crate::node::exit::Exit;
@@ -12,12 +12,9 @@ use crate::node::readiness;
 use crate::node::state::StateStore;
 use crate::node::terminate;
 use crate::node::watch::{Change, Seen, Watcher};
-use crate::ports::{
-    AutoScaling, Clock, HookResult, Identity, InstanceMetadata, SecretSource, TfeTools, World,
-};
+use crate::ports::{Clock, Host, Identity, World};
 use crate::sys::notify;
 use crate::sys::shutdown::{self, ShutdownRx};
-use std::future::Future;
 use std::time::Duration;
 
 /// How long a boot cut short by a termination looks for the launch hook to abandon.
@@ -33,23 +30,13 @@ enum BootEnd {
     Stopped(i32),
 }
 
-pub async fn run<S, A, M, T, C, P, F>(
-    world: &World<S, A, M, T, C>,
+pub async fn run<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     identity: &Identity,
     store: &StateStore,
     signals: &mut ShutdownRx,
-    system_stopping: P,
-) -> Exit
-where
-    S: SecretSource,
-    A: AutoScaling,
-    M: InstanceMetadata,
-    T: TfeTools,
-    C: Clock,
-    P: Fn() -> F,
-    F: Future<Output = bool>,
-{
+) -> Exit {
     let fail = |code: Exit, e: &dyn std::error::Error| {
         log::error!("{}", crate::error_chain(e));
         code
@@ -62,7 +49,7 @@ where
             return result.map_or_else(|e| Exit::of_boot(&e), |_| Exit::LocalIo);
         }
     };
-    let boot_id = host::boot_id();
+    let boot_id = world.host().boot_id();
     if state.resumable(&boot_id) {
         let t = state.termination.as_ref().expect("resumable");
         log::warn!(
@@ -78,7 +65,7 @@ where
             return Exit::LocalIo;
         }
     }
-    let mut watcher = Watcher::new(&world.imds, &world.clock, &cfg.termination);
+    let mut watcher = Watcher::new(world.imds(), world.clock(), &cfg.termination);
     let mut boot_failure = None;
 
     if state.termination.is_none() {
@@ -101,8 +88,8 @@ where
                 None
             }
             BootEnd::Interrupted(seen) => Some(seen),
-            BootEnd::Stopped(signal) if system_stopping().await => {
-                Some(shutdown_notice(signal, cfg, &world.clock))
+            BootEnd::Stopped(signal) if world.host().system_stopping().await => {
+                Some(shutdown_notice(signal, cfg, world.clock()))
             }
             BootEnd::Stopped(signal) => {
                 log::warn!("signal {signal} during boot; stopping (install.sh, if running, was killed; the next start resumes)");
@@ -116,7 +103,7 @@ where
         };
         if let Some(seen) = seen {
             log::warn!("{} during boot: abandoning the boot", seen.detail);
-            if let Err(code) = record_notice(store, &world.clock, &mut state, &seen) {
+            if let Err(code) = record_notice(world, store, &mut state, &seen) {
                 return code;
             }
             abandon_launch(world, cfg, store, &mut state).await;
@@ -144,7 +131,7 @@ where
         tokio::select! {
             change = watcher.next_change() => match change {
                 Change::Drain(seen) => {
-                    if let Err(code) = record_notice(store, &world.clock, &mut state, &seen) {
+                    if let Err(code) = record_notice(world, store, &mut state, &seen) {
                         return code;
                     }
                 }
@@ -166,9 +153,9 @@ where
             },
             signal = shutdown::wait(signals) => {
                 let going = state.termination.is_some();
-                if !going && system_stopping().await {
+                if !going && world.host().system_stopping().await {
                     log::warn!("signal {signal}: the system is shutting down with no ASG termination; draining within [termination].shutdown_drain_timeout");
-                    if let Err(code) = record_notice(store, &world.clock, &mut state, &shutdown_notice(signal, cfg, &world.clock)) {
+                    if let Err(code) = record_notice(world, store, &mut state, &shutdown_notice(signal, cfg, world.clock())) {
                         return code;
                     }
                     continue;
@@ -189,17 +176,17 @@ fn shutdown_notice<C: Clock>(signal: i32, cfg: &AgentConfig, clock: &C) -> Seen 
     }
 }
 
-fn record_notice<C: Clock>(
+fn record_notice<W: World>(
+    world: &W,
     store: &StateStore,
-    clock: &C,
     state: &mut NodeState,
     seen: &Seen,
 ) -> Result<(), Exit> {
     let notice = Notice {
         source: seen.source,
         detail: seen.detail.clone(),
-        at: clock.unix_now(),
-        boot_id: host::boot_id(),
+        at: world.clock().unix_now(),
+        boot_id: world.host().boot_id(),
         deadline_at: seen.deadline,
     };
     state
@@ -215,24 +202,21 @@ fn record_notice<C: Clock>(
 }
 
 /// A boot cut short by a termination: the launch hook, if still held, gets ABANDON.
-async fn abandon_launch<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn abandon_launch<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     store: &StateStore,
     state: &mut NodeState,
-) where
-    A: AutoScaling,
-    C: Clock,
-{
+) {
     if state.launch_hook.is_some() {
         return;
     }
     let found = hook::discover_launch_until(
-        &world.asg,
-        &world.clock,
+        world.asg(),
+        world.clock(),
         &state.instance_id,
         cfg.lifecycle.launch_hook.as_deref(),
-        world.clock.now() + ABANDON_LOOKUP,
+        world.clock().now() + ABANDON_LOOKUP,
     )
     .await;
     let h = match found {
@@ -253,7 +237,7 @@ async fn abandon_launch<S, A, M, T, C>(
     };
     let why = "because a termination cut the boot short";
     let released =
-        hook::release_saying_why(&world.asg, &world.clock, &h, HookResult::Abandon, why).await;
+        hook::release_saying_why(world.asg(), world.clock(), &h, HookResult::Abandon, why).await;
     if let Some(r) = released {
         log::warn!(
             "launch hook {} released with ABANDON ({r:?}): the node will not enter service",
@@ -273,24 +257,19 @@ async fn abandon_launch<S, A, M, T, C>(
 /// The instance came back to service (from standby, a warm pool, …): if the group waits on the
 /// launch hook again, check that TFE is healthy (holding the hook meanwhile) and release it again
 /// — once per wait; the group's view decides, not what was recorded.
-async fn serve_launch_again<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn serve_launch_again<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     store: &StateStore,
     state: &mut NodeState,
     from: &str,
-) -> Result<(), Exit>
-where
-    A: AutoScaling,
-    T: TfeTools,
-    C: Clock,
-{
+) -> Result<(), Exit> {
     let found = hook::discover_launch_until(
-        &world.asg,
-        &world.clock,
+        world.asg(),
+        world.clock(),
         &state.instance_id,
         cfg.lifecycle.launch_hook.as_deref(),
-        world.clock.now() + cfg.lifecycle.discovery_timeout,
+        world.clock().now() + cfg.lifecycle.discovery_timeout,
     )
     .await;
     let h = match found {
@@ -314,12 +293,12 @@ where
     );
     notify::status("back from standby; checking TFE before releasing the launch hook");
     let ready = hook::hold_while(
-        &world.asg,
-        &world.clock,
+        world.asg(),
+        world.clock(),
         &h,
         readiness::wait_until_ready(
-            &world.tfe,
-            &world.clock,
+            world.tfe(),
+            world.clock(),
             cfg.readiness.timeout,
             cfg.readiness.poll_interval,
         ),
@@ -338,8 +317,8 @@ where
             boot::failure_result(cfg)
         }
     };
-    let deadline = hook::release_deadline(&world.clock, &h.info);
-    match hook::release(&world.asg, &world.clock, &h.action, result, deadline).await {
+    let deadline = hook::release_deadline(world.clock(), &h.info);
+    match hook::release(world.asg(), world.clock(), &h.action, result, deadline).await {
         Ok(r) => {
             log::info!(
                 "launch hook {} released again with {} ({r:?})",
@@ -371,20 +350,13 @@ where
 /// Runs the termination path to its end. A signal meanwhile does not cut it short: for an ASG
 /// termination systemd is asked for more time until the hook is released; other drains are
 /// bounded by their own deadlines. Returns the state and whether a signal arrived.
-async fn finish_termination<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn finish_termination<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     store: &StateStore,
     state: NodeState,
     signals: &mut ShutdownRx,
-) -> Result<(NodeState, bool), terminate::TerminateError>
-where
-    S: SecretSource,
-    A: AutoScaling,
-    M: InstanceMetadata,
-    T: TfeTools,
-    C: Clock,
-{
+) -> Result<(NodeState, bool), terminate::TerminateError> {
     let asg = state
         .termination
         .as_ref()
@@ -408,7 +380,7 @@ where
                 }
                 notify::stopping("stopping after the drain");
             }
-            _ = world.clock.sleep(EXTEND_EVERY), if signalled && asg => notify::extend_timeout(EXTEND_BY),
+            _ = world.clock().sleep(EXTEND_EVERY), if signalled && asg => notify::extend_timeout(EXTEND_BY),
         }
     }
 }

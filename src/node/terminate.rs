@@ -4,16 +4,16 @@
 //! within its global budget, and released once with the result the drain earned.
 
 use crate::config::{AgentConfig, FailureResult};
+use crate::model::asg::{HookResult, LifecycleState, Transition};
 use crate::model::lifecycle::{
     hook_result, DrainOutcome, DrainRecord, DrainStep, Event, HookOutcome, IllegalTransition,
     NodeState, Source,
 };
+use crate::model::tfe::AppState;
+use crate::model::tfe::{DrainState, TrackedProcess};
 use crate::node::hook::{self, ActiveHook};
 use crate::node::state::{StateError, StateStore};
-use crate::ports::{
-    AutoScaling, Clock, DrainState, HookAction, HookResult, InstanceMetadata, SecretSource,
-    TfeTools, TrackedProcess, World, TERMINATING,
-};
+use crate::ports::{AutoScaling, Clock, HookAction, TfeTools, World};
 use crate::sys::notify;
 use std::cell::RefCell;
 use std::time::Duration;
@@ -52,19 +52,12 @@ impl Recorder<'_> {
 }
 
 /// Runs what is left of the recorded termination. `state` must hold a termination.
-pub async fn terminate<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+pub async fn terminate<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     store: &StateStore,
     state: NodeState,
-) -> Result<NodeState, TerminateError>
-where
-    S: SecretSource,
-    A: AutoScaling,
-    M: InstanceMetadata,
-    T: TfeTools,
-    C: Clock,
-{
+) -> Result<NodeState, TerminateError> {
     let plan = state
         .termination_plan()
         .expect("terminate() is called with a recorded termination");
@@ -119,18 +112,14 @@ where
 
 // ------------------------------------------------------------------------------------ drain side
 
-async fn drain_node<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn drain_node<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     recorder: &Recorder<'_>,
     step: DrainStep,
     stop_app: bool,
     budget: watch::Receiver<Option<Instant>>,
-) -> Result<(), TerminateError>
-where
-    T: TfeTools,
-    C: Clock,
-{
+) -> Result<(), TerminateError> {
     let (noticed_at, source, deadline_at, nothing_to_drain) = {
         let s = recorder.state.borrow();
         let t = s.termination.as_ref().expect("recorded");
@@ -143,7 +132,7 @@ where
         (t.noticed_at, t.source, t.deadline_at, why)
     };
     // The drain's own limit counts from the notice, so a restarted agent keeps the same one.
-    let elapsed = Duration::from_secs(world.clock.unix_now().saturating_sub(noticed_at));
+    let elapsed = Duration::from_secs(world.clock().unix_now().saturating_sub(noticed_at));
     let (limit, why) = match (source, deadline_at) {
         (_, Some(at)) => (
             Duration::from_secs(at.saturating_sub(noticed_at)),
@@ -156,11 +145,11 @@ where
         (Source::Spot, None) => (SPOT_BUDGET, "spot two-minute warning".to_string()),
         _ => (cfg.drain.timeout, "[drain].timeout".to_string()),
     };
-    let deadline = world.clock.now() + limit.saturating_sub(elapsed);
+    let deadline = world.clock().now() + limit.saturating_sub(elapsed);
 
     let step = match step {
         DrainStep::Adopt(process)
-            if world.tfe.drain_state(&process) == DrainState::NeverStarted =>
+            if world.tfe().drain_state(&process) == DrainState::NeverStarted =>
         {
             log::warn!(
                 "the node-drain recorded by the earlier agent (pid {}) never ran (that agent stopped before letting it run); starting it now",
@@ -180,7 +169,7 @@ where
             recorder.record(Event::DrainFinished(outcome.clone()))?;
             outcome
         }
-        DrainStep::Start => match world.tfe.start_drain() {
+        DrainStep::Start => match world.tfe().start_drain() {
             Ok(process) => {
                 log::info!(
                     "node-drain started (pid {}); limit {} ({why})",
@@ -190,7 +179,7 @@ where
                 notify::status("draining: node-drain running");
                 // Recorded before node-drain may run: a restarted agent adopts it, never a second.
                 recorder.record(Event::DrainStarted(process.clone()))?;
-                let outcome = match world.tfe.release_drain(&process) {
+                let outcome = match world.tfe().release_drain(&process) {
                     Ok(()) => wait_for_drain(world, &process, deadline, &why, budget.clone()).await,
                     Err(e) => DrainOutcome::CouldNotStart {
                         why: crate::error_chain(&e),
@@ -225,25 +214,21 @@ where
     Ok(())
 }
 
-async fn wait_for_drain<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn wait_for_drain<W: World>(
+    world: &W,
     process: &TrackedProcess,
     deadline: Instant,
     why: &str,
     budget: watch::Receiver<Option<Instant>>,
-) -> DrainOutcome
-where
-    T: TfeTools,
-    C: Clock,
-{
+) -> DrainOutcome {
     loop {
-        match world.tfe.drain_state(process) {
+        match world.tfe().drain_state(process) {
             DrainState::Running => {}
             DrainState::Exited(0) => return DrainOutcome::Drained,
             DrainState::Exited(code) => return DrainOutcome::Failed { exit_code: code },
             DrainState::Vanished | DrainState::NeverStarted => return DrainOutcome::Interrupted,
         }
-        let now = world.clock.now();
+        let now = world.clock().now();
         let cut = if now >= deadline {
             Some(why.to_string())
         } else if budget.borrow().is_some_and(|b| now >= b) {
@@ -253,63 +238,55 @@ where
         };
         if let Some(why) = cut {
             log::error!("node-drain is still running but must stop: {why}");
-            world.tfe.stop_drain(process).await;
+            world.tfe().stop_drain(process).await;
             return DrainOutcome::TimedOut { why };
         }
-        world.clock.sleep(DRAIN_POLL).await;
+        world.clock().sleep(DRAIN_POLL).await;
     }
 }
 
-async fn stop_app_and_wait<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn stop_app_and_wait<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     recorder: &Recorder<'_>,
     budget: watch::Receiver<Option<Instant>>,
-) -> Result<(), TerminateError>
-where
-    T: TfeTools,
-    C: Clock,
-{
+) -> Result<(), TerminateError> {
     notify::status("draining: stopping the app");
-    if let Err(e) = world.tfe.app_stop().await {
+    if let Err(e) = world.tfe().app_stop().await {
         log::warn!(
             "replicatedctl app stop failed: {}; the drain itself succeeded",
             crate::error_chain(&e)
         );
         return Ok(());
     }
-    let deadline = world.clock.now() + cfg.drain.app_stop_timeout;
+    let deadline = world.clock().now() + cfg.drain.app_stop_timeout;
     loop {
-        match world.tfe.app_status().await {
-            Ok(s) if s.state == "stopped" && !s.is_transitioning => {
+        match world.tfe().app_status().await {
+            Ok(s) if s.state == AppState::Stopped && !s.is_transitioning => {
                 log::info!("the app reports stopped");
                 return recorder.record(Event::AppStopped);
             }
             Ok(s) => log::debug!("app is {} (desired {})", s.state, s.desired_state),
             Err(e) => log::warn!("replicatedctl app status failed: {e}"),
         }
-        let now = world.clock.now();
+        let now = world.clock().now();
         if now >= deadline || budget.borrow().is_some_and(|b| now >= b) {
             log::warn!("the app did not report stopped in time; releasing the hook anyway (node-drain succeeded)");
             return Ok(());
         }
-        world.clock.sleep(DRAIN_POLL).await;
+        world.clock().sleep(DRAIN_POLL).await;
     }
 }
 
 // ------------------------------------------------------------------------------------- hook side
 
-async fn release_terminate_hook<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn release_terminate_hook<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     recorder: &Recorder<'_>,
     budget: watch::Sender<Option<Instant>>,
     mut done: watch::Receiver<bool>,
-) -> Result<(), TerminateError>
-where
-    A: AutoScaling,
-    C: Clock,
-{
+) -> Result<(), TerminateError> {
     let Some(hook_name) = cfg.lifecycle.terminate_hook.clone() else {
         return recorder.record(Event::TerminateHookDone(HookOutcome::NotApplicable {
             why: "no [lifecycle].terminate_hook configured".into(),
@@ -326,17 +303,17 @@ where
         .termination
         .as_ref()
         .and_then(|t| t.wait_state_seen_at)
-        .unwrap_or_else(|| world.clock.unix_now());
+        .unwrap_or_else(|| world.clock().unix_now());
     let ends_in = Duration::from_secs(
-        (seen_at + hook.info.global_timeout.as_secs()).saturating_sub(world.clock.unix_now()),
+        (seen_at + hook.info.global_timeout.as_secs()).saturating_sub(world.clock().unix_now()),
     );
     let margin = hook::heartbeat_interval(hook.info.heartbeat_timeout) + Duration::from_secs(15);
-    let _ = budget.send(Some(world.clock.now() + ends_in.saturating_sub(margin)));
+    let _ = budget.send(Some(world.clock().now() + ends_in.saturating_sub(margin)));
     log::info!(
         "holding terminate hook {} of group {} (HeartbeatTimeout {}s, DefaultResult {}, global budget ends in {}s)",
         hook.action.hook, hook.action.group, hook.info.heartbeat_timeout.as_secs(), hook.info.default_result, ends_in.as_secs()
     );
-    hook::hold_while(&world.asg, &world.clock, &hook, done.wait_for(|d| *d))
+    hook::hold_while(world.asg(), world.clock(), &hook, done.wait_for(|d| *d))
         .await
         .ok();
 
@@ -358,11 +335,11 @@ where
         log::warn!("releasing terminate hook {} with {} because {} ([drain].on_failure); with TerminateHookAbandon=retain the instance stays for an operator", hook.action.hook, result.as_str(), outcome.describe());
     }
     match hook::release(
-        &world.asg,
-        &world.clock,
+        world.asg(),
+        world.clock(),
         &hook.action,
         result,
-        hook::release_deadline(&world.clock, &hook.info),
+        hook::release_deadline(world.clock(), &hook.info),
     )
     .await
     {
@@ -379,9 +356,9 @@ where
             Ok(())
         }
         Ok(hook::Released::AlreadyResolved { state }) => {
-            log::warn!("terminate hook {} had no active action any more (timed out or resolved elsewhere); instance is now {}", hook.action.hook, state.as_deref().unwrap_or("unknown"));
+            log::warn!("terminate hook {} had no active action any more (timed out or resolved elsewhere); instance is now {}", hook.action.hook, state.as_ref().map_or("unknown".into(), ToString::to_string));
             recorder.record(Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
-                state,
+                state: state.map(|s| s.to_string()),
             }))
         }
         Err(e) => {
@@ -398,17 +375,13 @@ where
 
 /// Waits for this instance's terminate wait state; `None` when there is no action to hold
 /// (recorded, except for a non-ASG drain that ended without one: an ASG termination may follow).
-async fn find_terminate_action<S, A, M, T, C>(
-    world: &World<S, A, M, T, C>,
+async fn find_terminate_action<W: World>(
+    world: &W,
     cfg: &AgentConfig,
     recorder: &Recorder<'_>,
     hook_name: &str,
     done: &mut watch::Receiver<bool>,
-) -> Result<Option<ActiveHook>, TerminateError>
-where
-    A: AutoScaling,
-    C: Clock,
-{
+) -> Result<Option<ActiveHook>, TerminateError> {
     let (instance_id, source, noticed_at, seen_waiting) = {
         let s = recorder.state.borrow();
         let t = s.termination.as_ref().expect("recorded");
@@ -425,13 +398,13 @@ where
             .map(|_| None)
     };
     let wait_limit = Duration::from_secs(noticed_at + cfg.termination.wait_state_timeout.as_secs())
-        .saturating_sub(Duration::from_secs(world.clock.unix_now()));
-    let give_up = world.clock.now() + wait_limit;
-    let mut said = String::new();
+        .saturating_sub(Duration::from_secs(world.clock().unix_now()));
+    let give_up = world.clock().now() + wait_limit;
+    let mut said = None;
     let mut backoff = crate::sys::retry::Backoff::new(WAIT_STATE_POLL, Duration::from_secs(30));
     let mut failing = false;
     let group = loop {
-        match world.asg.describe_instance(&instance_id).await {
+        match world.asg().describe_instance(&instance_id).await {
             // Seen waiting before, gone now: the hook was resolved (an earlier agent's release
             // whose answer was lost, or a timeout) and the instance left the group.
             Ok(None) if seen_waiting => {
@@ -446,28 +419,29 @@ where
                 return not_applicable("this instance is not in an Auto Scaling group".into())
             }
             Ok(None) => {}
-            Ok(Some(i)) if i.lifecycle_state.ends_with("Terminating:Wait") => break i.group,
+            Ok(Some(i)) if i.lifecycle_state.is_terminate_wait() => break i.group,
             // A return to the warm pool waits on the terminate hook here.
             Ok(Some(i))
-                if source == Source::WarmPool && i.lifecycle_state == "Warmed:Pending:Wait" =>
+                if source == Source::WarmPool
+                    && i.lifecycle_state == LifecycleState::WarmedPendingWait =>
             {
                 break i.group
             }
-            Ok(Some(i)) if is_past_wait(&i.lifecycle_state) => {
+            Ok(Some(i)) if i.lifecycle_state.is_past_terminate_wait() => {
                 log::warn!(
                     "instance is already {}: the terminate hook was resolved elsewhere",
                     i.lifecycle_state
                 );
                 return recorder
                     .record(Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
-                        state: Some(i.lifecycle_state),
+                        state: Some(i.lifecycle_state.to_string()),
                     }))
                     .map(|_| None);
             }
             Ok(Some(i)) => {
-                if said != i.lifecycle_state {
+                if said.as_ref() != Some(&i.lifecycle_state) {
                     log::info!("instance is {}; waiting for Terminating:Wait before touching the terminate hook", i.lifecycle_state);
-                    said = i.lifecycle_state;
+                    said = Some(i.lifecycle_state);
                 }
             }
             Err(e) => {
@@ -481,7 +455,7 @@ where
             backoff.reset(WAIT_STATE_POLL);
             WAIT_STATE_POLL
         };
-        if source.has_hook() && world.clock.now() >= give_up {
+        if source.has_hook() && world.clock().now() >= give_up {
             log::error!("no Terminating:Wait within {} of the notice; the drain goes on, the hook is left to its DefaultResult", humantime::format_duration(cfg.termination.wait_state_timeout));
             return not_applicable("the wait state did not appear in time".into());
         }
@@ -489,15 +463,15 @@ where
             return Ok(None);
         }
         tokio::select! {
-            _ = world.clock.sleep(pause) => {}
+            _ = world.clock().sleep(pause) => {}
             _ = done.changed(), if !source.has_hook() => {}
         }
     };
     recorder.record(Event::WaitStateSeen {
-        at: world.clock.unix_now(),
+        at: world.clock().unix_now(),
     })?;
-    match world.asg.describe_hook(&group, hook_name).await {
-        Ok(Some(info)) if info.transition == TERMINATING => Ok(Some(ActiveHook {
+    match world.asg().describe_hook(&group, hook_name).await {
+        Ok(Some(info)) if info.transition == Transition::Terminating => Ok(Some(ActiveHook {
             action: HookAction {
                 group,
                 hook: hook_name.to_string(),
@@ -520,7 +494,7 @@ where
                 },
                 info: crate::ports::HookInfo {
                     name: hook_name.to_string(),
-                    transition: TERMINATING.into(),
+                    transition: Transition::Terminating,
                     heartbeat_timeout: Duration::from_secs(30),
                     global_timeout: Duration::from_secs(3000),
                     default_result: "unknown".into(),
@@ -529,23 +503,6 @@ where
             }))
         }
     }
-}
-
-/// States in which the terminate action no longer exists (for a return to the warm pool: the
-/// instance is back in the pool).
-fn is_past_wait(state: &str) -> bool {
-    matches!(
-        state,
-        "Terminating:Proceed"
-            | "Terminated"
-            | "Terminating:Retained"
-            | "Warmed:Terminating:Proceed"
-            | "Warmed:Terminated"
-            | "Warmed:Pending:Proceed"
-            | "Warmed:Stopped"
-            | "Warmed:Running"
-            | "Warmed:Hibernated"
-    )
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! makes, with the service's errors mapped to what the orchestration needs to decide.
 
 use super::describe;
-use crate::ports::{AsgError, AsgInstance, AutoScaling, HookAction, HookInfo, HookResult};
+use crate::model::asg::HookResult;
+use crate::model::asg::{LifecycleState, Transition};
+use crate::ports::{AsgError, AsgInstance, AutoScaling, HookAction, HookInfo};
 use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_autoscaling::Client;
@@ -65,7 +67,7 @@ impl AutoScaling for AutoScalingClient {
             .find(|i| i.instance_id() == Some(instance_id))
             .map(|i| AsgInstance {
                 group: i.auto_scaling_group_name().unwrap_or_default().to_string(),
-                lifecycle_state: i.lifecycle_state().unwrap_or_default().to_string(),
+                lifecycle_state: LifecycleState::parse(i.lifecycle_state().unwrap_or_default()),
             }))
     }
 
@@ -85,7 +87,7 @@ impl AutoScaling for AutoScalingClient {
             .find(|h| h.lifecycle_hook_name() == Some(hook))
             .map(|h| HookInfo {
                 name: hook.to_string(),
-                transition: h.lifecycle_transition().unwrap_or_default().to_string(),
+                transition: Transition::parse(h.lifecycle_transition().unwrap_or_default()),
                 heartbeat_timeout: seconds(h.heartbeat_timeout()),
                 global_timeout: seconds(h.global_timeout()),
                 default_result: h.default_result().unwrap_or("ABANDON").to_string(),

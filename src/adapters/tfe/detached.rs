@@ -8,7 +8,7 @@
 use super::process::SCRUBBED_ENV;
 use super::TfeError;
 use crate::adapters::host;
-use crate::ports::{DrainState, TrackedProcess};
+use crate::model::tfe::{DrainState, TrackedProcess};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::fs::{self, OpenOptions};

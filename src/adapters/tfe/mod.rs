@@ -7,10 +7,8 @@ mod install_run;
 pub mod parse;
 pub mod process;
 
-use crate::ports::{
-    AppStatus, DrainState, HealthReport, InstallPlan, SystemStatus, TfeTools, ToolError,
-    TrackedProcess,
-};
+use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+use crate::ports::{InstallPlan, TfeTools, ToolError};
 use detached::Detached;
 use process::{ProcessError, Spec};
 use std::path::PathBuf;

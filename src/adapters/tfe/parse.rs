@@ -2,7 +2,7 @@
 //! §4.3, §5.3). Each tolerates the stray `Error parsing config file: …` line the CLI can print
 //! first.
 
-use crate::ports::{AppStatus, HealthReport, SystemStatus};
+use crate::model::tfe::{AppState, AppStatus, HealthReport, SystemStatus};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -41,8 +41,8 @@ pub fn app_status(stdout: &str) -> Result<AppStatus, String> {
         .next()
         .ok_or("no application installed yet")?;
     Ok(AppStatus {
-        state: app.state,
-        desired_state: app.desired_state,
+        state: AppState::parse(&app.state),
+        desired_state: AppState::parse(&app.desired_state),
         is_transitioning: app.is_transitioning,
         error: app.error,
     })

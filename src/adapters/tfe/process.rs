@@ -3,7 +3,7 @@
 //! or systemd notify socket in its environment, and its output streamed line by line into our log.
 
 use crate::adapters::host;
-use crate::ports::TrackedProcess;
+use crate::model::tfe::TrackedProcess;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};

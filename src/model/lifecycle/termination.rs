@@ -2,7 +2,8 @@
 //! terminate hook is released at most once — and a restarted agent reads from here what is left.
 
 use super::{Event, IllegalTransition, NodeState, Phase};
-use crate::ports::{HookResult, TrackedProcess};
+use crate::model::asg::HookResult;
+use crate::model::tfe::TrackedProcess;
 use serde::{Deserialize, Serialize};
 
 /// What said the node is to go.

@@ -60,7 +60,7 @@ impl AutoScaling for FakeAsg {
         }
         Ok(Some(AsgInstance {
             group: "g".into(),
-            lifecycle_state: self.state.lock().unwrap().clone(),
+            lifecycle_state: LifecycleState::parse(&self.state.lock().unwrap()),
         }))
     }
     async fn describe_hook(&self, _: &str, hook: &str) -> Result<Option<HookInfo>, AsgError> {
@@ -80,7 +80,7 @@ impl AutoScaling for FakeAsg {
 fn info(hook: &str, timeout: u64) -> HookInfo {
     HookInfo {
         name: hook.into(),
-        transition: LAUNCHING.into(),
+        transition: Transition::Launching,
         heartbeat_timeout: Duration::from_secs(timeout),
         global_timeout: Duration::from_secs(timeout * 100),
         default_result: "ABANDON".into(),

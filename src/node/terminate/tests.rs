@@ -10,9 +10,10 @@ use super::*;
 use crate::adapters::host;
 use crate::config::AgentConfig;
 use crate::model::lifecycle::{Notice, Phase, Termination};
+use crate::model::tfe::{AppStatus, HealthReport, SystemStatus};
 use crate::ports::{
-    AppStatus, AsgError, AsgInstance, HealthReport, HookInfo, Identity, ImdsError, InstallPlan,
-    SecretPayload, SecretsError, SystemStatus, TokioClock, ToolError,
+    AsgError, AsgInstance, HookInfo, Identity, ImdsError, InstallPlan, InstanceMetadata, Parts,
+    SecretPayload, SecretSource, SecretsError, TokioClock, ToolError,
 };
 use crate::testing::{parse, EXAMPLE_CONFIG};
 use std::collections::{BTreeMap, VecDeque};
@@ -82,7 +83,7 @@ impl FakeAsg {
             describe_hooks: Mutex::default(),
             hook: Some(HookInfo {
                 name: "tfe-terminate".into(),
-                transition: TERMINATING.into(),
+                transition: Transition::Terminating,
                 heartbeat_timeout: Duration::from_secs(heartbeat_timeout),
                 global_timeout: Duration::from_secs(global_timeout),
                 default_result: "ABANDON".into(),
@@ -189,7 +190,7 @@ impl AutoScaling for FakeAsg {
         self.describes.lock().unwrap().push((Instant::now(), state));
         Ok(state.map(|s| AsgInstance {
             group: "tfe-asg".into(),
-            lifecycle_state: s.into(),
+            lifecycle_state: LifecycleState::parse(s),
         }))
     }
     async fn describe_hook(&self, group: &str, hook: &str) -> Result<Option<HookInfo>, AsgError> {
@@ -353,15 +354,27 @@ impl TfeTools for FakeTfe {
 
 // ------------------------------------------------------------------------------------ fixtures
 
-type TestWorld = World<NoSecrets, FakeAsg, NoImds, FakeTfe, TokioClock>;
+type TestWorld = Parts<NoSecrets, FakeAsg, NoImds, FakeTfe, TokioClock, NoHost>;
 
 fn world(asg: FakeAsg, tfe: FakeTfe) -> TestWorld {
-    World {
+    Parts {
         secrets: NoSecrets,
         asg,
         imds: NoImds,
         tfe,
         clock: TokioClock,
+        host: NoHost,
+    }
+}
+
+struct NoHost;
+
+impl crate::ports::Host for NoHost {
+    fn boot_id(&self) -> String {
+        host::boot_id()
+    }
+    async fn system_stopping(&self) -> bool {
+        unreachable!("the termination path does not ask")
     }
 }
 
