@@ -4,6 +4,7 @@
 
 use crate::config::AgentConfig;
 use crate::model::asg::HookResult;
+use crate::model::asg::LifecycleState;
 use crate::model::lifecycle::{Event, NodeState, Notice, Source};
 use crate::node::boot::{self, BootError};
 use crate::node::exit::Exit;
@@ -262,7 +263,7 @@ async fn serve_launch_again<W: World>(
     cfg: &AgentConfig,
     store: &StateStore,
     state: &mut NodeState,
-    from: &str,
+    from: &LifecycleState,
 ) -> Result<(), Exit> {
     let found = hook::discover_launch_until(
         world.asg(),

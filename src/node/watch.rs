@@ -4,6 +4,7 @@
 //! values that never change (the instance's life cycle) once.
 
 use crate::config::TerminationSection;
+use crate::model::asg::LifecycleState;
 use crate::model::lifecycle::Source;
 use crate::ports::{Clock, InstanceMetadata};
 use std::collections::BTreeSet;
@@ -14,9 +15,6 @@ const LIFE_CYCLE: &str = "/latest/meta-data/instance-life-cycle";
 const SPOT_ACTION: &str = "/latest/meta-data/spot/instance-action";
 const REBALANCE: &str = "/latest/meta-data/events/recommendations/rebalance";
 const MAINTENANCE: &str = "/latest/meta-data/events/maintenance/scheduled";
-
-/// Target states of an instance on its way back into the warm pool.
-const WARM_POOL: &[&str] = &["Warmed:Stopped", "Warmed:Running", "Warmed:Hibernated"];
 
 /// Maintenance codes that take the instance away (reboots included: TFE goes down with it).
 const DISRUPTIVE: &[&str] = &[
@@ -34,7 +32,7 @@ pub enum Change {
     Drain(Seen),
     /// IMDS target-lifecycle-state went back to `InService` from another value (`Standby`,
     /// `Detached`, a warm pool state): the group may wait on the launch hook again.
-    BackInService { from: String },
+    BackInService { from: LifecycleState },
 }
 
 /// A reason to drain, as seen.
@@ -59,9 +57,9 @@ pub struct Watcher<'a, M, C> {
     /// The last IMDS error, logged on change only: a broken IMDS must not flood the journal.
     last_error: Option<String>,
     /// The last target-lifecycle-state read (404 = none).
-    last_target: Option<String>,
+    last_target: Option<LifecycleState>,
     /// A return to service seen and not yet handed out.
-    back_in_service: Option<String>,
+    back_in_service: Option<LifecycleState>,
 }
 
 impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
@@ -113,15 +111,15 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
     }
 
     async fn poll(&mut self) -> Option<Seen> {
-        let target = self.ask(TARGET).await;
+        let target = self.ask(TARGET).await.map(|s| LifecycleState::parse(&s));
         if let Some(now) = &target {
             let before = self.last_target.replace(now.clone());
-            match before.as_deref() {
-                Some(b) if b != now && now == "InService" => {
+            match before {
+                Some(b) if b != *now && *now == LifecycleState::InService => {
                     log::info!("IMDS target-lifecycle-state went from {b} to InService");
-                    self.back_in_service = Some(b.to_string());
+                    self.back_in_service = Some(b);
                 }
-                Some("InService") if WARM_POOL.contains(&now.as_str()) => {
+                Some(LifecycleState::InService) if now.is_warm_pool_resting() => {
                     return Some(Seen {
                         source: Source::WarmPool,
                         detail: format!(
@@ -133,7 +131,7 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
                 _ => {}
             }
         }
-        if let Some(t @ ("Terminated" | "Warmed:Terminated")) = target.as_deref() {
+        if let Some(t) = target.filter(LifecycleState::is_terminated) {
             return Some(Seen {
                 source: Source::Asg,
                 detail: format!("IMDS target-lifecycle-state is {t}"),
