@@ -7,6 +7,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, AgentConfig};
 use crate::node::boot;
 use crate::node::exit::Exit;
+use crate::node::recorder::Recorder;
 use crate::node::service;
 use crate::node::state::StateStore;
 use crate::ports::{Identity, ImdsError, InstanceMetadata, Parts, TokioClock};
@@ -105,15 +106,22 @@ async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
     }
 }
 
-/// The world and state store of this instance (region from the config, else its identity).
+/// The world of this instance (region from the config, else its identity) and its recorder; an
+/// unreadable state record refuses the boot (saying why, answering a held launch hook).
 async fn instance_world(
     cfg: &AgentConfig,
     imds: Imds,
     identity: &Identity,
-) -> (RealWorld, StateStore) {
+) -> Result<(RealWorld, Recorder), Exit> {
     let region = cfg.aws.region.as_deref().unwrap_or(&identity.region);
     let w = world(cfg, imds, region).await;
-    (w, StateStore::new(&cfg.paths.state_dir))
+    match Recorder::open(StateStore::new(&cfg.paths.state_dir), &identity.instance_id) {
+        Ok(recorder) => Ok((w, recorder)),
+        Err(unreadable) => {
+            let error = boot::refuse_to_boot(&w, cfg, identity, unreadable).await;
+            Err(Exit::of_boot(&error))
+        }
+    }
 }
 
 /// How long a failing IMDS is retried for the instance's identity at start (each try already
@@ -148,8 +156,11 @@ async fn boot_once(cfg: &AgentConfig) -> Exit {
         Ok(id) => id,
         Err(e) => return fail(Exit::Aws, &e),
     };
-    let (w, store) = instance_world(cfg, imds, &identity).await;
-    match boot::boot(&w, cfg, &identity, &store).await {
+    let (w, recorder) = match instance_world(cfg, imds, &identity).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    match boot::boot(&w, cfg, &identity, &recorder).await {
         Ok(_) => Exit::Ok,
         // boot() already logged the whole chain before releasing the hook.
         Err(e) => Exit::of_boot(&e),
@@ -172,6 +183,9 @@ async fn run_service(cfg: &AgentConfig) -> Exit {
             return Exit::Ok;
         }
     };
-    let (w, store) = instance_world(cfg, imds, &identity).await;
-    service::run(&w, cfg, &identity, &store, &mut signals).await
+    let (w, recorder) = match instance_world(cfg, imds, &identity).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    service::run(&w, cfg, &identity, &recorder, &mut signals).await
 }

@@ -8,7 +8,8 @@ use crate::model::asg::{HookResult, LifecycleState};
 use crate::model::lifecycle::{Event, IllegalTransition, NodeState};
 use crate::node::hook::{self, LaunchHook, Released};
 use crate::node::readiness::{self, ReadinessError};
-use crate::node::state::{StateError, StateStore};
+use crate::node::recorder::{RecordError, Recorder};
+use crate::node::state::StateError;
 use crate::ports::{AsgError, Clock, Identity, InstallPlan, TfeTools, ToolError, World};
 use crate::sys::fsutil::FsError;
 use crate::sys::notify;
@@ -34,9 +35,9 @@ pub enum BootError {
     #[error(transparent)]
     Readiness(#[from] ReadinessError),
     #[error("recording the node's progress failed")]
-    State(#[from] StateError),
+    State(#[source] StateError),
     #[error("the node's lifecycle refused a step")]
-    Lifecycle(#[from] IllegalTransition),
+    Lifecycle(#[source] IllegalTransition),
     #[error("launch hook {hook} was resolved without this agent (its HeartbeatTimeout passed, or someone else answered it) and the instance is {state}: it will not enter service")]
     LaunchHookLost { hook: String, state: String },
     #[error("releasing the launch lifecycle hook with {result} failed")]
@@ -45,6 +46,15 @@ pub enum BootError {
         #[source]
         source: AsgError,
     },
+}
+
+impl From<RecordError> for BootError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Refused(e) => BootError::Lifecycle(e),
+            RecordError::Save(e) => BootError::State(e),
+        }
+    }
 }
 
 /// What a successful boot did about the launch hook.
@@ -63,52 +73,55 @@ pub async fn boot<W: World>(
     world: &W,
     cfg: &AgentConfig,
     identity: &Identity,
-    store: &StateStore,
+    recorder: &Recorder,
 ) -> Result<BootOutcome, BootError> {
     let mut logged = false;
-    let result = run_boot(world, cfg, identity, store, &mut logged).await;
+    let result = run_boot(world, cfg, identity, recorder, &mut logged).await;
     if let Err(error) = &result {
         if !logged {
             log::error!("boot failed: {}", crate::error_chain(error));
-            notify::status("boot failed");
+            recorder.say("boot failed");
         }
     }
     result
+}
+
+/// The state record could not be read: nothing recorded can be trusted, so nothing runs; but a
+/// launch hook the group holds for this instance still gets its answer (the failure result)
+/// instead of waiting out its timeout. Logs why and returns the error to exit with.
+pub async fn refuse_to_boot<W: World>(
+    world: &W,
+    cfg: &AgentConfig,
+    identity: &Identity,
+    unreadable: StateError,
+) -> BootError {
+    let error = BootError::State(unreadable);
+    log::error!("boot failed: {}", crate::error_chain(&error));
+    notify::status("boot failed: unreadable state record");
+    let give_up = world.clock().now() + cfg.lifecycle.discovery_timeout;
+    refuse_held_launch(world, cfg, identity, give_up).await;
+    error
 }
 
 async fn run_boot<W: World>(
     world: &W,
     cfg: &AgentConfig,
     identity: &Identity,
-    store: &StateStore,
+    recorder: &Recorder,
     logged: &mut bool,
 ) -> Result<BootOutcome, BootError> {
     let give_up = world.clock().now() + cfg.lifecycle.discovery_timeout;
     let hook_name = cfg.lifecycle.launch_hook.as_deref();
-    let mut state = match store.load(&identity.instance_id) {
-        Ok(state) => state,
-        Err(e) => {
-            // Nothing recorded can be trusted, so nothing runs; but a launch hook the group
-            // holds for this instance still gets its answer instead of waiting out its timeout.
-            let error = BootError::State(e);
-            log::error!("boot failed: {}", crate::error_chain(&error));
-            notify::status("boot failed: unreadable state record");
-            *logged = true;
-            refuse_held_launch(world, cfg, identity, give_up).await;
-            return Err(error);
-        }
-    };
-    state.apply(Event::BootStarted)?;
-    store.save(&state)?;
-    let plan = state.plan();
+    recorder.record(Event::BootStarted)?;
+    let plan = recorder.state().plan();
     log::info!(
         "boot of instance {} (private address {}, phase {:?}, install {}needed)",
         identity.instance_id,
         identity.private_ipv4,
-        state.phase,
+        recorder.phase(),
         if plan.install { "" } else { "not " }
     );
-    let released_before = state.launch_hook.clone();
+    let released_before = recorder.state().launch_hook.clone();
 
     // The work does not wait on Auto Scaling: the hook is looked up beside it (with retries),
     // and held with heartbeats from the moment it is found.
@@ -120,7 +133,7 @@ async fn run_boot<W: World>(
             hook_name,
             give_up,
         );
-        let work = prepare(world, cfg, identity, store, &mut state);
+        let work = prepare(world, cfg, identity, recorder);
         tokio::pin!(discovery);
         tokio::pin!(work);
         let mut found = None;
@@ -190,11 +203,9 @@ async fn run_boot<W: World>(
                 Ok(()) => error,
             };
             log::error!("boot failed: {}", crate::error_chain(&error));
-            notify::status("boot failed");
+            recorder.say("boot failed");
             *logged = true;
-            if state.apply(Event::BootFailed).is_ok() {
-                store.save(&state)?;
-            }
+            record_failed(recorder)?;
             return Err(error);
         }
     };
@@ -202,7 +213,7 @@ async fn run_boot<W: World>(
     let Err(error) = result else {
         let released = match &active {
             Some(h) => {
-                notify::status("TFE ready; releasing the launch hook");
+                recorder.say("TFE ready; releasing the launch hook");
                 let r = hook::release(
                     world.asg(),
                     world.clock(),
@@ -223,27 +234,25 @@ async fn run_boot<W: World>(
                             state: now.as_ref().map_or("unknown".into(), ToString::to_string),
                         };
                         log::error!("boot failed: {}", crate::error_chain(&error));
-                        notify::status("boot failed: the launch hook was lost");
+                        recorder.say("boot failed: the launch hook was lost");
                         *logged = true;
-                        if state.apply(Event::BootFailed).is_ok() {
-                            store.save(&state)?;
-                        }
+                        record_failed(recorder)?;
                         return Err(error);
                     }
                 }
                 // A warm-pool launch fires the hook again when the instance leaves the pool.
                 if !h.warm_pool {
-                    state.apply(released_event(&state, HookResult::Continue))?;
+                    let event = released_event(&recorder.state(), HookResult::Continue);
+                    recorder.record(event)?;
                 }
                 Some(r)
             }
             None if plan.release_launch_hook => {
-                state.apply(Event::LaunchReleased(None))?;
+                recorder.record(Event::LaunchReleased(None))?;
                 None
             }
             None => None,
         };
-        store.save(&state)?;
         log::info!(
             "boot complete: instance {} is in service",
             identity.instance_id
@@ -252,22 +261,29 @@ async fn run_boot<W: World>(
     };
 
     log::error!("boot failed: {}", crate::error_chain(&error));
-    notify::status("boot failed");
+    recorder.say("boot failed");
     *logged = true;
-    if state.apply(Event::BootFailed).is_ok() {
-        store.save(&state)?;
-    }
+    record_failed(recorder)?;
     if let Some(h) = &active {
         let result = failure_result(cfg);
         let why = "because the boot failed ([lifecycle].on_failure)";
         if let Some(r) = hook::release_saying_why(world.asg(), world.clock(), h, result, why).await
         {
             log_released(&h.action.hook, &r);
-            state.apply(released_event(&state, result))?;
-            store.save(&state)?;
+            let event = released_event(&recorder.state(), result);
+            recorder.record(event)?;
         }
     }
     Err(error)
+}
+
+/// Records a failed boot; a phase that cannot fail (a boot of an in-service node that only
+/// re-checked itself) stays as it is.
+fn record_failed(recorder: &Recorder) -> Result<(), BootError> {
+    match recorder.record(Event::BootFailed) {
+        Err(RecordError::Save(e)) => Err(BootError::State(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Whether an instance whose launch action was already resolved went on into service (or, for a
@@ -356,16 +372,15 @@ async fn prepare<W: World>(
     world: &W,
     cfg: &AgentConfig,
     identity: &Identity,
-    store: &StateStore,
-    state: &mut NodeState,
+    recorder: &Recorder,
 ) -> Result<(), BootError> {
-    notify::status("fetching secrets");
+    recorder.say("fetching secrets");
     let node = tfe_files::plan(world.secrets(), world.clock(), cfg).await?;
-    notify::status("writing config files");
+    recorder.say("writing config files");
     let files = tfe_files::write(cfg, &node)?;
 
-    if state.plan().install {
-        notify::status("running install.sh");
+    if recorder.state().plan().install {
+        recorder.say("running install.sh");
         let plan = InstallPlan {
             instance_id: identity.instance_id.clone(),
             script: cfg.install.script.clone(),
@@ -380,18 +395,18 @@ async fn prepare<W: World>(
             .map_err(BootError::Install)?;
         log::info!("install.sh finished");
         tfe_files::restrict_after_install(cfg, &files).map_err(BootError::Restrict)?;
-        state.apply(Event::InstallSucceeded {
+        recorder.record(Event::InstallSucceeded {
             release_sequence: node.release_sequence,
         })?;
-        store.save(state)?;
     } else {
         log::info!(
             "install.sh already succeeded on this instance (release {}); not running it again",
-            state.installed_release.unwrap_or_default()
+            recorder.state().installed_release.unwrap_or_default()
         );
     }
 
-    if state.restart_app {
+    let restart_app = recorder.state().restart_app;
+    if restart_app {
         // A drain this instance survived (a reboot) left the app stopped: node-drain has no
         // reverse but starting the app again.
         log::info!("starting the app again after the earlier drain");
@@ -399,7 +414,7 @@ async fn prepare<W: World>(
             log::warn!("replicatedctl app start failed: {e}; waiting for readiness anyway");
         }
     }
-    notify::status("waiting for TFE to become ready");
+    recorder.say("waiting for TFE to become ready");
     readiness::wait_until_ready(
         world.tfe(),
         world.clock(),
@@ -407,8 +422,7 @@ async fn prepare<W: World>(
         cfg.readiness.poll_interval,
     )
     .await?;
-    state.apply(Event::Healthy)?;
-    store.save(state)?;
+    recorder.record(Event::Healthy)?;
     Ok(())
 }
 

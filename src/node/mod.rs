@@ -6,6 +6,7 @@ pub mod boot;
 pub mod exit;
 pub mod hook;
 pub mod readiness;
+pub mod recorder;
 pub mod service;
 pub mod state;
 pub mod terminate;

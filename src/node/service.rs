@@ -5,12 +5,12 @@
 use crate::config::AgentConfig;
 use crate::model::asg::HookResult;
 use crate::model::asg::LifecycleState;
-use crate::model::lifecycle::{Event, NodeState, Notice, Source};
+use crate::model::lifecycle::{Event, Notice, Source};
 use crate::node::boot::{self, BootError};
 use crate::node::exit::Exit;
 use crate::node::hook::{self, LaunchHook};
 use crate::node::readiness;
-use crate::node::state::StateStore;
+use crate::node::recorder::{RecordError, Recorder};
 use crate::node::terminate;
 use crate::node::watch::{Change, Seen, Watcher};
 use crate::ports::{Clock, Host, Identity, World};
@@ -35,57 +35,49 @@ pub async fn run<W: World>(
     world: &W,
     cfg: &AgentConfig,
     identity: &Identity,
-    store: &StateStore,
+    recorder: &Recorder,
     signals: &mut ShutdownRx,
 ) -> Exit {
     let fail = |code: Exit, e: &dyn std::error::Error| {
         log::error!("{}", crate::error_chain(e));
         code
     };
-    let mut state = match store.load(&identity.instance_id) {
-        Ok(s) => s,
-        Err(_) => {
-            // The boot path says why, runs nothing, and answers a launch hook the group holds.
-            let result = boot::boot(world, cfg, identity, store).await;
-            return result.map_or_else(|e| Exit::of_boot(&e), |_| Exit::LocalIo);
-        }
-    };
     let boot_id = world.host().boot_id();
-    if state.resumable(&boot_id) {
-        let t = state.termination.as_ref().expect("resumable");
+    if recorder.state().resumable(&boot_id) {
+        let detail = recorder
+            .state()
+            .termination
+            .as_ref()
+            .map(|t| t.detail.clone())
+            .unwrap_or_default();
         log::warn!(
-            "the machine rebooted after a drain ({}) that did not end the instance; serving again",
-            t.detail
+            "the machine rebooted after a drain ({detail}) that did not end the instance; serving again"
         );
-        if let Err(e) = state
-            .apply(Event::Resumed)
-            .map_err(|e| e.to_string())
-            .and_then(|_| store.save(&state).map_err(|e| crate::error_chain(&e)))
-        {
-            log::error!("cannot record the resumption: {e}");
+        if let Err(e) = recorder.record(Event::Resumed) {
+            log::error!("cannot record the resumption: {}", crate::error_chain(&e));
             return Exit::LocalIo;
         }
     }
     let mut watcher = Watcher::new(world.imds(), world.clock(), &cfg.termination);
     let mut boot_failure = None;
 
-    if state.termination.is_none() {
+    if recorder.state().termination.is_none() {
         let end = tokio::select! {
-            r = boot::boot(world, cfg, identity, store) => BootEnd::Booted(r.map(drop)),
+            r = boot::boot(world, cfg, identity, recorder) => BootEnd::Booted(r.map(drop)),
             seen = watcher.next() => BootEnd::Interrupted(seen),
             signal = shutdown::wait(signals) => BootEnd::Stopped(signal),
         };
         // The boot future is gone: a running install.sh's process group was killed with it.
         let seen = match end {
             BootEnd::Booted(Ok(())) => {
-                notify::ready("in service");
+                recorder.ready("in service");
                 None
             }
             BootEnd::Booted(Err(e)) => {
                 // boot() logged why and released the launch hook; stay to handle the terminate
                 // hook when the group replaces this node.
                 boot_failure = Some(Exit::of_boot(&e));
-                notify::ready("boot failed; watching for termination");
+                recorder.ready("boot failed; watching for termination");
                 None
             }
             BootEnd::Interrupted(seen) => Some(seen),
@@ -97,42 +89,41 @@ pub async fn run<W: World>(
                 return Exit::Ok;
             }
         };
-        // boot() recorded its progress in the store; continue from there.
-        state = match store.load(&identity.instance_id) {
-            Ok(s) => s,
-            Err(e) => return fail(Exit::LocalIo, &e),
-        };
         if let Some(seen) = seen {
             log::warn!("{} during boot: abandoning the boot", seen.detail);
-            if let Err(code) = record_notice(world, store, &mut state, &seen) {
+            if let Err(code) = record_notice(world, recorder, &seen) {
                 return code;
             }
-            abandon_launch(world, cfg, store, &mut state).await;
+            abandon_launch(world, cfg, recorder).await;
         }
     }
 
-    if state.termination.is_some() {
+    if recorder.state().termination.is_some() {
         // Started (or restarted) while terminating: systemd must not time the start out and kill
         // the agent mid-drain. A second READY=1 after a boot is harmless.
-        notify::ready("terminating");
+        recorder.ready("terminating");
     }
     loop {
-        if state.termination.as_ref().is_some_and(|t| !t.is_done()) {
-            let source = state.termination.as_ref().map(|t| t.source);
-            let signalled;
-            (state, signalled) = match finish_termination(world, cfg, store, state, signals).await {
-                Ok(v) => v,
+        let unfinished = recorder
+            .state()
+            .termination
+            .as_ref()
+            .filter(|t| !t.is_done())
+            .map(|t| t.source);
+        if let Some(source) = unfinished {
+            let signalled = match finish_termination(world, cfg, recorder, source, signals).await {
+                Ok(signalled) => signalled,
                 Err(e) => return fail(Exit::LocalIo, &e),
             };
-            if signalled || source == Some(Source::Shutdown) {
-                notify::stopping("drained; stopping");
+            if signalled || source == Source::Shutdown {
+                recorder.stopping("drained; stopping");
                 return Exit::Ok;
             }
         }
         tokio::select! {
             change = watcher.next_change() => match change {
                 Change::Drain(seen) => {
-                    if let Err(code) = record_notice(world, store, &mut state, &seen) {
+                    if let Err(code) = record_notice(world, recorder, &seen) {
                         return code;
                     }
                 }
@@ -141,7 +132,7 @@ pub async fn run<W: World>(
                     // then handled by the next turn of this loop: the watch keeps it.
                     let mut interrupt = signals.clone();
                     tokio::select! {
-                        r = serve_launch_again(world, cfg, store, &mut state, &from) => {
+                        r = serve_launch_again(world, cfg, recorder, &from) => {
                             if let Err(code) = r {
                                 return code;
                             }
@@ -153,15 +144,15 @@ pub async fn run<W: World>(
                 }
             },
             signal = shutdown::wait(signals) => {
-                let going = state.termination.is_some();
+                let going = recorder.state().termination.is_some();
                 if !going && world.host().system_stopping().await {
                     log::warn!("signal {signal}: the system is shutting down with no ASG termination; draining within [termination].shutdown_drain_timeout");
-                    if let Err(code) = record_notice(world, store, &mut state, &shutdown_notice(signal, cfg, world.clock())) {
+                    if let Err(code) = record_notice(world, recorder, &shutdown_notice(signal, cfg, world.clock())) {
                         return code;
                     }
                     continue;
                 }
-                notify::stopping("stopping");
+                recorder.stopping("stopping");
                 log::info!("signal {signal}: stopping{}", if going { "" } else { " (the node keeps serving; this is not a system shutdown)" });
                 return boot_failure.unwrap_or(Exit::Ok);
             }
@@ -177,12 +168,7 @@ fn shutdown_notice<C: Clock>(signal: i32, cfg: &AgentConfig, clock: &C) -> Seen 
     }
 }
 
-fn record_notice<W: World>(
-    world: &W,
-    store: &StateStore,
-    state: &mut NodeState,
-    seen: &Seen,
-) -> Result<(), Exit> {
+fn record_notice<W: World>(world: &W, recorder: &Recorder, seen: &Seen) -> Result<(), Exit> {
     let notice = Notice {
         source: seen.source,
         detail: seen.detail.clone(),
@@ -190,32 +176,27 @@ fn record_notice<W: World>(
         boot_id: world.host().boot_id(),
         deadline_at: seen.deadline,
     };
-    state
-        .apply(Event::TerminationNoticed(notice))
+    recorder
+        .record(Event::TerminationNoticed(notice))
         .map_err(|e| {
-            log::error!("{e}");
-            Exit::Internal
-        })?;
-    store.save(state).map_err(|e| {
-        log::error!("{}", crate::error_chain(&e));
-        Exit::LocalIo
-    })
+            log::error!("{}", crate::error_chain(&e));
+            match e {
+                RecordError::Refused(_) => Exit::Internal,
+                RecordError::Save(_) => Exit::LocalIo,
+            }
+        })
 }
 
 /// A boot cut short by a termination: the launch hook, if still held, gets ABANDON.
-async fn abandon_launch<W: World>(
-    world: &W,
-    cfg: &AgentConfig,
-    store: &StateStore,
-    state: &mut NodeState,
-) {
-    if state.launch_hook.is_some() {
+async fn abandon_launch<W: World>(world: &W, cfg: &AgentConfig, recorder: &Recorder) {
+    let instance_id = recorder.state().instance_id.clone();
+    if recorder.state().launch_hook.is_some() {
         return;
     }
     let found = hook::discover_launch_until(
         world.asg(),
         world.clock(),
-        &state.instance_id,
+        &instance_id,
         cfg.lifecycle.launch_hook.as_deref(),
         world.clock().now() + ABANDON_LOOKUP,
     )
@@ -244,13 +225,10 @@ async fn abandon_launch<W: World>(
             "launch hook {} released with ABANDON ({r:?}): the node will not enter service",
             h.action.hook
         );
-        if state
-            .apply(Event::LaunchReleased(Some(HookResult::Abandon)))
-            .is_ok()
+        if let Err(RecordError::Save(e)) =
+            recorder.record(Event::LaunchReleased(Some(HookResult::Abandon)))
         {
-            if let Err(e) = store.save(state) {
-                log::error!("{}", crate::error_chain(&e));
-            }
+            log::error!("{}", crate::error_chain(&e));
         }
     }
 }
@@ -261,14 +239,14 @@ async fn abandon_launch<W: World>(
 async fn serve_launch_again<W: World>(
     world: &W,
     cfg: &AgentConfig,
-    store: &StateStore,
-    state: &mut NodeState,
+    recorder: &Recorder,
     from: &LifecycleState,
 ) -> Result<(), Exit> {
+    let instance_id = recorder.state().instance_id.clone();
     let found = hook::discover_launch_until(
         world.asg(),
         world.clock(),
-        &state.instance_id,
+        &instance_id,
         cfg.lifecycle.launch_hook.as_deref(),
         world.clock().now() + cfg.lifecycle.discovery_timeout,
     )
@@ -290,9 +268,9 @@ async fn serve_launch_again<W: World>(
     log::warn!(
         "the group waits on launch hook {} again (the instance came back from {from}; released before: {}): releasing it again once TFE is healthy",
         h.action.hook,
-        state.launch_hook.as_deref().unwrap_or("never")
+        recorder.state().launch_hook.clone().unwrap_or_else(|| "never".into())
     );
-    notify::status("back from standby; checking TFE before releasing the launch hook");
+    recorder.say("back from standby; checking TFE before releasing the launch hook");
     let ready = hook::hold_while(
         world.asg(),
         world.clock(),
@@ -307,7 +285,10 @@ async fn serve_launch_again<W: World>(
     .await;
     let result = match ready {
         Ok(()) => {
-            let _ = state.apply(Event::Healthy);
+            if let Err(RecordError::Save(e)) = recorder.record(Event::Healthy) {
+                log::error!("{}", crate::error_chain(&e));
+                return Err(Exit::LocalIo);
+            }
             HookResult::Continue
         }
         Err(e) => {
@@ -326,14 +307,16 @@ async fn serve_launch_again<W: World>(
                 h.action.hook,
                 result.as_str()
             );
-            match state.apply(boot::released_event(state, result)) {
-                Ok(()) => store.save(state).map_err(|e| {
+            let event = boot::released_event(&recorder.state(), result);
+            match recorder.record(event) {
+                Ok(()) => {}
+                Err(RecordError::Save(e)) => {
                     log::error!("{}", crate::error_chain(&e));
-                    Exit::LocalIo
-                })?,
-                Err(e) => log::warn!("{e}"),
+                    return Err(Exit::LocalIo);
+                }
+                Err(e) => log::warn!("{}", crate::error_chain(&e)),
             }
-            notify::ready(if result == HookResult::Continue {
+            recorder.ready(if result == HookResult::Continue {
                 "in service"
             } else {
                 "launch hook abandoned; watching for termination"
@@ -350,19 +333,16 @@ async fn serve_launch_again<W: World>(
 
 /// Runs the termination path to its end. A signal meanwhile does not cut it short: for an ASG
 /// termination systemd is asked for more time until the hook is released; other drains are
-/// bounded by their own deadlines. Returns the state and whether a signal arrived.
+/// bounded by their own deadlines. Returns whether a signal arrived.
 async fn finish_termination<W: World>(
     world: &W,
     cfg: &AgentConfig,
-    store: &StateStore,
-    state: NodeState,
+    recorder: &Recorder,
+    source: Source,
     signals: &mut ShutdownRx,
-) -> Result<(NodeState, bool), terminate::TerminateError> {
-    let asg = state
-        .termination
-        .as_ref()
-        .is_some_and(|t| t.source.has_hook());
-    let work = terminate::terminate(world, cfg, store, state);
+) -> Result<bool, terminate::TerminateError> {
+    let asg = source.has_hook();
+    let work = terminate::terminate(world, cfg, recorder);
     tokio::pin!(work);
     let mut signalled = signals.borrow().is_some();
     if signalled && asg {
@@ -370,7 +350,7 @@ async fn finish_termination<W: World>(
     }
     loop {
         tokio::select! {
-            r = &mut work => return r.map(|s| (s, signalled)),
+            r = &mut work => return r.map(|()| signalled),
             signal = shutdown::wait(signals), if !signalled => {
                 signalled = true;
                 if asg {
@@ -379,7 +359,7 @@ async fn finish_termination<W: World>(
                 } else {
                     log::warn!("signal {signal}: finishing the drain within its deadline first");
                 }
-                notify::stopping("stopping after the drain");
+                recorder.stopping("stopping after the drain");
             }
             _ = world.clock().sleep(EXTEND_EVERY), if signalled && asg => notify::extend_timeout(EXTEND_BY),
         }

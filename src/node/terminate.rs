@@ -6,16 +6,14 @@
 use crate::config::{AgentConfig, FailureResult};
 use crate::model::asg::{HookResult, LifecycleState, Transition};
 use crate::model::lifecycle::{
-    hook_result, DrainOutcome, DrainRecord, DrainStep, Event, HookOutcome, IllegalTransition,
-    NodeState, Source,
+    hook_result, DrainOutcome, DrainRecord, DrainStep, Event, HookOutcome, IllegalTransition, Source,
 };
 use crate::model::tfe::AppState;
 use crate::model::tfe::{DrainState, TrackedProcess};
 use crate::node::hook::{self, ActiveHook};
-use crate::node::state::{StateError, StateStore};
+use crate::node::recorder::{RecordError, Recorder};
+use crate::node::state::StateError;
 use crate::ports::{AutoScaling, Clock, HookAction, TfeTools, World};
-use crate::sys::notify;
-use std::cell::RefCell;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -30,34 +28,32 @@ const SPOT_BUDGET: Duration = Duration::from_secs(110);
 #[derive(Debug, thiserror::Error)]
 pub enum TerminateError {
     #[error("recording the termination's progress failed")]
-    State(#[from] StateError),
+    State(#[source] StateError),
     #[error("the node's lifecycle refused a step")]
-    Lifecycle(#[from] IllegalTransition),
+    Lifecycle(#[source] IllegalTransition),
 }
 
-/// The persisted state, shared by the drain side and the hook side (one task, no await while
-/// borrowed): every step is saved before the next one starts.
-struct Recorder<'a> {
-    state: RefCell<NodeState>,
-    store: &'a StateStore,
+/// Records a step of the termination (see [`Recorder::record`]).
+fn record(recorder: &Recorder, event: Event) -> Result<(), TerminateError> {
+    Ok(recorder.record(event)?)
 }
 
-impl Recorder<'_> {
-    fn record(&self, event: Event) -> Result<(), TerminateError> {
-        let mut state = self.state.borrow_mut();
-        state.apply(event)?;
-        self.store.save(&state)?;
-        Ok(())
+impl From<RecordError> for TerminateError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Refused(e) => TerminateError::Lifecycle(e),
+            RecordError::Save(e) => TerminateError::State(e),
+        }
     }
 }
 
-/// Runs what is left of the recorded termination. `state` must hold a termination.
+/// Runs what is left of the recorded termination. The recorded state must hold a termination.
 pub async fn terminate<W: World>(
     world: &W,
     cfg: &AgentConfig,
-    store: &StateStore,
-    state: NodeState,
-) -> Result<NodeState, TerminateError> {
+    recorder: &Recorder,
+) -> Result<(), TerminateError> {
+    let state = recorder.snapshot();
     let plan = state
         .termination_plan()
         .expect("terminate() is called with a recorded termination");
@@ -78,23 +74,19 @@ pub async fn terminate<W: World>(
             "already released"
         }
     );
-    notify::status(&format!("draining: {}", t.detail));
-    let recorder = Recorder {
-        state: RefCell::new(state),
-        store,
-    };
+    recorder.say(&format!("draining: {}", t.detail));
     // The hook side tells the drain side when the hook's budget forces a decision; the drain
     // side tells the hook side when it is done.
     let (budget_tx, budget_rx) = watch::channel(None::<Instant>);
     let (done_tx, done_rx) = watch::channel(false);
     let drain_side = async {
-        let outcome = drain_node(world, cfg, &recorder, plan.drain, plan.stop_app, budget_rx).await;
+        let outcome = drain_node(world, cfg, recorder, plan.drain, plan.stop_app, budget_rx).await;
         let _ = done_tx.send(true);
         outcome
     };
     let hook_side = async {
         if plan.handle_hook {
-            release_terminate_hook(world, cfg, &recorder, budget_tx, done_rx).await
+            release_terminate_hook(world, cfg, recorder, budget_tx, done_rx).await
         } else {
             Ok(())
         }
@@ -102,12 +94,17 @@ pub async fn terminate<W: World>(
     let (drained, released) = tokio::join!(drain_side, hook_side);
     drained?;
     released?;
-    let state = recorder.state.into_inner();
-    notify::status(match state.termination.as_ref().map(|t| t.is_done()) {
-        Some(true) => "drained; waiting for the instance to stop",
-        _ => "drain ended; waiting for the ASG termination",
+    let done = recorder
+        .state()
+        .termination
+        .as_ref()
+        .is_some_and(|t| t.is_done());
+    recorder.say(if done {
+        "drained; waiting for the instance to stop"
+    } else {
+        "drain ended; waiting for the ASG termination"
     });
-    Ok(state)
+    Ok(())
 }
 
 // ------------------------------------------------------------------------------------ drain side
@@ -115,13 +112,13 @@ pub async fn terminate<W: World>(
 async fn drain_node<W: World>(
     world: &W,
     cfg: &AgentConfig,
-    recorder: &Recorder<'_>,
+    recorder: &Recorder,
     step: DrainStep,
     stop_app: bool,
     budget: watch::Receiver<Option<Instant>>,
 ) -> Result<(), TerminateError> {
     let (noticed_at, source, deadline_at, nothing_to_drain) = {
-        let s = recorder.state.borrow();
+        let s = recorder.state();
         let t = s.termination.as_ref().expect("recorded");
         // A node whose launch was abandoned never took work: node-drain would only fail on it.
         let why = match (&s.installed_release, s.launch_hook.as_deref()) {
@@ -155,7 +152,7 @@ async fn drain_node<W: World>(
                 "the node-drain recorded by the earlier agent (pid {}) never ran (that agent stopped before letting it run); starting it now",
                 process.pid
             );
-            recorder.record(Event::DrainNeverRan)?;
+            record(recorder, Event::DrainNeverRan)?;
             DrainStep::Start
         }
         other => other,
@@ -166,7 +163,7 @@ async fn drain_node<W: World>(
             let outcome = DrainOutcome::Skipped {
                 why: nothing_to_drain.unwrap_or_default().into(),
             };
-            recorder.record(Event::DrainFinished(outcome.clone()))?;
+            record(recorder, Event::DrainFinished(outcome.clone()))?;
             outcome
         }
         DrainStep::Start => match world.tfe().start_drain() {
@@ -176,30 +173,30 @@ async fn drain_node<W: World>(
                     process.pid,
                     humantime::format_duration(limit)
                 );
-                notify::status("draining: node-drain running");
+                recorder.say("draining: node-drain running");
                 // Recorded before node-drain may run: a restarted agent adopts it, never a second.
-                recorder.record(Event::DrainStarted(process.clone()))?;
+                record(recorder, Event::DrainStarted(process.clone()))?;
                 let outcome = match world.tfe().release_drain(&process) {
                     Ok(()) => wait_for_drain(world, &process, deadline, &why, budget.clone()).await,
                     Err(e) => DrainOutcome::CouldNotStart {
                         why: crate::error_chain(&e),
                     },
                 };
-                recorder.record(Event::DrainFinished(outcome.clone()))?;
+                record(recorder, Event::DrainFinished(outcome.clone()))?;
                 outcome
             }
             Err(e) => {
                 let outcome = DrainOutcome::CouldNotStart {
                     why: crate::error_chain(&e),
                 };
-                recorder.record(Event::DrainFinished(outcome.clone()))?;
+                record(recorder, Event::DrainFinished(outcome.clone()))?;
                 outcome
             }
         },
         DrainStep::Adopt(process) => {
             log::info!("node-drain (pid {}) was started before this agent; waiting for it instead of starting another", process.pid);
             let outcome = wait_for_drain(world, &process, deadline, &why, budget.clone()).await;
-            recorder.record(Event::DrainFinished(outcome.clone()))?;
+            record(recorder, Event::DrainFinished(outcome.clone()))?;
             outcome
         }
     };
@@ -248,10 +245,10 @@ async fn wait_for_drain<W: World>(
 async fn stop_app_and_wait<W: World>(
     world: &W,
     cfg: &AgentConfig,
-    recorder: &Recorder<'_>,
+    recorder: &Recorder,
     budget: watch::Receiver<Option<Instant>>,
 ) -> Result<(), TerminateError> {
-    notify::status("draining: stopping the app");
+    recorder.say("draining: stopping the app");
     if let Err(e) = world.tfe().app_stop().await {
         log::warn!(
             "replicatedctl app stop failed: {}; the drain itself succeeded",
@@ -264,7 +261,7 @@ async fn stop_app_and_wait<W: World>(
         match world.tfe().app_status().await {
             Ok(s) if s.state == AppState::Stopped && !s.is_transitioning => {
                 log::info!("the app reports stopped");
-                return recorder.record(Event::AppStopped);
+                return record(recorder, Event::AppStopped);
             }
             Ok(s) => log::debug!("app is {} (desired {})", s.state, s.desired_state),
             Err(e) => log::warn!("replicatedctl app status failed: {e}"),
@@ -283,14 +280,17 @@ async fn stop_app_and_wait<W: World>(
 async fn release_terminate_hook<W: World>(
     world: &W,
     cfg: &AgentConfig,
-    recorder: &Recorder<'_>,
+    recorder: &Recorder,
     budget: watch::Sender<Option<Instant>>,
     mut done: watch::Receiver<bool>,
 ) -> Result<(), TerminateError> {
     let Some(hook_name) = cfg.lifecycle.terminate_hook.clone() else {
-        return recorder.record(Event::TerminateHookDone(HookOutcome::NotApplicable {
-            why: "no [lifecycle].terminate_hook configured".into(),
-        }));
+        return record(
+            recorder,
+            Event::TerminateHookDone(HookOutcome::NotApplicable {
+                why: "no [lifecycle].terminate_hook configured".into(),
+            }),
+        );
     };
     let Some(hook) = find_terminate_action(world, cfg, recorder, &hook_name, &mut done).await?
     else {
@@ -298,8 +298,7 @@ async fn release_terminate_hook<W: World>(
     };
     // The global budget runs from the wait state's start; decide a margin before it ends.
     let seen_at = recorder
-        .state
-        .borrow()
+        .state()
         .termination
         .as_ref()
         .and_then(|t| t.wait_state_seen_at)
@@ -318,7 +317,7 @@ async fn release_terminate_hook<W: World>(
         .ok();
 
     let outcome = {
-        let s = recorder.state.borrow();
+        let s = recorder.state();
         match &s.termination.as_ref().expect("recorded").drain {
             DrainRecord::Finished { outcome } => outcome.clone(),
             _ => DrainOutcome::Interrupted,
@@ -330,7 +329,7 @@ async fn release_terminate_hook<W: World>(
     };
     let result = hook_result(&outcome, on_failure);
     if result == HookResult::Continue {
-        notify::status("drained; releasing the terminate hook");
+        recorder.say("drained; releasing the terminate hook");
     } else {
         log::warn!("releasing terminate hook {} with {} because {} ([drain].on_failure); with TerminateHookAbandon=retain the instance stays for an operator", hook.action.hook, result.as_str(), outcome.describe());
     }
@@ -345,9 +344,10 @@ async fn release_terminate_hook<W: World>(
     {
         Ok(hook::Released::Completed(r)) => {
             // Recorded first: whoever reads the log line may rely on the state file.
-            recorder.record(Event::TerminateHookDone(HookOutcome::Released {
-                result: r,
-            }))?;
+            record(
+                recorder,
+                Event::TerminateHookDone(HookOutcome::Released { result: r }),
+            )?;
             log::info!(
                 "terminate hook {} released with {}",
                 hook.action.hook,
@@ -357,9 +357,12 @@ async fn release_terminate_hook<W: World>(
         }
         Ok(hook::Released::AlreadyResolved { state }) => {
             log::warn!("terminate hook {} had no active action any more (timed out or resolved elsewhere); instance is now {}", hook.action.hook, state.as_ref().map_or("unknown".into(), ToString::to_string));
-            recorder.record(Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
-                state: state.map(|s| s.to_string()),
-            }))
+            record(
+                recorder,
+                Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
+                    state: state.map(|s| s.to_string()),
+                }),
+            )
         }
         Err(e) => {
             // Not recorded: a restarted agent tries again; the hook's DefaultResult is the backstop.
@@ -378,12 +381,12 @@ async fn release_terminate_hook<W: World>(
 async fn find_terminate_action<W: World>(
     world: &W,
     cfg: &AgentConfig,
-    recorder: &Recorder<'_>,
+    recorder: &Recorder,
     hook_name: &str,
     done: &mut watch::Receiver<bool>,
 ) -> Result<Option<ActiveHook>, TerminateError> {
     let (instance_id, source, noticed_at, seen_waiting) = {
-        let s = recorder.state.borrow();
+        let s = recorder.state();
         let t = s.termination.as_ref().expect("recorded");
         (
             s.instance_id.clone(),
@@ -393,9 +396,11 @@ async fn find_terminate_action<W: World>(
         )
     };
     let not_applicable = |why: String| {
-        recorder
-            .record(Event::TerminateHookDone(HookOutcome::NotApplicable { why }))
-            .map(|_| None)
+        record(
+            recorder,
+            Event::TerminateHookDone(HookOutcome::NotApplicable { why }),
+        )
+        .map(|_| None)
     };
     let wait_limit = Duration::from_secs(noticed_at + cfg.termination.wait_state_timeout.as_secs())
         .saturating_sub(Duration::from_secs(world.clock().unix_now()));
@@ -409,11 +414,13 @@ async fn find_terminate_action<W: World>(
             // whose answer was lost, or a timeout) and the instance left the group.
             Ok(None) if seen_waiting => {
                 log::warn!("instance is no longer in its group: the terminate hook was resolved while no agent watched");
-                return recorder
-                    .record(Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
+                return record(
+                    recorder,
+                    Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
                         state: Some("no longer in the group".into()),
-                    }))
-                    .map(|_| None);
+                    }),
+                )
+                .map(|_| None);
             }
             Ok(None) if source.has_hook() => {
                 return not_applicable("this instance is not in an Auto Scaling group".into())
@@ -432,11 +439,13 @@ async fn find_terminate_action<W: World>(
                     "instance is already {}: the terminate hook was resolved elsewhere",
                     i.lifecycle_state
                 );
-                return recorder
-                    .record(Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
+                return record(
+                    recorder,
+                    Event::TerminateHookDone(HookOutcome::ResolvedElsewhere {
                         state: Some(i.lifecycle_state.to_string()),
-                    }))
-                    .map(|_| None);
+                    }),
+                )
+                .map(|_| None);
             }
             Ok(Some(i)) => {
                 if said.as_ref() != Some(&i.lifecycle_state) {
@@ -467,9 +476,12 @@ async fn find_terminate_action<W: World>(
             _ = done.changed(), if !source.has_hook() => {}
         }
     };
-    recorder.record(Event::WaitStateSeen {
-        at: world.clock().unix_now(),
-    })?;
+    record(
+        recorder,
+        Event::WaitStateSeen {
+            at: world.clock().unix_now(),
+        },
+    )?;
     match world.asg().describe_hook(&group, hook_name).await {
         Ok(Some(info)) if info.transition == Transition::Terminating => Ok(Some(ActiveHook {
             action: HookAction {

@@ -9,7 +9,8 @@
 use super::*;
 use crate::adapters::host;
 use crate::config::AgentConfig;
-use crate::model::lifecycle::{Notice, Phase, Termination};
+use crate::node::state::StateStore;
+use crate::model::lifecycle::{NodeState, Notice, Phase, Termination};
 use crate::model::tfe::{AppStatus, HealthReport, SystemStatus};
 use crate::ports::{
     AsgError, AsgInstance, HookInfo, Identity, ImdsError, InstallPlan, InstanceMetadata, Parts,
@@ -415,18 +416,20 @@ fn noticed(mut s: NodeState, source: Source) -> NodeState {
     s
 }
 
-/// Runs the termination path with a fresh state dir; returns what it returned, after checking
-/// that it is what it left on disk.
+/// Runs the termination path with a fresh state dir; returns the state it ended in, after
+/// checking that it is what it left on disk.
 async fn run(world: &TestWorld, cfg: &AgentConfig, state: NodeState) -> NodeState {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(&dir.path().join("state"));
-    let out = terminate(world, cfg, &store, state)
+    let recorder = Recorder::with_state(store.clone(), state);
+    terminate(world, cfg, &recorder)
         .await
         .expect("the termination path ends");
+    let out = recorder.snapshot();
     assert_eq!(
         store.load("i-1").unwrap(),
         out,
-        "state.json holds what terminate() returned"
+        "state.json holds what terminate() ended in"
     );
     out
 }
