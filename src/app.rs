@@ -4,7 +4,7 @@ use crate::adapters::aws::{self, AutoScalingClient, Imds, SecretsManager};
 use crate::adapters::host::SystemHost;
 use crate::adapters::tfe::CliTfe;
 use crate::cli::{Cli, Command};
-use crate::config::{self, AgentConfig};
+use crate::config::{self, AgentConfig, Settings};
 use crate::node::boot;
 use crate::node::exit::Exit;
 use crate::node::recorder::Recorder;
@@ -20,9 +20,20 @@ use std::time::Duration;
 type RealWorld = Parts<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock, SystemHost>;
 
 pub async fn run(cli: Cli) -> Exit {
-    let cfg = match config::load(&cli.config) {
+    let file = match config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => return fail(Exit::Config, &e),
+    };
+    // Every rule that needs only agent.toml is checked here, before any AWS call.
+    let cfg = match config::settings(file.clone(), &cli.config) {
+        Ok(s) => s,
+        Err(e) => {
+            let code = fail(Exit::Config, &e);
+            if matches!(cli.command, Command::Boot | Command::Run) {
+                refuse_launch(&file).await;
+            }
+            return code;
+        }
     };
     match cli.command {
         Command::Validate => validate(&cfg).await,
@@ -32,13 +43,39 @@ pub async fn run(cli: Cli) -> Exit {
     }
 }
 
+/// An agent.toml that parses but is invalid on an instance: a launch hook the group holds for it
+/// gets `[lifecycle].on_failure` at once (the boot cannot start), as a failed boot would.
+async fn refuse_launch(file: &AgentConfig) {
+    let imds = Imds::new();
+    let identity = match identity(&imds).await {
+        Ok(id) => id,
+        Err(e) => {
+            log::error!(
+                "cannot answer a held launch hook: {}",
+                crate::error_chain(&e)
+            );
+            return;
+        }
+    };
+    let region = file.aws.region.as_deref().unwrap_or(&identity.region);
+    let sdk = aws::sdk_config(region, file.aws.attempt_timeout, file.aws.connect_timeout).await;
+    boot::refuse_held_launch(
+        &AutoScalingClient::new(&sdk),
+        &TokioClock,
+        &identity.instance_id,
+        &file.lifecycle,
+        "because agent.toml is invalid ([lifecycle].on_failure)",
+    )
+    .await;
+}
+
 fn fail(code: Exit, error: &dyn std::error::Error) -> Exit {
     log::error!("{}", crate::error_chain(error));
     code
 }
 
 /// Region from `[aws].region`, else from IMDS (so render/validate work off-instance when set).
-async fn region(cfg: &AgentConfig, imds: &Imds) -> Result<String, Exit> {
+async fn region(cfg: &Settings, imds: &Imds) -> Result<String, Exit> {
     if let Some(r) = &cfg.aws.region {
         return Ok(r.clone());
     }
@@ -48,7 +85,7 @@ async fn region(cfg: &AgentConfig, imds: &Imds) -> Result<String, Exit> {
     }
 }
 
-async fn world(cfg: &AgentConfig, imds: Imds, region: &str) -> RealWorld {
+async fn world(cfg: &Settings, imds: Imds, region: &str) -> RealWorld {
     let sdk = aws::sdk_config(region, cfg.aws.attempt_timeout, cfg.aws.connect_timeout).await;
     Parts {
         secrets: SecretsManager::new(&sdk),
@@ -60,7 +97,7 @@ async fn world(cfg: &AgentConfig, imds: Imds, region: &str) -> RealWorld {
     }
 }
 
-async fn validate(cfg: &AgentConfig) -> Exit {
+async fn validate(cfg: &Settings) -> Exit {
     let imds = Imds::new();
     let region = match region(cfg, &imds).await {
         Ok(r) => r,
@@ -82,7 +119,7 @@ async fn validate(cfg: &AgentConfig) -> Exit {
     }
 }
 
-async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
+async fn render_files(cfg: &Settings, dry_run: bool) -> Exit {
     let imds = Imds::new();
     let region = match region(cfg, &imds).await {
         Ok(r) => r,
@@ -109,7 +146,7 @@ async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
 /// The world of this instance (region from the config, else its identity) and its recorder; an
 /// unreadable state record refuses the boot (saying why, answering a held launch hook).
 async fn instance_world(
-    cfg: &AgentConfig,
+    cfg: &Settings,
     imds: Imds,
     identity: &Identity,
 ) -> Result<(RealWorld, Recorder), Exit> {
@@ -150,7 +187,7 @@ async fn identity(imds: &Imds) -> Result<Identity, ImdsError> {
     }
 }
 
-async fn boot_once(cfg: &AgentConfig) -> Exit {
+async fn boot_once(cfg: &Settings) -> Exit {
     let imds = Imds::new();
     let identity = match identity(&imds).await {
         Ok(id) => id,
@@ -167,7 +204,7 @@ async fn boot_once(cfg: &AgentConfig) -> Exit {
     }
 }
 
-async fn run_service(cfg: &AgentConfig) -> Exit {
+async fn run_service(cfg: &Settings) -> Exit {
     let mut signals = match shutdown::listen() {
         Ok(rx) => rx,
         Err(e) => return fail(Exit::Internal, &e),

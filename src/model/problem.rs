@@ -70,3 +70,17 @@ impl fmt::Display for Problem {
         }
     }
 }
+
+/// All validation problems, one per line in the error text.
+#[derive(Debug)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration is invalid ({} problem(s)):", self.0.len())?;
+        for p in &self.0 {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}

@@ -3,14 +3,16 @@
 //! and TFE becomes healthy; then the hook is released with CONTINUE, or with the configured failure
 //! result after saying why.
 
-use crate::config::{AgentConfig, FailureResult};
+use crate::config::{LifecycleSection, Settings};
 use crate::model::asg::{HookResult, LifecycleState};
 use crate::model::lifecycle::{Event, IllegalTransition, NodeState};
 use crate::node::hook::{self, LaunchHook, Released};
 use crate::node::readiness::{self, ReadinessError};
 use crate::node::recorder::{RecordError, Recorder};
 use crate::node::state::StateError;
-use crate::ports::{AsgError, Clock, Identity, InstallPlan, TfeTools, ToolError, World};
+use crate::ports::{
+    AsgError, AutoScaling, Clock, Identity, InstallPlan, TfeTools, ToolError, World,
+};
 use crate::sys::fsutil::FsError;
 use crate::sys::notify;
 use crate::tfe_files::install_args::install_args;
@@ -71,7 +73,7 @@ const LAST_LOOK: Duration = Duration::from_secs(60);
 /// Boots the node. Every failure is logged with its whole chain before this returns.
 pub async fn boot<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     identity: &Identity,
     recorder: &Recorder,
 ) -> Result<BootOutcome, BootError> {
@@ -91,21 +93,27 @@ pub async fn boot<W: World>(
 /// instead of waiting out its timeout. Logs why and returns the error to exit with.
 pub async fn refuse_to_boot<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     identity: &Identity,
     unreadable: StateError,
 ) -> BootError {
     let error = BootError::State(unreadable);
     log::error!("boot failed: {}", crate::error_chain(&error));
     notify::status("boot failed: unreadable state record");
-    let give_up = world.clock().now() + cfg.lifecycle.discovery_timeout;
-    refuse_held_launch(world, cfg, identity, give_up).await;
+    refuse_held_launch(
+        world.asg(),
+        world.clock(),
+        &identity.instance_id,
+        &cfg.lifecycle,
+        "because the boot cannot start ([lifecycle].on_failure)",
+    )
+    .await;
     error
 }
 
 async fn run_boot<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     identity: &Identity,
     recorder: &Recorder,
     logged: &mut bool,
@@ -265,7 +273,7 @@ async fn run_boot<W: World>(
     *logged = true;
     record_failed(recorder)?;
     if let Some(h) = &active {
-        let result = failure_result(cfg);
+        let result = cfg.lifecycle.on_failure.hook_result();
         let why = "because the boot failed ([lifecycle].on_failure)";
         if let Some(r) = hook::release_saying_why(world.asg(), world.clock(), h, result, why).await
         {
@@ -301,36 +309,30 @@ pub(crate) fn released_event(state: &NodeState, result: HookResult) -> Event {
     }
 }
 
-pub(crate) fn failure_result(cfg: &AgentConfig) -> HookResult {
-    match cfg.lifecycle.on_failure {
-        FailureResult::Abandon => HookResult::Abandon,
-        FailureResult::Continue => HookResult::Continue,
-    }
-}
-
-/// With no trustworthy state record, a launch action the group holds for this instance gets the
-/// failure result at once: the node cannot say what it installed, so it must not enter service.
-async fn refuse_held_launch<W: World>(
-    world: &W,
-    cfg: &AgentConfig,
-    identity: &Identity,
-    give_up: tokio::time::Instant,
+/// A boot that cannot start (no trustworthy state record, an invalid agent.toml): a launch action
+/// the group holds for this instance gets the failure result at once, saying `why`, instead of
+/// waiting out its timeout — the node cannot say what it would install, so it must not enter
+/// service.
+pub async fn refuse_held_launch<A: AutoScaling, C: Clock>(
+    asg: &A,
+    clock: &C,
+    instance_id: &str,
+    lifecycle: &LifecycleSection,
+    why: &str,
 ) {
+    let give_up = clock.now() + lifecycle.discovery_timeout;
     let found = hook::discover_launch_until(
-        world.asg(),
-        world.clock(),
-        &identity.instance_id,
-        cfg.lifecycle.launch_hook.as_deref(),
+        asg,
+        clock,
+        instance_id,
+        lifecycle.launch_hook.as_deref(),
         give_up,
     )
     .await;
     match found {
         Ok(LaunchHook::Active(h)) => {
-            let why = "because the boot cannot start ([lifecycle].on_failure)";
-            let result = failure_result(cfg);
-            if let Some(r) =
-                hook::release_saying_why(world.asg(), world.clock(), &h, result, why).await
-            {
+            let result = lifecycle.on_failure.hook_result();
+            if let Some(r) = hook::release_saying_why(asg, clock, &h, result, why).await {
                 log_released(&h.action.hook, &r);
             }
         }
@@ -346,7 +348,7 @@ async fn refuse_held_launch<W: World>(
 fn describe_found(
     found: &Result<LaunchHook, (AsgError, u32)>,
     released_before: Option<&str>,
-    cfg: &AgentConfig,
+    cfg: &Settings,
 ) {
     match found {
         Ok(hook @ LaunchHook::Active(h)) => {
@@ -370,7 +372,7 @@ fn describe_found(
 /// Everything between finding the hook and releasing it.
 async fn prepare<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     identity: &Identity,
     recorder: &Recorder,
 ) -> Result<(), BootError> {

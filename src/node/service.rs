@@ -2,7 +2,7 @@
 //! going), then watch for the end — IMDS, spot, a system shutdown — and run the termination path,
 //! which a SIGTERM does not cut short while an ASG termination is in progress.
 
-use crate::config::AgentConfig;
+use crate::config::Settings;
 use crate::model::asg::HookResult;
 use crate::model::asg::LifecycleState;
 use crate::model::lifecycle::{Event, Notice, Source};
@@ -33,7 +33,7 @@ enum BootEnd {
 
 pub async fn run<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     identity: &Identity,
     recorder: &Recorder,
     signals: &mut ShutdownRx,
@@ -160,7 +160,7 @@ pub async fn run<W: World>(
     }
 }
 
-fn shutdown_notice<C: Clock>(signal: i32, cfg: &AgentConfig, clock: &C) -> Seen {
+fn shutdown_notice<C: Clock>(signal: i32, cfg: &Settings, clock: &C) -> Seen {
     Seen {
         source: Source::Shutdown,
         detail: format!("system shutdown (signal {signal})"),
@@ -188,7 +188,7 @@ fn record_notice<W: World>(world: &W, recorder: &Recorder, seen: &Seen) -> Resul
 }
 
 /// A boot cut short by a termination: the launch hook, if still held, gets ABANDON.
-async fn abandon_launch<W: World>(world: &W, cfg: &AgentConfig, recorder: &Recorder) {
+async fn abandon_launch<W: World>(world: &W, cfg: &Settings, recorder: &Recorder) {
     let instance_id = recorder.state().instance_id.clone();
     if recorder.state().launch_hook.is_some() {
         return;
@@ -238,7 +238,7 @@ async fn abandon_launch<W: World>(world: &W, cfg: &AgentConfig, recorder: &Recor
 /// — once per wait; the group's view decides, not what was recorded.
 async fn serve_launch_again<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     recorder: &Recorder,
     from: &LifecycleState,
 ) -> Result<(), Exit> {
@@ -296,7 +296,7 @@ async fn serve_launch_again<W: World>(
                 "TFE is not healthy after the return to service: {}",
                 crate::error_chain(&e)
             );
-            boot::failure_result(cfg)
+            cfg.lifecycle.on_failure.hook_result()
         }
     };
     let deadline = hook::release_deadline(world.clock(), &h.info);
@@ -336,7 +336,7 @@ async fn serve_launch_again<W: World>(
 /// bounded by their own deadlines. Returns whether a signal arrived.
 async fn finish_termination<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     recorder: &Recorder,
     source: Source,
     signals: &mut ShutdownRx,

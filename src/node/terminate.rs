@@ -3,10 +3,11 @@
 //! — only once DescribeAutoScalingInstances shows the wait state — kept alive with heartbeats
 //! within its global budget, and released once with the result the drain earned.
 
-use crate::config::{AgentConfig, FailureResult};
+use crate::config::Settings;
 use crate::model::asg::{HookResult, LifecycleState, Transition};
 use crate::model::lifecycle::{
-    hook_result, DrainOutcome, DrainRecord, DrainStep, Event, HookOutcome, IllegalTransition, Source,
+    hook_result, DrainOutcome, DrainRecord, DrainStep, Event, HookOutcome, IllegalTransition,
+    Source,
 };
 use crate::model::tfe::AppState;
 use crate::model::tfe::{DrainState, TrackedProcess};
@@ -50,7 +51,7 @@ impl From<RecordError> for TerminateError {
 /// Runs what is left of the recorded termination. The recorded state must hold a termination.
 pub async fn terminate<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     recorder: &Recorder,
 ) -> Result<(), TerminateError> {
     let state = recorder.snapshot();
@@ -111,7 +112,7 @@ pub async fn terminate<W: World>(
 
 async fn drain_node<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     recorder: &Recorder,
     step: DrainStep,
     stop_app: bool,
@@ -244,7 +245,7 @@ async fn wait_for_drain<W: World>(
 
 async fn stop_app_and_wait<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     recorder: &Recorder,
     budget: watch::Receiver<Option<Instant>>,
 ) -> Result<(), TerminateError> {
@@ -279,7 +280,7 @@ async fn stop_app_and_wait<W: World>(
 
 async fn release_terminate_hook<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     recorder: &Recorder,
     budget: watch::Sender<Option<Instant>>,
     mut done: watch::Receiver<bool>,
@@ -323,10 +324,7 @@ async fn release_terminate_hook<W: World>(
             _ => DrainOutcome::Interrupted,
         }
     };
-    let on_failure = match cfg.drain.on_failure {
-        FailureResult::Abandon => HookResult::Abandon,
-        FailureResult::Continue => HookResult::Continue,
-    };
+    let on_failure = cfg.drain.on_failure.hook_result();
     let result = hook_result(&outcome, on_failure);
     if result == HookResult::Continue {
         recorder.say("drained; releasing the terminate hook");
@@ -380,7 +378,7 @@ async fn release_terminate_hook<W: World>(
 /// (recorded, except for a non-ASG drain that ended without one: an ASG termination may follow).
 async fn find_terminate_action<W: World>(
     world: &W,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     recorder: &Recorder,
     hook_name: &str,
     done: &mut watch::Receiver<bool>,

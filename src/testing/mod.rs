@@ -1,6 +1,6 @@
 //! Inputs shared by the unit tests: the documented example config and a valid shared secret.
 
-use crate::config::{self, AgentConfig};
+use crate::config::{self, Settings};
 use crate::ports::SecretPayload;
 use crate::sys::secret::{Secret, SecretBytes};
 use crate::tfe_files::secret_bundle;
@@ -30,8 +30,10 @@ pub fn valid_shared() -> serde_json::Map<String, serde_json::Value> {
     .unwrap()
 }
 
-pub fn parse(config_text: &str) -> AgentConfig {
-    config::parse(config_text, Path::new("agent.toml")).expect("config parses")
+/// The settings of a config text that parses and passes every agent.toml rule.
+pub fn parse(config_text: &str) -> Settings {
+    let file = config::parse(config_text, Path::new("agent.toml")).expect("config parses");
+    Settings::from_file(file).expect("config is valid")
 }
 
 pub fn text(s: &str) -> SecretPayload {
@@ -45,7 +47,9 @@ pub fn plan(
     shared: serde_json::Map<String, serde_json::Value>,
     extra: Vec<(&str, SecretPayload)>,
 ) -> Result<NodePlan, Vec<Problem>> {
-    let cfg = parse(config_text);
+    let file = config::parse(config_text, Path::new("agent.toml")).expect("config parses");
+    // agent.toml's own rules come first (the agent checks them before any AWS call).
+    let cfg = Settings::from_file(file)?;
     let mut fetched = BTreeMap::new();
     fetched.insert(
         "tfe/shared".to_string(),

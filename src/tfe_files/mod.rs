@@ -7,14 +7,14 @@ pub mod secret_bundle;
 pub mod validate;
 
 use self::render::{Redaction, RenderedFile};
-use self::validate::{NodePlan, Problem};
-use crate::config::AgentConfig;
+use self::validate::NodePlan;
+use crate::config::Settings;
+pub use crate::model::problem::Problems;
 use crate::ports::{Clock, SecretPayload, SecretSource, SecretsError};
 use crate::sys::fsutil::{self, FsError};
 use crate::sys::retry::Backoff;
 use nix::unistd::{Gid, Uid, User};
 use std::collections::BTreeMap;
-use std::fmt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigureError {
@@ -26,25 +26,11 @@ pub enum ConfigureError {
     Write(#[source] FsError),
 }
 
-/// All validation problems, one per line in the error text.
-#[derive(Debug)]
-pub struct Problems(pub Vec<Problem>);
-
-impl fmt::Display for Problems {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configuration is invalid ({} problem(s)):", self.0.len())?;
-        for p in &self.0 {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
-
 /// Fetches every configured secret in one go and validates them with the config.
 pub async fn plan<S: SecretSource, C: Clock>(
     secrets_port: &S,
     clock: &C,
-    cfg: &AgentConfig,
+    cfg: &Settings,
 ) -> Result<NodePlan, ConfigureError> {
     let ids: Vec<String> = secret_bundle::requested(&cfg.secrets)
         .into_iter()
@@ -69,7 +55,7 @@ pub fn file_owner(name: &str) -> Option<(Uid, Gid)> {
 }
 
 /// Writes all rendered files. Secret-bearing files go to `owner`; the rest stay root's.
-pub fn write(cfg: &AgentConfig, plan: &NodePlan) -> Result<Vec<RenderedFile>, ConfigureError> {
+pub fn write(cfg: &Settings, plan: &NodePlan) -> Result<Vec<RenderedFile>, ConfigureError> {
     let owner = file_owner(&cfg.paths.file_owner);
     if owner.is_none() {
         log::info!(
@@ -98,7 +84,7 @@ pub fn write(cfg: &AgentConfig, plan: &NodePlan) -> Result<Vec<RenderedFile>, Co
 /// install.sh runs `chmod a+r /etc/replicated.conf` (docs/design/tfe-tools.md §1.4); a file
 /// holding a password must not stay world-readable. Now that install.sh has created the daemon's
 /// user, hand it the files.
-pub fn restrict_after_install(cfg: &AgentConfig, files: &[RenderedFile]) -> Result<(), FsError> {
+pub fn restrict_after_install(cfg: &Settings, files: &[RenderedFile]) -> Result<(), FsError> {
     let owner = file_owner(&cfg.paths.file_owner);
     for file in files.iter().filter(|f| f.secret) {
         fsutil::restrict(&file.path, file.mode, owner)?;
@@ -111,7 +97,7 @@ pub fn restrict_after_install(cfg: &AgentConfig, files: &[RenderedFile]) -> Resu
 async fn fetch_with_retry<S: SecretSource, C: Clock>(
     secrets_port: &S,
     clock: &C,
-    cfg: &AgentConfig,
+    cfg: &Settings,
     ids: &[String],
 ) -> Result<BTreeMap<String, SecretPayload>, ConfigureError> {
     let give_up = clock.now() + cfg.aws.retry_timeout;

@@ -3,6 +3,7 @@
 //! pin them, and `render --dry-run` can show them with every secret value redacted.
 
 use crate::config::PathsSection;
+use crate::config::TlsBootstrapType;
 use crate::tfe_files::validate::{NodePlan, SettingValue};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -52,7 +53,8 @@ pub fn render(plan: &NodePlan, paths: &PathsSection, redaction: Redaction) -> Ve
         };
         files.push(file(paths.license.clone(), bytes, 0o600, true));
     }
-    if let (Some((cert, key)), "server-path") = (&plan.tls, plan.tls_bootstrap_type.as_str()) {
+    if let (Some((cert, key)), TlsBootstrapType::ServerPath) = (&plan.tls, plan.tls_bootstrap_type)
+    {
         // The certificate is public; the key is not.
         files.push(file(
             paths.tls_cert.clone(),
@@ -119,7 +121,7 @@ pub fn replicated_conf_json(
         json!(paths.settings.to_string_lossy()),
     );
     put("ReleaseSequence", json!(plan.release_sequence));
-    put("TlsBootstrapType", json!(plan.tls_bootstrap_type));
+    put("TlsBootstrapType", json!(plan.tls_bootstrap_type.as_str()));
     let hostname = match (&plan.tls_bootstrap_hostname, redaction) {
         (SettingValue::Secret(_), Redaction::Secrets) => REDACTED,
         (value, _) => value.expose(),
@@ -143,14 +145,14 @@ pub fn replicated_conf_json(
         );
     }
     if let Some(level) = &plan.log_level {
-        put("LogLevel", json!(level));
+        put("LogLevel", json!(level.as_str()));
     }
-    match (plan.tls_bootstrap_type.as_str(), &plan.tls) {
-        ("server-path", Some(_)) => {
+    match (plan.tls_bootstrap_type, &plan.tls) {
+        (TlsBootstrapType::ServerPath, Some(_)) => {
             put("TlsBootstrapCert", json!(paths.tls_cert.to_string_lossy()));
             put("TlsBootstrapKey", json!(paths.tls_key.to_string_lossy()));
         }
-        ("key-cert", Some((cert, key))) => {
+        (TlsBootstrapType::KeyCert, Some((cert, key))) => {
             put("TlsBootstrapCert", json!(cert.expose()));
             let shown = match redaction {
                 Redaction::None => key.expose(),

@@ -2,7 +2,7 @@
 //! parsed config and the decoded secrets and returns either a [`NodePlan`] or *all* the problems,
 //! each naming the key and where it came from, never the value.
 
-use crate::config::AgentConfig;
+use crate::config::{ReplicatedLogLevel, Settings, TlsBootstrapType};
 pub use crate::model::problem::{Origin, Problem};
 use crate::sys::secret::{Secret, SecretBytes};
 use crate::tfe_files::secret_bundle::SecretBundle;
@@ -32,12 +32,12 @@ impl SettingValue {
 pub struct NodePlan {
     pub settings: BTreeMap<String, SettingValue>,
     pub release_sequence: u64,
-    pub tls_bootstrap_type: String,
+    pub tls_bootstrap_type: TlsBootstrapType,
     /// The `hostname` setting unless the config names another; secret when the hostname came
     /// from the shared secret, so `render --dry-run` redacts it like every other secret value.
     pub tls_bootstrap_hostname: SettingValue,
     pub bypass_preflight_checks: bool,
-    pub log_level: Option<String>,
+    pub log_level: Option<ReplicatedLogLevel>,
     pub console_password: Option<Secret>,
     pub license: Option<SecretBytes>,
     /// PEM cert and key, written as files for `server-path` and inlined for `key-cert`.
@@ -86,11 +86,9 @@ const HEX: &[&str] = &[
     "registry_session_secret_key",
 ];
 
-const TLS_BOOTSTRAP_TYPES: &[&str] = &["self-signed", "server-path", "key-cert"];
-
 /// Validates config + secrets together. `problems` carries what decoding the secrets found already.
 pub fn validate(
-    cfg: &AgentConfig,
+    cfg: &Settings,
     bundle: SecretBundle,
     mut problems: Vec<Problem>,
 ) -> Result<NodePlan, Vec<Problem>> {
@@ -99,24 +97,7 @@ pub fn validate(
 
     for (key, value) in &cfg.settings {
         let origin = Origin::config(format!("settings.{key}"));
-        match value {
-            toml::Value::String(s) => merged.insert(key, SettingValue::Plain(s.clone()), origin),
-            toml::Value::Integer(i) => {
-                merged.insert(key, SettingValue::Plain(i.to_string()), origin)
-            }
-            toml::Value::Boolean(b) => {
-                let flag = if *b { "1" } else { "0" };
-                merged.insert(key, SettingValue::Plain(flag.into()), origin)
-            }
-            other => problems.push(Problem::new(
-                key,
-                origin,
-                format!(
-                    "must be a string, integer or boolean, found a {}",
-                    other.type_str()
-                ),
-            )),
-        }
+        merged.insert(key, SettingValue::Plain(value.clone()), origin);
     }
     for (key, value) in bundle.shared {
         merged.insert(
@@ -144,39 +125,7 @@ pub fn validate(
 
     check_settings(&merged, &shared_id, &mut problems);
 
-    let release_sequence = match &cfg.replicated.release_sequence {
-        toml::Value::Integer(n) if *n > 0 => *n as u64,
-        _ => {
-            problems.push(Problem::new(
-                "",
-                Origin::config("replicated.release_sequence"),
-                "must be a positive integer (a TFE release sequence, e.g. 504 for v202101-1)",
-            ));
-            0
-        }
-    };
-
-    // A malformed pin is an invalid config, found before anything is written — not a script that
-    // failed its check after the files were.
-    if let Some(pin) = &cfg.install.sha256 {
-        let pin = pin.trim();
-        if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-            problems.push(Problem::new(
-                "",
-                Origin::config("install.sha256"),
-                "must be a SHA-256 digest: 64 hex digits",
-            ));
-        }
-    }
-
-    let tls_type = cfg.replicated.tls_bootstrap_type.as_str();
-    if !TLS_BOOTSTRAP_TYPES.contains(&tls_type) {
-        problems.push(Problem::new(
-            "",
-            Origin::config("replicated.tls_bootstrap_type"),
-            "must be one of self-signed, server-path, key-cert",
-        ));
-    }
+    let tls_type = cfg.replicated.tls_bootstrap_type;
     let tls = match (bundle.tls_cert, bundle.tls_key) {
         (Some(cert), Some(key)) => Some((cert, key)),
         (None, None) => None,
@@ -189,7 +138,7 @@ pub fn validate(
             None
         }
     };
-    let needs_tls = matches!(tls_type, "server-path" | "key-cert");
+    let needs_tls = tls_type.needs_certificate();
     if needs_tls && tls.is_none() {
         problems.push(Problem::new(
             "",
@@ -204,16 +153,6 @@ pub fn validate(
             "is only used with tls_bootstrap_type server-path or key-cert",
         ));
     }
-    if let Some(level) = &cfg.replicated.log_level {
-        if !["debug", "info", "error"].contains(&level.as_str()) {
-            problems.push(Problem::new(
-                "",
-                Origin::config("replicated.log_level"),
-                "must be one of debug, info, error",
-            ));
-        }
-    }
-
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -231,10 +170,10 @@ pub fn validate(
             .into_iter()
             .map(|(k, (v, _))| (k, v))
             .collect(),
-        release_sequence,
-        tls_bootstrap_type: tls_type.to_string(),
+        release_sequence: cfg.replicated.release_sequence.get(),
+        tls_bootstrap_type: tls_type,
         bypass_preflight_checks: cfg.replicated.bypass_preflight_checks,
-        log_level: cfg.replicated.log_level.clone(),
+        log_level: cfg.replicated.log_level,
         console_password: bundle.console_password,
         license: bundle.license,
         tls,

@@ -8,10 +8,10 @@
 
 use super::*;
 use crate::adapters::host;
-use crate::config::AgentConfig;
-use crate::node::state::StateStore;
+use crate::config::{FailureResult, Settings};
 use crate::model::lifecycle::{NodeState, Notice, Phase, Termination};
 use crate::model::tfe::{AppStatus, HealthReport, SystemStatus};
+use crate::node::state::StateStore;
 use crate::ports::{
     AsgError, AsgInstance, HookInfo, Identity, ImdsError, InstallPlan, InstanceMetadata, Parts,
     SecretPayload, SecretSource, SecretsError, TokioClock, ToolError,
@@ -379,7 +379,7 @@ impl crate::ports::Host for NoHost {
     }
 }
 
-fn cfg() -> AgentConfig {
+fn cfg() -> Settings {
     let cfg = parse(EXAMPLE_CONFIG);
     assert_eq!(
         cfg.lifecycle.terminate_hook.as_deref(),
@@ -418,7 +418,7 @@ fn noticed(mut s: NodeState, source: Source) -> NodeState {
 
 /// Runs the termination path with a fresh state dir; returns the state it ended in, after
 /// checking that it is what it left on disk.
-async fn run(world: &TestWorld, cfg: &AgentConfig, state: NodeState) -> NodeState {
+async fn run(world: &TestWorld, cfg: &Settings, state: NodeState) -> NodeState {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::new(&dir.path().join("state"));
     let recorder = Recorder::with_state(store.clone(), state);
