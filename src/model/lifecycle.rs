@@ -72,8 +72,8 @@ pub struct NodeState {
     pub phase: Phase,
     /// Release sequence that install.sh installed, once it succeeded. Never installed twice.
     pub installed_release: Option<u64>,
-    /// The result sent for the launch hook ("CONTINUE"/"ABANDON"), or "none" when there was no hook.
-    pub launch_hook: Option<String>,
+    /// How the launch hook was answered; `None` while it has not been.
+    pub launch_hook: Option<LaunchAnswer>,
     /// How often the launch hook was released again because the group waited on it again.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub launch_released_again: u32,
@@ -83,6 +83,37 @@ pub struct NodeState {
     /// A drain that the instance survived stopped the app: start it again on the next boot.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restart_app: bool,
+}
+
+/// How this instance's launch hook was answered, as `state.json` keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LaunchAnswer {
+    #[serde(rename = "CONTINUE")]
+    Continue,
+    #[serde(rename = "ABANDON")]
+    Abandon,
+    /// There was no launch hook to answer.
+    #[serde(rename = "none")]
+    NoHook,
+}
+
+impl LaunchAnswer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaunchAnswer::Continue => "CONTINUE",
+            LaunchAnswer::Abandon => "ABANDON",
+            LaunchAnswer::NoHook => "none",
+        }
+    }
+}
+
+impl From<HookResult> for LaunchAnswer {
+    fn from(result: HookResult) -> Self {
+        match result {
+            HookResult::Continue => LaunchAnswer::Continue,
+            HookResult::Abandon => LaunchAnswer::Abandon,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,7 +167,7 @@ impl NodeState {
             if event == Event::LaunchReleased(Some(HookResult::Abandon))
                 && self.launch_hook.is_none()
             {
-                self.launch_hook = Some(HookResult::Abandon.as_str().to_string());
+                self.launch_hook = Some(LaunchAnswer::Abandon);
                 return Ok(());
             }
             return Err(illegal(
@@ -189,10 +220,10 @@ impl NodeState {
                 self.installed_release = Some(release_sequence)
             }
             Event::LaunchReleased(result) => {
-                self.launch_hook = Some(result.map_or("none", HookResult::as_str).to_string())
+                self.launch_hook = Some(result.map_or(LaunchAnswer::NoHook, LaunchAnswer::from))
             }
             Event::LaunchReleasedAgain(result) => {
-                self.launch_hook = Some(result.as_str().to_string());
+                self.launch_hook = Some(result.into());
                 self.launch_released_again += 1;
             }
             Event::Healthy => self.restart_app = false,

@@ -5,7 +5,7 @@
 
 use crate::config::{LifecycleSection, Settings};
 use crate::model::asg::{HookResult, LifecycleState};
-use crate::model::lifecycle::{Event, IllegalTransition, NodeState};
+use crate::model::lifecycle::{Event, IllegalTransition, LaunchAnswer, NodeState};
 use crate::node::hook::{self, LaunchHook, Released};
 use crate::node::readiness::{self, ReadinessError};
 use crate::node::recorder::{RecordError, Recorder};
@@ -129,7 +129,7 @@ async fn run_boot<W: World>(
         recorder.phase(),
         if plan.install { "" } else { "not " }
     );
-    let released_before = recorder.state().launch_hook.clone();
+    let released_before = recorder.state().launch_hook;
 
     // The work does not wait on Auto Scaling: the hook is looked up beside it (with retries),
     // and held with heartbeats from the moment it is found.
@@ -156,7 +156,7 @@ async fn run_boot<W: World>(
                         Ok(LaunchHook::Active(h)) => Some(h.clone()),
                         _ => None,
                     };
-                    describe_found(&d, released_before.as_deref(), cfg);
+                    describe_found(&d, released_before.map(LaunchAnswer::as_str), cfg);
                     gave_up_early = d.is_err();
                     found = Some(d);
                     if let Some(h) = active {
@@ -169,7 +169,7 @@ async fn run_boot<W: World>(
             Some(f) => f,
             None => {
                 let d = discovery.await;
-                describe_found(&d, released_before.as_deref(), cfg);
+                describe_found(&d, released_before.map(LaunchAnswer::as_str), cfg);
                 d
             }
         };
@@ -188,7 +188,7 @@ async fn run_boot<W: World>(
                 last,
             )
             .await;
-            describe_found(&d, released_before.as_deref(), cfg);
+            describe_found(&d, released_before.map(LaunchAnswer::as_str), cfg);
             d
         }
         other => other,

@@ -5,7 +5,7 @@
 use crate::config::Settings;
 use crate::model::asg::HookResult;
 use crate::model::asg::LifecycleState;
-use crate::model::lifecycle::{Event, Notice, Source};
+use crate::model::lifecycle::{Event, LaunchAnswer, Notice, Source};
 use crate::node::boot::{self, BootError};
 use crate::node::exit::Exit;
 use crate::node::hook::{self, LaunchHook};
@@ -268,7 +268,7 @@ async fn serve_launch_again<W: World>(
     log::warn!(
         "the group waits on launch hook {} again (the instance came back from {from}; released before: {}): releasing it again once TFE is healthy",
         h.action.hook,
-        recorder.state().launch_hook.clone().unwrap_or_else(|| "never".into())
+        recorder.state().launch_hook.map_or("never", LaunchAnswer::as_str)
     );
     recorder.say("back from standby; checking TFE before releasing the launch hook");
     let ready = hook::hold_while(

@@ -7,7 +7,7 @@ use crate::config::Settings;
 use crate::model::asg::{HookResult, LifecycleState, Transition};
 use crate::model::lifecycle::{
     hook_result, DrainOutcome, DrainRecord, DrainStep, Event, HookOutcome, IllegalTransition,
-    Source,
+    LaunchAnswer, Source,
 };
 use crate::model::tfe::AppState;
 use crate::model::tfe::{DrainState, TrackedProcess};
@@ -122,9 +122,9 @@ async fn drain_node<W: World>(
         let s = recorder.state();
         let t = s.termination.as_ref().expect("recorded");
         // A node whose launch was abandoned never took work: node-drain would only fail on it.
-        let why = match (&s.installed_release, s.launch_hook.as_deref()) {
+        let why = match (&s.installed_release, s.launch_hook) {
             (None, _) => Some("TFE was never installed on this instance"),
-            (Some(_), Some("ABANDON")) => Some("the node never entered service"),
+            (Some(_), Some(LaunchAnswer::Abandon)) => Some("the node never entered service"),
             _ => None,
         };
         (t.noticed_at, t.source, t.deadline_at, why)

@@ -26,7 +26,7 @@ fn happy_path_installs_once_and_releases_once() {
     s.apply(Event::LaunchReleased(Some(HookResult::Continue)))
         .unwrap();
     assert_eq!(s.phase, Phase::InService);
-    assert_eq!(s.launch_hook.as_deref(), Some("CONTINUE"));
+    assert_eq!(s.launch_hook.map(LaunchAnswer::as_str), Some("CONTINUE"));
     assert_eq!(
         s.plan(),
         BootPlan {
@@ -53,7 +53,7 @@ fn a_second_install_or_release_is_refused() {
     assert_eq!(s, before, "a refused event changes nothing");
     s.apply(Event::Healthy).unwrap();
     s.apply(Event::LaunchReleased(None)).unwrap();
-    assert_eq!(s.launch_hook.as_deref(), Some("none"));
+    assert_eq!(s.launch_hook.map(LaunchAnswer::as_str), Some("none"));
     assert!(s
         .apply(Event::LaunchReleased(Some(HookResult::Continue)))
         .is_err());
@@ -102,7 +102,7 @@ fn failure_with_continue_policy_still_records_the_release() {
     s.apply(Event::LaunchReleased(Some(HookResult::Continue)))
         .unwrap();
     assert_eq!(s.phase, Phase::BootFailed);
-    assert_eq!(s.launch_hook.as_deref(), Some("CONTINUE"));
+    assert_eq!(s.launch_hook.map(LaunchAnswer::as_str), Some("CONTINUE"));
 }
 
 #[test]
@@ -751,7 +751,7 @@ fn a_termination_during_boot_may_still_abandon_the_launch_hook() {
     let before = s.clone();
     s.apply(Event::LaunchReleased(Some(HookResult::Abandon)))
         .unwrap();
-    assert_eq!(s.launch_hook.as_deref(), Some("ABANDON"));
+    assert_eq!(s.launch_hook.map(LaunchAnswer::as_str), Some("ABANDON"));
     assert_eq!(s.phase, Phase::Draining, "still draining");
     assert_eq!(
         s.termination, before.termination,
@@ -882,7 +882,7 @@ fn a_launch_hook_the_group_waits_on_again_is_released_again_and_counted() {
     s.apply(Event::LaunchReleasedAgain(HookResult::Abandon))
         .unwrap();
     assert_eq!(s.phase, Phase::BootFailed);
-    assert_eq!(s.launch_hook.as_deref(), Some("ABANDON"));
+    assert_eq!(s.launch_hook.map(LaunchAnswer::as_str), Some("ABANDON"));
     assert_eq!(s.launch_released_again, 2);
 }
 
