@@ -5,12 +5,10 @@
 //! restarted agent finds them by pid + start time + boot id, waits for them and reads their
 //! status: it never starts a second one.
 
-use super::process::SCRUBBED_ENV;
+use super::process::{self, SCRUBBED_ENV};
 use super::TfeError;
 use crate::adapters::host;
 use crate::model::tfe::{DrainState, TrackedProcess};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -18,10 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
 
-/// After SIGTERM to the group, how long before SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(10);
 /// `$1` is the status file; the rest is the command. The wrapper first waits for the agent's
 /// "go" on its stdin, which the agent sends only once it has recorded the run: an agent killed
 /// in between leaves no record, and its wrapper then reads end-of-file and exits (125) without
@@ -169,17 +164,10 @@ impl Detached {
         if !host::is_alive(run) {
             return;
         }
-        let group = Pid::from_raw(run.pid);
         log::warn!("stopping {} (process group {})", self.label, run.pid);
-        let _ = killpg(group, Signal::SIGTERM);
-        let deadline = tokio::time::Instant::now() + KILL_GRACE;
-        while host::is_alive(run) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if !process::stop_group(run).await {
+            log::warn!("{} ignored SIGTERM; killed its process group", self.label);
         }
-        if host::is_alive(run) {
-            log::warn!("{} ignored SIGTERM; killing its process group", self.label);
-        }
-        let _ = killpg(group, Signal::SIGKILL);
         self.forward_log();
     }
 
@@ -220,7 +208,7 @@ mod tests {
     fn wait_for(files: &Detached, drain: &TrackedProcess) -> DrainState {
         for _ in 0..100 {
             match files.state(drain) {
-                DrainState::Running => std::thread::sleep(Duration::from_millis(50)),
+                DrainState::Running => std::thread::sleep(std::time::Duration::from_millis(50)),
                 other => return other,
             }
         }

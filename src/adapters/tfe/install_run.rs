@@ -5,7 +5,7 @@
 
 use super::detached::Detached;
 use super::install;
-use super::process::ProcessError;
+use super::process::{self, ProcessError};
 use super::TfeError;
 use crate::adapters::host;
 use crate::model::tfe::{DrainState, TrackedProcess};
@@ -18,8 +18,6 @@ use std::time::Duration;
 
 /// How often a running install is looked at (and its new output forwarded).
 const POLL: Duration = Duration::from_millis(200);
-/// After SIGTERM to the install's group at its timeout, how long before SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// What `install.pid` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,19 +217,10 @@ async fn stop_foreign(process: &TrackedProcess) {
             "an install.sh this agent cannot adopt (pid {}) is still running; stopping its process group first",
             process.pid
         );
-        kill_group(process).await;
+        process::stop_group(process).await;
     }
 }
 
-async fn kill_group(process: &TrackedProcess) {
-    let group = Pid::from_raw(process.pid);
-    let _ = killpg(group, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + KILL_GRACE;
-    while host::is_alive(process) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = killpg(group, Signal::SIGKILL);
-}
 
 /// Kills the install's process group and forgets the run if dropped while armed (the boot was
 /// cancelled: nothing may keep installing behind the agent's back).

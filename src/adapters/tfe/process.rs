@@ -45,9 +45,6 @@ pub struct Spec {
     pub cwd: Option<PathBuf>,
     /// Names the command in log lines ("install.sh: …" rather than "bash: …").
     pub label: String,
-    /// Records the running child here (pid, start time, boot id) until it ends, so an agent that
-    /// crashed while it ran can find and stop it before starting it again.
-    pub track: Option<PathBuf>,
 }
 
 impl Spec {
@@ -58,7 +55,6 @@ impl Spec {
             program,
             args: args.iter().map(|a| a.to_string()).collect(),
             cwd: None,
-            track: None,
         }
     }
 
@@ -89,17 +85,7 @@ impl Spec {
             source,
         })?;
         let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-        let track = match (&self.track, pgid) {
-            (Some(path), Some(pid)) => {
-                let record = serde_json::to_vec(&host::track(pid.as_raw())).expect("serializes");
-                if let Err(e) = crate::sys::fsutil::atomic_write(path, &record, 0o600, None) {
-                    log::warn!("cannot record {} as running: {e}", self.label);
-                }
-                Some(path.clone())
-            }
-            _ => None,
-        };
-        Ok((child, GroupGuard { pgid, track }))
+        Ok((child, GroupGuard { pgid }))
     }
 }
 
@@ -113,7 +99,6 @@ fn file_name(path: &Path) -> String {
 /// Removes the tracking record either way: the child is done.
 struct GroupGuard {
     pgid: Option<Pid>,
-    track: Option<PathBuf>,
 }
 
 impl GroupGuard {
@@ -127,34 +112,25 @@ impl Drop for GroupGuard {
         if let Some(pgid) = self.pgid.take() {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
-        if let Some(path) = self.track.take() {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 
-/// Stops the process group recorded at `track` by an earlier agent, if it still runs (an agent
-/// killed mid-install leaves install.sh running: systemd's KillMode=process spares children).
-pub async fn stop_leftover(track: &Path, label: &str) {
-    let Ok(bytes) = std::fs::read(track) else {
-        return;
-    };
-    if let Ok(process) = serde_json::from_slice::<TrackedProcess>(&bytes) {
-        if host::is_alive(&process) {
-            log::warn!(
-                "{label} started by an earlier agent (pid {}) is still running; stopping its process group first",
-                process.pid
-            );
-            let group = Pid::from_raw(process.pid);
-            let _ = killpg(group, Signal::SIGTERM);
-            let deadline = tokio::time::Instant::now() + KILL_GRACE;
-            while host::is_alive(&process) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            let _ = killpg(group, Signal::SIGKILL);
-        }
+/// Stops a recorded process group that outlives its starter (install.sh, node-drain): SIGTERM,
+/// up to [`KILL_GRACE`] for it to go, then SIGKILL for whatever is left. Says whether it went on
+/// SIGTERM alone.
+pub(crate) async fn stop_group(process: &TrackedProcess) -> bool {
+    if !host::is_alive(process) {
+        return true;
     }
-    let _ = std::fs::remove_file(track);
+    let group = Pid::from_raw(process.pid);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + KILL_GRACE;
+    while host::is_alive(process) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = !host::is_alive(process);
+    let _ = killpg(group, Signal::SIGKILL);
+    gone
 }
 
 /// Runs to completion, logging every output line as `<name>: <line>`.
