@@ -6,7 +6,7 @@ use crate::adapters::tfe::CliTfe;
 use crate::cli::{Cli, Command};
 use crate::config::{self, AgentConfig, Settings};
 use crate::node::boot;
-use crate::node::exit::Exit;
+pub use crate::node::exit::Exit;
 use crate::node::recorder::Recorder;
 use crate::node::service;
 use crate::node::state::StateStore;

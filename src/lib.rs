@@ -18,7 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod model;
-pub mod node;
+pub(crate) mod node;
 pub mod ports;
 pub mod sys;
 pub mod tfe_files;

@@ -49,7 +49,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
     // serde_path_to_error names the key a type error is about ("install.timeout").
     let config: AgentConfig =
         serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut |p| {
-            unknown.push(p.to_string())
+            unknown.push(p.to_string());
         }))
         .map_err(|e| ConfigError::Parse {
             path: path.to_owned(),

@@ -217,10 +217,10 @@ impl NodeState {
         };
         match event {
             Event::InstallSucceeded { release_sequence } => {
-                self.installed_release = Some(release_sequence)
+                self.installed_release = Some(release_sequence);
             }
             Event::LaunchReleased(result) => {
-                self.launch_hook = Some(result.map_or(LaunchAnswer::NoHook, LaunchAnswer::from))
+                self.launch_hook = Some(result.map_or(LaunchAnswer::NoHook, LaunchAnswer::from));
             }
             Event::LaunchReleasedAgain(result) => {
                 self.launch_hook = Some(result.into());

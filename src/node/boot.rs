@@ -24,7 +24,7 @@ pub enum BootError {
     #[error("looking up this instance's launch lifecycle hook failed after {tries} tries ([lifecycle].discovery_timeout {}); the group applies the hook's DefaultResult when its HeartbeatTimeout passes", humantime::format_duration(*budget))]
     DiscoverHook {
         tries: u32,
-        budget: std::time::Duration,
+        budget: Duration,
         #[source]
         source: AsgError,
     },
@@ -433,10 +433,10 @@ fn describe_hook(hook: &LaunchHook) {
         LaunchHook::NotConfigured => log::info!("no [lifecycle].launch_hook configured; booting without a launch hook"),
         LaunchHook::NotInGroup => log::info!("this instance is not in an Auto Scaling group; booting without a launch hook"),
         LaunchHook::NotWaiting { group, state } => {
-            log::info!("instance is {state} in group {group}, not waiting on a launch hook; booting without holding one")
+            log::info!("instance is {state} in group {group}, not waiting on a launch hook; booting without holding one");
         }
         LaunchHook::HookMissing { group, hook } => {
-            log::warn!("group {group} has no launch hook named {hook}; booting without holding one")
+            log::warn!("group {group} has no launch hook named {hook}; booting without holding one");
         }
         LaunchHook::Active(h) => log::info!(
             "holding launch hook {} of group {} (HeartbeatTimeout {}s, DefaultResult {}, heartbeat every ~{}s){}",
@@ -457,7 +457,7 @@ fn log_released(hook: &str, released: &Released) {
             log::info!(
                 "launch hook {hook} was already resolved and the instance is {}: an earlier try of this release took effect (its answer was lost)",
                 state.as_ref().map_or("unknown".into(), ToString::to_string)
-            )
+            );
         }
         Released::AlreadyResolved { state } => log::warn!(
             "launch hook {hook} had no active action any more (timed out or resolved elsewhere); instance is now {}",

@@ -24,8 +24,6 @@ pub enum RecordError {
 pub struct Recorder {
     state: RefCell<NodeState>,
     store: StateStore,
-    /// What the node is doing now, as last published.
-    activity: RefCell<String>,
 }
 
 impl Recorder {
@@ -41,7 +39,6 @@ impl Recorder {
         Self {
             state: RefCell::new(state),
             store,
-            activity: RefCell::new(String::new()),
         }
     }
 
@@ -71,30 +68,17 @@ impl Recorder {
 
     /// Publishes what the node is doing now (systemd `STATUS=`).
     pub fn say(&self, activity: &str) {
-        activity.clone_into(&mut self.activity.borrow_mut());
         notify::status(activity);
     }
 
     /// The node is up (in service, or staying to watch after a failed boot): `READY=1`.
     pub fn ready(&self, activity: &str) {
-        activity.clone_into(&mut self.activity.borrow_mut());
         notify::ready(activity);
     }
 
     /// The agent is stopping: `STOPPING=1`.
     pub fn stopping(&self, activity: &str) {
-        activity.clone_into(&mut self.activity.borrow_mut());
         notify::stopping(activity);
-    }
-
-    /// What was last published.
-    pub fn activity(&self) -> String {
-        self.activity.borrow().clone()
-    }
-
-    /// Where the record lives, for messages.
-    pub fn path(&self) -> std::path::PathBuf {
-        self.store.path()
     }
 }
 
@@ -141,13 +125,5 @@ mod tests {
         });
         assert!(matches!(failed, Err(RecordError::Save(_))), "{failed:?}");
         assert_eq!(recorder.snapshot(), NodeState::new("i-1"));
-    }
-
-    #[test]
-    fn the_last_activity_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let recorder = Recorder::open(StateStore::new(dir.path()), "i-1").unwrap();
-        recorder.say("fetching secrets");
-        assert_eq!(recorder.activity(), "fetching secrets");
     }
 }

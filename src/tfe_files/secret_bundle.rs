@@ -77,26 +77,26 @@ pub fn decode(
                 Err(msg) => problems.push(Problem::new("", Origin::secret(&id), msg)),
             },
             (Role::Shared, SecretPayload::Binary(_)) => {
-                problem("must be a SecretString holding a JSON object of setting name -> string")
+                problem("must be a SecretString holding a JSON object of setting name -> string");
             }
             (Role::License, SecretPayload::Binary(b)) if !b.expose().is_empty() => {
-                bundle.license = Some(b)
+                bundle.license = Some(b);
             }
             (Role::License, SecretPayload::String(s)) => {
                 let text: String = s.expose().chars().filter(|c| !c.is_whitespace()).collect();
                 match base64::engine::general_purpose::STANDARD.decode(text.as_bytes()) {
                     Ok(bytes) if !bytes.is_empty() => {
-                        bundle.license = Some(SecretBytes::new(bytes))
+                        bundle.license = Some(SecretBytes::new(bytes));
                     }
                     _ => problem("license as SecretString must be base64 of the .rli file"),
                 }
             }
             (Role::License, SecretPayload::Binary(_)) => problem("license SecretBinary is empty"),
             (Role::ConsolePassword, SecretPayload::String(s)) if !s.expose().is_empty() => {
-                bundle.console_password = Some(s)
+                bundle.console_password = Some(s);
             }
             (Role::ConsolePassword, _) => {
-                problem("console password must be a non-empty SecretString")
+                problem("console password must be a non-empty SecretString");
             }
             (Role::TlsCert | Role::TlsKey | Role::CaBundle, SecretPayload::String(s)) => {
                 if !s.expose().contains("-----BEGIN ") {
@@ -110,7 +110,7 @@ pub fn decode(
                 }
             }
             (Role::TlsCert | Role::TlsKey | Role::CaBundle, SecretPayload::Binary(_)) => {
-                problem("must be PEM text in SecretString")
+                problem("must be PEM text in SecretString");
             }
         }
     }

@@ -40,7 +40,7 @@ impl Moto {
 
     /// CreateSecret over Secrets Manager's JSON protocol (SecretString or base64 SecretBinary).
     pub fn put_secret(&self, name: &str, value: SecretValue) {
-        self.put_secret_in(None, name, value)
+        self.put_secret_in(None, name, value);
     }
 
     /// CreateSecret in moto account `account` (None: moto's default account).

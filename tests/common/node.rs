@@ -181,7 +181,7 @@ impl Node {
     /// Creates a secret in this node's moto account.
     pub fn put_secret(&self, name: &str, value: SecretValue) {
         self.moto
-            .put_secret_in(self.account.as_deref(), name, value)
+            .put_secret_in(self.account.as_deref(), name, value);
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

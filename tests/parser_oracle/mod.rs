@@ -330,7 +330,7 @@ pub fn secret_values(
                 _ => out.push((id.clone(), s.expose().to_string())),
             },
             SecretPayload::Binary(b) => {
-                out.push((id.clone(), String::from_utf8_lossy(b.expose()).into_owned()))
+                out.push((id.clone(), String::from_utf8_lossy(b.expose()).into_owned()));
             }
         }
     }

@@ -74,7 +74,7 @@ impl Imds {
                     continue;
                 }
                 Ok((status, _)) if status >= 500 || status == 429 => {
-                    last = format!("HTTP {status}")
+                    last = format!("HTTP {status}");
                 }
                 Ok((status, _)) => return Err(error(format!("HTTP {status}"))),
                 Err(e) => last = e,
@@ -128,7 +128,7 @@ impl Imds {
                     return Ok(token);
                 }
                 Ok((status, _)) if status >= 500 || status == 429 => {
-                    last = format!("token request: HTTP {status}")
+                    last = format!("token request: HTTP {status}");
                 }
                 Ok((status, _)) => return Err(format!("token request: HTTP {status}")),
                 Err(e) => last = format!("token request: {e}"),

@@ -221,7 +221,6 @@ async fn stop_foreign(process: &TrackedProcess) {
     }
 }
 
-
 /// Kills the install's process group and forgets the run if dropped while armed (the boot was
 /// cancelled: nothing may keep installing behind the agent's back).
 struct StopOnDrop {

@@ -175,7 +175,7 @@ impl TfeTools for CliTfe {
     }
 
     async fn stop_drain(&self, drain: &TrackedProcess) {
-        self.drain.stop(drain).await
+        self.drain.stop(drain).await;
     }
 
     async fn app_stop(&self) -> Result<(), ToolError> {

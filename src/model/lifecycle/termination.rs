@@ -232,7 +232,7 @@ impl NodeState {
                         app_stopped: false,
                         wait_state_seen_at: None,
                         hook: None,
-                    })
+                    });
                 }
                 // An ASG termination after a drain for another reason: the hook is still to come.
                 Some(t) if notice.source == Source::Asg && t.source != Source::Asg => {

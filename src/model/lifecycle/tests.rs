@@ -436,7 +436,7 @@ fn a_repeated_notice_changes_nothing() {
     let stages: Vec<(&str, Advance)> = vec![
         ("noticed", |_| {}),
         ("running", |s| {
-            s.apply(Event::DrainStarted(drain_process())).unwrap()
+            s.apply(Event::DrainStarted(drain_process())).unwrap();
         }),
         ("drained", |s| {
             s.apply(Event::DrainStarted(drain_process())).unwrap();

@@ -100,14 +100,13 @@ fn server_path_node_files_match_golden() {
 fn replicated_conf_uses_native_json_types() {
     let cfg = testing::parse(EXAMPLE_CONFIG);
     let plan = testing::plan(EXAMPLE_CONFIG, valid_shared(), vec![]).unwrap();
-    let conf: serde_json::Value =
+    let conf: Value =
         serde_json::from_slice(&replicated_conf_json(&plan, &cfg.paths, Redaction::None)).unwrap();
     assert_eq!(conf["ReleaseSequence"], serde_json::json!(504));
     assert_eq!(conf["BypassPreflightChecks"], serde_json::json!(true));
     assert_eq!(conf["ImportSettingsFrom"], "/etc/ptfe-settings.json");
     assert_eq!(conf["LicenseFileLocation"], "/etc/ptfe-license.rli");
-    let settings: serde_json::Value =
-        serde_json::from_slice(&settings_json(&plan, Redaction::None)).unwrap();
+    let settings: Value = serde_json::from_slice(&settings_json(&plan, Redaction::None)).unwrap();
     for (_, v) in settings.as_object().unwrap() {
         assert!(v["value"].is_string(), "{v}");
     }
