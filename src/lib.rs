@@ -2,16 +2,13 @@
 //! Scaling group run itself — secrets from Secrets Manager, config files, install.sh, readiness,
 //! and the lifecycle hooks — and drains it before it goes.
 //!
-//! Where each part of a node's life lives:
-//! - `boot`: the boot path, start to finish (generic over the `ports`).
-//! - `watch`: noticing the end (IMDS target state, spot, rebalance, maintenance).
-//! - `terminate`: the termination path: node-drain once, the terminate hook released once.
-//! - `service`: `run`, the whole life: boot, watch, terminate, signals.
-//! - `lifecycle`: the pure state machine; `state` persists it.
-//! - `configure` (`secrets` → `validate` → `render` → `fsutil`): the node's files.
-//! - `hook`: lifecycle hook discovery, heartbeats, release.
-//! - `readiness`: waiting for TFE to be healthy.
-//! - `aws`, `tfe`: the real adapters behind `ports`.
+//! Where each part of a node's life lives (docs/development/architecture.md has the import rules):
+//! - `node`: the flows — `service` (`run`, the whole life), `boot`, `watch`, `terminate`, `hook`,
+//!   `readiness`, and `recorder`, the one owner of the node's state.
+//! - `tfe_files`: the node's TFE files (secrets → validate → render → write).
+//! - `config`: agent.toml, checked into `Settings`.
+//! - `ports`: the `World` the flows are generic over; `adapters`: the real one.
+//! - `model`: the pure state machine and the domain's types; `sys`: small helpers.
 
 pub mod adapters;
 pub mod app;
