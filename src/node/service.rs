@@ -58,7 +58,8 @@ pub async fn run<W: World>(
             return Exit::LocalIo;
         }
     }
-    let mut watcher = Watcher::new(world.imds(), world.clock(), &cfg.termination);
+    let mut watcher =
+        Watcher::new(world.imds(), world.clock(), &cfg.termination).reporting_to(recorder);
     let mut boot_failure = None;
 
     if recorder.state().termination.is_none() {

@@ -6,6 +6,7 @@
 use crate::config::TerminationSection;
 use crate::model::asg::LifecycleState;
 use crate::model::lifecycle::Source;
+use crate::node::recorder::Recorder;
 use crate::ports::{Clock, InstanceMetadata};
 use std::collections::BTreeSet;
 use tokio::time::Instant;
@@ -48,6 +49,8 @@ pub struct Watcher<'a, M, C> {
     imds: &'a M,
     clock: &'a C,
     cfg: &'a TerminationSection,
+    /// Where notices that do not end the node (rebalance, maintenance) are published.
+    recorder: Option<&'a Recorder>,
     /// Sources already returned: each starts a drain once.
     fired: BTreeSet<&'static str>,
     /// Notices already logged (rebalance times, maintenance event ids), so each is said once.
@@ -69,6 +72,7 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
             imds,
             clock,
             cfg,
+            recorder: None,
             fired: BTreeSet::new(),
             reported: BTreeSet::new(),
             next_spot: now,
@@ -76,6 +80,18 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
             last_error: None,
             last_target: None,
             back_in_service: None,
+        }
+    }
+
+    /// Publishes the notices that do not end the node through `recorder` (as status).
+    pub fn reporting_to(mut self, recorder: &'a Recorder) -> Self {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    fn publish(&self, detail: &str) {
+        if let Some(recorder) = self.recorder {
+            recorder.say(&format!("in service; {detail}"));
         }
     }
 
@@ -192,7 +208,7 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
                         "not draining (set [termination].drain_on_rebalance to drain early)"
                     }
                 );
-                crate::sys::notify::status(&format!("in service; {detail}"));
+                self.publish(&detail);
             }
             if self.cfg.drain_on_rebalance {
                 return Some(Seen {
@@ -232,7 +248,7 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
                         (false, _) => "does not take the instance away",
                     }
                 );
-                crate::sys::notify::status(&format!("in service; {detail}"));
+                self.publish(&detail);
             }
             if disruptive && self.cfg.drain_on_maintenance && drain.is_none() {
                 drain = Some(Seen {
