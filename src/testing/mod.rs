@@ -1,4 +1,7 @@
-//! Inputs shared by the unit tests: the documented example config and a valid shared secret.
+//! Inputs shared by the unit tests: the documented example config, a valid shared secret and the
+//! node's record at the usual starting points (`states`).
+
+pub mod states;
 
 use crate::config::{self, Settings};
 use crate::ports::SecretPayload;
