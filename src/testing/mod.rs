@@ -1,6 +1,7 @@
-//! Inputs shared by the unit tests: the documented example config, a valid shared secret and the
-//! node's record at the usual starting points (`states`).
+//! Inputs shared by the unit tests: the documented example config, a valid shared secret, the
+//! node's record at the usual starting points (`states`) and a fake of every port (`fakes`).
 
+pub mod fakes;
 pub mod states;
 
 use crate::config::{self, Settings};

@@ -62,6 +62,13 @@ pub fn noticed(state: NodeState, notice: Notice) -> NodeState {
     apply(state, [Event::TerminationNoticed(notice)])
 }
 
+/// Wall-clock seconds now (what the flows record, through `Clock::unix_now`).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The node-drain process `FakeTfe` starts, as the record keeps it.
 pub fn drain_process() -> TrackedProcess {
     TrackedProcess {
