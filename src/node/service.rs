@@ -365,3 +365,6 @@ async fn finish_termination<W: World>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,6 +16,7 @@ use crate::ports::{
     TokioClock, ToolError,
 };
 use crate::sys::secret::SecretBytes;
+use crate::sys::shutdown::ShutdownRx;
 use crate::testing::states::{self, BOOT_A, INSTANCE};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
@@ -61,8 +62,16 @@ impl FakeWorldBuilder {
         self.asg = asg;
         self
     }
+    pub fn imds(mut self, imds: FakeImds) -> Self {
+        self.imds = imds;
+        self
+    }
     pub fn tfe(mut self, tfe: FakeTfe) -> Self {
         self.tfe = tfe;
+        self
+    }
+    pub fn host(mut self, host: FakeHost) -> Self {
+        self.host = host;
         self
     }
     pub fn build(self) -> FakeWorld {
@@ -84,6 +93,11 @@ pub fn identity() -> Identity {
         region: "us-east-1".into(),
         private_ipv4: "10.0.0.5".into(),
     }
+}
+
+/// A signal channel as `crate::sys::shutdown::listen` gives one: send `Some(15)` for SIGTERM.
+pub fn signals() -> (tokio::sync::watch::Sender<Option<i32>>, ShutdownRx) {
+    tokio::sync::watch::channel(None)
 }
 
 /// Awaits `work`, which must end within `limit` of (tokio's, paused) time: a flow that would
@@ -411,6 +425,15 @@ impl FakeAsg {
         self.calls(AsgOp::Heartbeat).iter().map(|c| c.at).collect()
     }
 
+    /// Heartbeats of one hook.
+    pub fn beats_of(&self, hook: &str) -> Vec<Instant> {
+        self.calls(AsgOp::Heartbeat)
+            .iter()
+            .filter(|c| c.hook.as_deref() == Some(hook))
+            .map(|c| c.at)
+            .collect()
+    }
+
     /// The successful completions.
     pub fn completions(&self) -> Vec<(Instant, HookResult)> {
         self.calls(AsgOp::Complete)
@@ -645,6 +668,7 @@ impl AutoScaling for FakeAsg {
 // ------------------------------------------------------------------------------ IMDS
 
 /// IMDS paths the flows ask (`crate::node::watch`).
+pub const TARGET_LIFECYCLE_STATE: &str = "/latest/meta-data/autoscaling/target-lifecycle-state";
 pub const INSTANCE_LIFE_CYCLE: &str = "/latest/meta-data/instance-life-cycle";
 
 /// IMDS with a map of items (a missing one is a 404), a switch that makes every request fail,
@@ -677,6 +701,11 @@ impl FakeImds {
 
     pub fn set(&self, path: &str, value: &str) {
         self.items.lock().unwrap().insert(path.into(), value.into());
+    }
+
+    /// `autoscaling/target-lifecycle-state`.
+    pub fn set_target(&self, state: &str) {
+        self.set(TARGET_LIFECYCLE_STATE, state);
     }
 
     pub fn set_failing(&self, failing: bool) {
@@ -880,6 +909,12 @@ impl FakeTfe {
     /// The drain in the record never ran (its starter died before letting it run).
     pub fn drain_never_ran(self) -> Self {
         self.never_ran.store(true, Ordering::SeqCst);
+        self
+    }
+
+    /// The app was stopped (by a drain before a reboot) and stays so until `app start`.
+    pub fn app_stopped(mut self) -> Self {
+        self.app_initially_stopped = true;
         self
     }
 
@@ -1123,6 +1158,18 @@ impl Default for FakeHost {
 }
 
 impl FakeHost {
+    /// A machine in another boot.
+    pub fn booted_as(boot_id: &str) -> Self {
+        Self {
+            boot_id: boot_id.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn set_stopping(&self, stopping: bool) {
+        self.stopping.store(stopping, Ordering::SeqCst);
+    }
+
     /// How often "is the system stopping" was asked.
     pub fn stopping_asked(&self) -> usize {
         self.asked.load(Ordering::SeqCst)
