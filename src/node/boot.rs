@@ -465,3 +465,6 @@ fn log_released(hook: &str, released: &Released) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -366,3 +366,6 @@ async fn finish_termination<W: World>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

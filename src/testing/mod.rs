@@ -1,4 +1,8 @@
-//! Inputs shared by the unit tests: the documented example config and a valid shared secret.
+//! Inputs shared by the unit tests: the documented example config, a valid shared secret, the
+//! node's record at the usual starting points (`states`) and a fake of every port (`fakes`).
+
+pub mod fakes;
+pub mod states;
 
 use crate::config::{self, Settings};
 use crate::ports::SecretPayload;

@@ -1,14 +1,9 @@
 use super::*;
-
-fn booted() -> NodeState {
-    let mut s = NodeState::new("i-1");
-    s.apply(Event::BootStarted).unwrap();
-    s
-}
+use crate::testing::states::{booting, drain_process, in_service, BOOT_A, BOOT_B};
 
 #[test]
 fn happy_path_installs_once_and_releases_once() {
-    let mut s = booted();
+    let mut s = booting();
     assert_eq!(
         s.plan(),
         BootPlan {
@@ -38,7 +33,7 @@ fn happy_path_installs_once_and_releases_once() {
 
 #[test]
 fn a_second_install_or_release_is_refused() {
-    let mut s = booted();
+    let mut s = booting();
     s.apply(Event::InstallSucceeded {
         release_sequence: 504,
     })
@@ -61,7 +56,7 @@ fn a_second_install_or_release_is_refused() {
 
 #[test]
 fn continue_before_ready_is_refused() {
-    let mut s = booted();
+    let mut s = booting();
     assert!(s
         .apply(Event::LaunchReleased(Some(HookResult::Continue)))
         .is_err());
@@ -73,7 +68,7 @@ fn continue_before_ready_is_refused() {
 
 #[test]
 fn failure_abandons_and_a_restart_retries_without_reinstalling() {
-    let mut s = booted();
+    let mut s = booting();
     s.apply(Event::InstallSucceeded {
         release_sequence: 504,
     })
@@ -97,7 +92,7 @@ fn failure_abandons_and_a_restart_retries_without_reinstalling() {
 
 #[test]
 fn failure_with_continue_policy_still_records_the_release() {
-    let mut s = booted();
+    let mut s = booting();
     s.apply(Event::BootFailed).unwrap();
     s.apply(Event::LaunchReleased(Some(HookResult::Continue)))
         .unwrap();
@@ -107,7 +102,7 @@ fn failure_with_continue_policy_still_records_the_release() {
 
 #[test]
 fn restart_of_an_in_service_node_stays_in_service() {
-    let mut s = booted();
+    let mut s = booting();
     s.apply(Event::InstallSucceeded {
         release_sequence: 504,
     })
@@ -124,43 +119,12 @@ fn restart_of_an_in_service_node_stays_in_service() {
 
 // ------------------------------------------------------------------------- termination half
 
-const BOOT_A: &str = "boot-a";
-const BOOT_B: &str = "boot-b";
-
 fn notice(source: Source) -> Notice {
-    Notice {
-        source,
-        detail: format!("{} notice", source.as_str()),
-        at: 1_700_000_000,
-        boot_id: BOOT_A.into(),
-        deadline_at: None,
-    }
-}
-
-fn in_service() -> NodeState {
-    let mut s = booted();
-    s.apply(Event::InstallSucceeded {
-        release_sequence: 504,
-    })
-    .unwrap();
-    s.apply(Event::Healthy).unwrap();
-    s.apply(Event::LaunchReleased(Some(HookResult::Continue)))
-        .unwrap();
-    s
+    crate::testing::states::notice(source, 1_700_000_000)
 }
 
 fn noticed(source: Source) -> NodeState {
-    let mut s = in_service();
-    s.apply(Event::TerminationNoticed(notice(source))).unwrap();
-    s
-}
-
-fn drain_process() -> TrackedProcess {
-    TrackedProcess {
-        pid: 4242,
-        start_ticks: 991,
-        boot_id: BOOT_A.into(),
-    }
+    crate::testing::states::noticed(in_service(), notice(source))
 }
 
 fn drained(source: Source) -> NodeState {
@@ -207,19 +171,19 @@ fn refused(s: &mut NodeState, event: Event) -> IllegalTransition {
 
 #[test]
 fn a_notice_starts_draining_from_every_boot_phase() {
-    let mut installed = booted();
+    let mut installed = booting();
     installed
         .apply(Event::InstallSucceeded {
             release_sequence: 504,
         })
         .unwrap();
-    let mut failed = booted();
+    let mut failed = booting();
     failed.apply(Event::BootFailed).unwrap();
     let mut ready = installed.clone();
     ready.apply(Event::Healthy).unwrap();
     for (name, mut s) in [
         ("new", NodeState::new("i-1")),
-        ("booting", booted()),
+        ("booting", booting()),
         ("installed", installed),
         ("ready", ready),
         ("in service", in_service()),
@@ -738,7 +702,7 @@ fn boot_events_are_refused_once_terminating() {
 
 #[test]
 fn a_termination_during_boot_may_still_abandon_the_launch_hook() {
-    let mut s = booted();
+    let mut s = booting();
     s.apply(Event::InstallSucceeded {
         release_sequence: 504,
     })
@@ -865,7 +829,7 @@ fn an_older_state_file_still_loads() {
 
 #[test]
 fn a_launch_hook_the_group_waits_on_again_is_released_again_and_counted() {
-    let mut s = booted();
+    let mut s = booting();
     assert!(
         s.apply(Event::LaunchReleasedAgain(HookResult::Continue))
             .is_err(),

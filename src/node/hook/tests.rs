@@ -1,80 +1,15 @@
-//! Heartbeat and release logic against an in-memory Auto Scaling double, under tokio's paused
-//! clock. The double enforces what matters here: calls after completion get "No active Lifecycle
-//! Action", and scripted throttling.
+//! Heartbeat and release logic against the shared Auto Scaling fake, under tokio's paused clock.
+//! The fake enforces what matters here: calls after completion get "No active Lifecycle Action",
+//! and scripted throttling.
 
 use super::*;
-use crate::ports::{AsgInstance, TokioClock};
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use crate::ports::TokioClock;
+use crate::testing::fakes::{AsgOp, FakeAsg, LAUNCH_HOOK};
 use tokio::time::Instant;
 
-#[derive(Default)]
-struct FakeAsg {
-    calls: Mutex<Vec<(Instant, &'static str)>>,
-    /// Errors returned by the next heartbeat/complete calls, in order.
-    script: Mutex<VecDeque<AsgError>>,
-    completed: Mutex<Option<HookResult>>,
-    state: Mutex<String>,
-    /// Errors returned by the next describe calls, in order.
-    describe_script: Mutex<VecDeque<AsgError>>,
-}
-
-impl FakeAsg {
-    fn waiting() -> Self {
-        let f = Self::default();
-        *f.state.lock().unwrap() = "Pending:Wait".into();
-        f
-    }
-    fn calls(&self, name: &str) -> Vec<Instant> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, n)| *n == name)
-            .map(|(t, _)| *t)
-            .collect()
-    }
-    fn call(&self, name: &'static str) -> Result<(), AsgError> {
-        self.calls.lock().unwrap().push((Instant::now(), name));
-        if let Some(e) = self.script.lock().unwrap().pop_front() {
-            return Err(e);
-        }
-        if self.completed.lock().unwrap().is_some() {
-            return Err(AsgError::NoActiveAction {
-                op: name,
-                message: "No active Lifecycle Action found".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-impl AutoScaling for FakeAsg {
-    async fn describe_instance(&self, _: &str) -> Result<Option<AsgInstance>, AsgError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push((Instant::now(), "describe_instance"));
-        if let Some(e) = self.describe_script.lock().unwrap().pop_front() {
-            return Err(e);
-        }
-        Ok(Some(AsgInstance {
-            group: "g".into(),
-            lifecycle_state: LifecycleState::parse(&self.state.lock().unwrap()),
-        }))
-    }
-    async fn describe_hook(&self, _: &str, hook: &str) -> Result<Option<HookInfo>, AsgError> {
-        Ok(Some(info(hook, 30)))
-    }
-    async fn heartbeat(&self, _: &HookAction) -> Result<(), AsgError> {
-        self.call("heartbeat")
-    }
-    async fn complete(&self, _: &HookAction, result: HookResult) -> Result<(), AsgError> {
-        self.call("complete")?;
-        *self.completed.lock().unwrap() = Some(result);
-        *self.state.lock().unwrap() = "InService".into();
-        Ok(())
-    }
+/// Waiting on the launch hook, in group "g".
+fn waiting() -> FakeAsg {
+    FakeAsg::launching().in_group("g")
 }
 
 fn info(hook: &str, timeout: u64) -> HookInfo {
@@ -91,10 +26,10 @@ fn active(timeout: u64) -> ActiveHook {
     ActiveHook {
         action: HookAction {
             group: "g".into(),
-            hook: "tfe-launch".into(),
+            hook: LAUNCH_HOOK.into(),
             instance_id: "i-1".into(),
         },
-        info: info("tfe-launch", timeout),
+        info: info(LAUNCH_HOOK, timeout),
         warm_pool: false,
     }
 }
@@ -117,7 +52,7 @@ fn interval_is_a_third_of_the_timeout_within_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn heartbeats_keep_the_action_alive_for_as_long_as_the_work_runs() {
-    let asg = FakeAsg::waiting();
+    let asg = waiting();
     let start = Instant::now();
     let out = hold_while(&asg, &TokioClock, &active(30), async {
         tokio::time::sleep(Duration::from_secs(95)).await;
@@ -125,7 +60,7 @@ async fn heartbeats_keep_the_action_alive_for_as_long_as_the_work_runs() {
     })
     .await;
     assert_eq!(out, 7);
-    let beats = asg.calls("heartbeat");
+    let beats = asg.beats();
     assert_eq!(beats[0], start, "the first beat goes out at once");
     // Never more than HeartbeatTimeout between beats (or since the start), across the whole run.
     for pair in beats.windows(2) {
@@ -138,21 +73,18 @@ async fn heartbeats_keep_the_action_alive_for_as_long_as_the_work_runs() {
     assert!(start + Duration::from_secs(95) - *beats.last().unwrap() < Duration::from_secs(30));
     let n = beats.len();
     tokio::time::sleep(Duration::from_secs(120)).await;
-    assert_eq!(
-        asg.calls("heartbeat").len(),
-        n,
-        "no heartbeat after the work finished"
-    );
+    assert_eq!(asg.beats().len(), n, "no heartbeat after the work finished");
 }
 
 #[tokio::test(start_paused = true)]
 async fn throttled_heartbeats_back_off_and_recover() {
-    let asg = FakeAsg::waiting();
-    for _ in 0..3 {
-        asg.script.lock().unwrap().push_back(AsgError::Throttled {
+    let asg = waiting();
+    asg.fail(
+        AsgOp::Heartbeat,
+        (0..3).map(|_| AsgError::Throttled {
             op: "RecordLifecycleActionHeartbeat",
-        });
-    }
+        }),
+    );
     hold_while(
         &asg,
         &TokioClock,
@@ -160,7 +92,7 @@ async fn throttled_heartbeats_back_off_and_recover() {
         tokio::time::sleep(Duration::from_secs(20)),
     )
     .await;
-    let beats = asg.calls("heartbeat");
+    let beats = asg.beats();
     let gaps: Vec<_> = beats
         .windows(2)
         .map(|p| (p[1] - p[0]).as_secs_f64())
@@ -175,27 +107,32 @@ async fn throttled_heartbeats_back_off_and_recover() {
 
 #[tokio::test(start_paused = true)]
 async fn an_action_that_is_gone_stops_the_heartbeats_but_not_the_work() {
-    let asg = FakeAsg::waiting();
-    *asg.completed.lock().unwrap() = Some(HookResult::Abandon);
+    let asg = waiting();
+    asg.resolve_elsewhere(HookResult::Abandon);
     let out = hold_while(&asg, &TokioClock, &active(30), async {
         tokio::time::sleep(Duration::from_secs(60)).await;
         "done"
     })
     .await;
     assert_eq!(out, "done");
-    assert_eq!(asg.calls("heartbeat").len(), 1);
+    assert_eq!(asg.beats().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn release_retries_transient_failures_then_completes_once() {
-    let asg = FakeAsg::waiting();
-    asg.script.lock().unwrap().push_back(AsgError::Throttled {
-        op: "CompleteLifecycleAction",
-    });
-    asg.script.lock().unwrap().push_back(AsgError::Call {
-        op: "CompleteLifecycleAction",
-        detail: "503".into(),
-    });
+    let asg = waiting();
+    asg.fail(
+        AsgOp::Complete,
+        [
+            AsgError::Throttled {
+                op: "CompleteLifecycleAction",
+            },
+            AsgError::Call {
+                op: "CompleteLifecycleAction",
+                detail: "503".into(),
+            },
+        ],
+    );
     let r = release(
         &asg,
         &TokioClock,
@@ -206,19 +143,20 @@ async fn release_retries_transient_failures_then_completes_once() {
     .await
     .unwrap();
     assert_eq!(r, Released::Completed(HookResult::Continue));
-    assert_eq!(asg.calls("complete").len(), 3);
-    assert_eq!(*asg.completed.lock().unwrap(), Some(HookResult::Continue));
+    assert_eq!(asg.calls(AsgOp::Complete).len(), 3);
+    assert_eq!(asg.completed(), Some(HookResult::Continue));
 }
 
 #[tokio::test(start_paused = true)]
 async fn release_gives_up_at_its_deadline_and_reports_resolved_actions() {
-    let asg = FakeAsg::waiting();
-    for _ in 0..20 {
-        asg.script.lock().unwrap().push_back(AsgError::Call {
+    let asg = waiting();
+    asg.fail(
+        AsgOp::Complete,
+        (0..20).map(|_| AsgError::Call {
             op: "CompleteLifecycleAction",
             detail: "503".into(),
-        });
-    }
+        }),
+    );
     let start = Instant::now();
     assert!(release(
         &asg,
@@ -229,16 +167,16 @@ async fn release_gives_up_at_its_deadline_and_reports_resolved_actions() {
     )
     .await
     .is_err());
-    let tries = asg.calls("complete");
+    let tries = asg.calls(AsgOp::Complete);
     assert!(
         tries.len() >= 3 && tries.len() <= 5,
         "{} tries within 10 s",
         tries.len()
     );
     assert!(Instant::now() - start <= Duration::from_secs(10));
-    asg.script.lock().unwrap().clear();
-    *asg.completed.lock().unwrap() = Some(HookResult::Abandon);
-    *asg.state.lock().unwrap() = "Terminating:Wait".into();
+    asg.clear_failures(AsgOp::Complete);
+    asg.resolve_elsewhere(HookResult::Abandon);
+    asg.set_state("Terminating:Wait");
     let r = release(
         &asg,
         &TokioClock,
@@ -258,7 +196,7 @@ async fn release_gives_up_at_its_deadline_and_reports_resolved_actions() {
 
 #[tokio::test]
 async fn discovery_distinguishes_wait_states() {
-    let asg = FakeAsg::waiting();
+    let asg = waiting();
     assert_eq!(
         discover_launch(&asg, "i-1", None).await.unwrap(),
         LaunchHook::NotConfigured
@@ -270,7 +208,7 @@ async fn discovery_distinguishes_wait_states() {
         panic!()
     };
     assert!(!h.warm_pool);
-    *asg.state.lock().unwrap() = "Warmed:Pending:Wait".into();
+    asg.set_state("Warmed:Pending:Wait");
     let LaunchHook::Active(h) = discover_launch(&asg, "i-1", Some("tfe-launch"))
         .await
         .unwrap()
@@ -278,7 +216,7 @@ async fn discovery_distinguishes_wait_states() {
         panic!()
     };
     assert!(h.warm_pool);
-    *asg.state.lock().unwrap() = "InService".into();
+    asg.set_state("InService");
     assert_eq!(
         discover_launch(&asg, "i-1", Some("tfe-launch"))
             .await
@@ -292,15 +230,13 @@ async fn discovery_distinguishes_wait_states() {
 
 #[tokio::test(start_paused = true)]
 async fn discovery_retries_transient_failures_with_growing_waits_then_finds_the_hook() {
-    let asg = FakeAsg::waiting();
-    for _ in 0..4 {
-        asg.describe_script
-            .lock()
-            .unwrap()
-            .push_back(AsgError::Throttled {
-                op: "DescribeAutoScalingInstances",
-            });
-    }
+    let asg = waiting();
+    asg.fail(
+        AsgOp::DescribeInstance,
+        (0..4).map(|_| AsgError::Throttled {
+            op: "DescribeAutoScalingInstances",
+        }),
+    );
     let found = discover_launch_until(
         &asg,
         &TokioClock,
@@ -311,7 +247,7 @@ async fn discovery_retries_transient_failures_with_growing_waits_then_finds_the_
     .await
     .unwrap();
     assert!(matches!(found, LaunchHook::Active(_)), "{found:?}");
-    let tries = asg.calls("describe_instance");
+    let tries = asg.describes();
     assert_eq!(tries.len(), 5);
     let gaps: Vec<_> = tries
         .windows(2)
@@ -322,16 +258,14 @@ async fn discovery_retries_transient_failures_with_growing_waits_then_finds_the_
 
 #[tokio::test(start_paused = true)]
 async fn discovery_gives_up_at_its_budget_and_a_refusal_at_once() {
-    let asg = FakeAsg::waiting();
-    for _ in 0..100 {
-        asg.describe_script
-            .lock()
-            .unwrap()
-            .push_back(AsgError::Call {
-                op: "DescribeAutoScalingInstances",
-                detail: "dispatch failure: connection reset".into(),
-            });
-    }
+    let asg = waiting();
+    asg.fail(
+        AsgOp::DescribeInstance,
+        (0..100).map(|_| AsgError::Call {
+            op: "DescribeAutoScalingInstances",
+            detail: "dispatch failure: connection reset".into(),
+        }),
+    );
     let start = Instant::now();
     let (error, tries) = discover_launch_until(
         &asg,
@@ -349,15 +283,15 @@ async fn discovery_gives_up_at_its_budget_and_a_refusal_at_once() {
     // shortest the eighth (45.5 s + 15 s would).
     assert!((6..=8).contains(&tries), "{tries} tries");
 
-    asg.describe_script.lock().unwrap().clear();
-    asg.describe_script
-        .lock()
-        .unwrap()
-        .push_back(AsgError::Rejected {
+    asg.clear_failures(AsgOp::DescribeInstance);
+    asg.fail(
+        AsgOp::DescribeInstance,
+        [AsgError::Rejected {
             op: "DescribeAutoScalingInstances",
             detail: "AccessDenied".into(),
-        });
-    let before = asg.calls("describe_instance").len();
+        }],
+    );
+    let before = asg.describes().len();
     let (error, tries) = discover_launch_until(
         &asg,
         &TokioClock,
@@ -369,5 +303,5 @@ async fn discovery_gives_up_at_its_budget_and_a_refusal_at_once() {
     .unwrap_err();
     assert!(!error.is_transient());
     assert_eq!(tries, 1);
-    assert_eq!(asg.calls("describe_instance").len(), before + 1);
+    assert_eq!(asg.describes().len(), before + 1);
 }

@@ -1,382 +1,29 @@
-//! The termination path against in-memory doubles of Auto Scaling and the TFE tools, under
+//! The termination path against the shared fakes of Auto Scaling and the TFE tools, under
 //! tokio's paused clock: node-drain at most once, heartbeats only once the wait state was seen,
 //! the terminate hook released once with the result the drain earned, and every step on disk.
 //!
-//! Persisted timestamps are wall-clock seconds (`host::unix_now`) while tokio's clock is paused
+//! Persisted timestamps are wall-clock seconds (`Clock::unix_now`) while tokio's clock is paused
 //! and auto-advances: a test's whole run takes a blink of wall time, so budgets counted from
 //! recorded timestamps start (almost) full.
 
 use super::*;
-use crate::adapters::host;
 use crate::config::{FailureResult, Settings};
 use crate::model::lifecycle::{NodeState, Notice, Phase, Termination};
-use crate::model::tfe::{AppStatus, HealthReport, SystemStatus};
-use crate::node::state::StateStore;
-use crate::ports::{
-    AsgError, AsgInstance, HookInfo, Identity, ImdsError, InstallPlan, InstanceMetadata, Parts,
-    SecretPayload, SecretSource, SecretsError, TokioClock, ToolError,
-};
+use crate::ports::AsgError;
+use crate::testing::fakes::{self, AsgOp, FakeAsg, FakeTfe, FakeWorld, Recorded, TERMINATE_HOOK};
+use crate::testing::states::{self, drain_process, in_service, BOOT_A};
 use crate::testing::{parse, EXAMPLE_CONFIG};
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-
-// ------------------------------------------------------------------------------------ doubles
-
-struct NoSecrets;
-
-impl SecretSource for NoSecrets {
-    async fn fetch(
-        &self,
-        _: &[String],
-        _: Option<&str>,
-    ) -> Result<BTreeMap<String, SecretPayload>, SecretsError> {
-        unreachable!("the termination path reads no secrets")
-    }
-}
-
-struct NoImds;
-
-impl InstanceMetadata for NoImds {
-    async fn identity(&self) -> Result<Identity, ImdsError> {
-        unreachable!("the termination path asks IMDS nothing")
-    }
-    async fn get(&self, _: &str) -> Result<Option<String>, ImdsError> {
-        unreachable!("the termination path asks IMDS nothing")
-    }
-    async fn get_static(&self, _: &str) -> Result<String, ImdsError> {
-        unreachable!("the termination path asks IMDS nothing")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct AsgCall {
-    at: Instant,
-    op: &'static str,
-    result: Option<HookResult>,
-    ok: bool,
-}
-
-/// Auto Scaling as one instance in one group sees it. DescribeAutoScalingInstances answers with
-/// the scripted lifecycle states in order (the last one repeats); once the action was completed
-/// (or expired) it answers `Terminating:Proceed`, and heartbeats and completions get "No active
-/// Lifecycle Action".
-struct FakeAsg {
-    states: Mutex<VecDeque<Option<&'static str>>>,
-    describes: Mutex<Vec<(Instant, Option<&'static str>)>>,
-    describe_hooks: Mutex<Vec<Instant>>,
-    hook: Option<HookInfo>,
-    heartbeat_errors: Mutex<VecDeque<AsgError>>,
-    complete_errors: Mutex<VecDeque<AsgError>>,
-    calls: Mutex<Vec<AsgCall>>,
-    completed: Mutex<Option<HookResult>>,
-    /// The action times out on its own at this instant (its DefaultResult applies).
-    expires_at: Option<Instant>,
-}
-
-impl FakeAsg {
-    /// `states`: what successive describes return; `None` = not in a group.
-    fn new(states: &[Option<&'static str>], heartbeat_timeout: u64, global_timeout: u64) -> Self {
-        assert!(!states.is_empty());
-        Self {
-            states: Mutex::new(states.iter().copied().collect()),
-            describes: Mutex::default(),
-            describe_hooks: Mutex::default(),
-            hook: Some(HookInfo {
-                name: "tfe-terminate".into(),
-                transition: Transition::Terminating,
-                heartbeat_timeout: Duration::from_secs(heartbeat_timeout),
-                global_timeout: Duration::from_secs(global_timeout),
-                default_result: "ABANDON".into(),
-            }),
-            heartbeat_errors: Mutex::default(),
-            complete_errors: Mutex::default(),
-            calls: Mutex::default(),
-            completed: Mutex::default(),
-            expires_at: None,
-        }
-    }
-
-    /// Already in the terminate wait state; HeartbeatTimeout 30 s (beats every ~10 s).
-    fn waiting() -> Self {
-        Self::new(&[Some("Terminating:Wait")], 30, 3000)
-    }
-
-    fn gone(&self) -> bool {
-        self.completed.lock().unwrap().is_some()
-            || self.expires_at.is_some_and(|t| Instant::now() >= t)
-    }
-
-    fn record(
-        &self,
-        op: &'static str,
-        result: Option<HookResult>,
-        errors: &Mutex<VecDeque<AsgError>>,
-    ) -> Result<(), AsgError> {
-        let outcome = if let Some(e) = errors.lock().unwrap().pop_front() {
-            Err(e)
-        } else if self.gone() {
-            Err(AsgError::NoActiveAction {
-                op,
-                message: "No active Lifecycle Action found with instance ID i-1".into(),
-            })
-        } else {
-            Ok(())
-        };
-        self.calls.lock().unwrap().push(AsgCall {
-            at: Instant::now(),
-            op,
-            result,
-            ok: outcome.is_ok(),
-        });
-        outcome
-    }
-
-    fn calls(&self, op: &str) -> Vec<AsgCall> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.op == op)
-            .cloned()
-            .collect()
-    }
-
-    fn beats(&self) -> Vec<Instant> {
-        self.calls("heartbeat").iter().map(|c| c.at).collect()
-    }
-
-    /// The successful completions.
-    fn completions(&self) -> Vec<(Instant, HookResult)> {
-        self.calls("complete")
-            .iter()
-            .filter(|c| c.ok)
-            .map(|c| (c.at, c.result.unwrap()))
-            .collect()
-    }
-
-    /// When a describe first showed the terminate wait state.
-    fn wait_seen(&self) -> Option<Instant> {
-        self.describes
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, s)| s.is_some_and(|s| s.ends_with("Terminating:Wait")))
-            .map(|(t, _)| *t)
-    }
-
-    fn describes(&self) -> Vec<Instant> {
-        self.describes
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, _)| *t)
-            .collect()
-    }
-}
-
-impl AutoScaling for FakeAsg {
-    async fn describe_instance(&self, id: &str) -> Result<Option<AsgInstance>, AsgError> {
-        assert_eq!(id, "i-1");
-        let state = if self.gone() {
-            Some("Terminating:Proceed")
-        } else {
-            let mut states = self.states.lock().unwrap();
-            if states.len() > 1 {
-                states.pop_front().unwrap()
-            } else {
-                states[0]
-            }
-        };
-        self.describes.lock().unwrap().push((Instant::now(), state));
-        Ok(state.map(|s| AsgInstance {
-            group: "tfe-asg".into(),
-            lifecycle_state: LifecycleState::parse(s),
-        }))
-    }
-    async fn describe_hook(&self, group: &str, hook: &str) -> Result<Option<HookInfo>, AsgError> {
-        assert_eq!(group, "tfe-asg");
-        self.describe_hooks.lock().unwrap().push(Instant::now());
-        Ok(self.hook.clone().filter(|h| h.name == hook))
-    }
-    async fn heartbeat(&self, action: &HookAction) -> Result<(), AsgError> {
-        check_action(action);
-        self.record("heartbeat", None, &self.heartbeat_errors)
-    }
-    async fn complete(&self, action: &HookAction, result: HookResult) -> Result<(), AsgError> {
-        check_action(action);
-        self.record("complete", Some(result), &self.complete_errors)?;
-        *self.completed.lock().unwrap() = Some(result);
-        Ok(())
-    }
-}
-
-fn check_action(action: &HookAction) {
-    assert_eq!(
-        *action,
-        HookAction {
-            group: "tfe-asg".into(),
-            hook: "tfe-terminate".into(),
-            instance_id: "i-1".into(),
-        }
-    );
-}
-
-fn drain_process() -> TrackedProcess {
-    TrackedProcess {
-        pid: 4242,
-        start_ticks: 991,
-        boot_id: host::boot_id(),
-    }
-}
-
-/// node-drain that runs until `ends` and then exits with `exit` (or vanishes), and an app that
-/// reports stopped `app_stop_takes` after `app stop`.
-struct FakeTfe {
-    ends: Instant,
-    exit: DrainState,
-    start_fails: bool,
-    starts: AtomicUsize,
-    /// Releases of a started drain (node-drain allowed to run).
-    releases: AtomicUsize,
-    /// The recorded drain never ran (its starter died before releasing it) until started again.
-    never_ran: std::sync::atomic::AtomicBool,
-    polls: AtomicUsize,
-    stops: Mutex<Vec<Instant>>,
-    app_stops: Mutex<Vec<Instant>>,
-    app_stop_takes: Duration,
-}
-
-impl FakeTfe {
-    /// A drain that succeeds after `secs` seconds from now.
-    fn draining_for(secs: u64) -> Self {
-        Self::exiting_after(secs, 0)
-    }
-    fn exiting_after(secs: u64, code: i32) -> Self {
-        Self {
-            ends: Instant::now() + Duration::from_secs(secs),
-            exit: DrainState::Exited(code),
-            start_fails: false,
-            starts: AtomicUsize::new(0),
-            releases: AtomicUsize::new(0),
-            never_ran: std::sync::atomic::AtomicBool::new(false),
-            polls: AtomicUsize::new(0),
-            stops: Mutex::default(),
-            app_stops: Mutex::default(),
-            app_stop_takes: Duration::from_secs(3),
-        }
-    }
-    fn starts(&self) -> usize {
-        self.starts.load(Ordering::SeqCst)
-    }
-    fn stops(&self) -> Vec<Instant> {
-        self.stops.lock().unwrap().clone()
-    }
-    fn app_stops(&self) -> Vec<Instant> {
-        self.app_stops.lock().unwrap().clone()
-    }
-}
-
-impl TfeTools for FakeTfe {
-    async fn install(&self, _: &InstallPlan) -> Result<(), ToolError> {
-        unreachable!("nothing is installed while terminating")
-    }
-    async fn system_status(&self) -> Result<SystemStatus, ToolError> {
-        unreachable!("readiness is not checked while terminating")
-    }
-    async fn app_status(&self) -> Result<AppStatus, ToolError> {
-        let stopped = self
-            .app_stops
-            .lock()
-            .unwrap()
-            .first()
-            .is_some_and(|t| Instant::now() >= *t + self.app_stop_takes);
-        let (state, desired) = match (stopped, self.app_stops.lock().unwrap().is_empty()) {
-            (true, _) => ("stopped", "stopped"),
-            (false, true) => ("started", "started"),
-            (false, false) => ("stopping", "stopped"),
-        };
-        Ok(AppStatus {
-            state: state.into(),
-            desired_state: desired.into(),
-            is_transitioning: !stopped && state != "started",
-            error: String::new(),
-        })
-    }
-    async fn health_check(&self) -> Result<HealthReport, ToolError> {
-        unreachable!("health is not checked while terminating")
-    }
-    fn start_drain(&self) -> Result<TrackedProcess, ToolError> {
-        self.starts.fetch_add(1, Ordering::SeqCst);
-        if self.start_fails {
-            return Err(ToolError::Failed {
-                command: "replicated admin node-drain".into(),
-                detail: "cannot start replicated admin node-drain: entity not found".into(),
-            });
-        }
-        Ok(drain_process())
-    }
-    fn release_drain(&self, drain: &TrackedProcess) -> Result<(), ToolError> {
-        assert_eq!(*drain, drain_process(), "released another process");
-        assert_eq!(
-            self.releases.fetch_add(1, Ordering::SeqCst),
-            0,
-            "released twice"
-        );
-        Ok(())
-    }
-    fn drain_state(&self, drain: &TrackedProcess) -> DrainState {
-        assert_eq!(*drain, drain_process(), "asked about another process");
-        assert!(self.stops().is_empty(), "polled after it was stopped");
-        self.polls.fetch_add(1, Ordering::SeqCst);
-        if self.never_ran.load(Ordering::SeqCst) && self.starts() == 0 {
-            return DrainState::NeverStarted;
-        }
-        if Instant::now() >= self.ends {
-            self.exit
-        } else {
-            DrainState::Running
-        }
-    }
-    async fn stop_drain(&self, drain: &TrackedProcess) {
-        assert_eq!(*drain, drain_process());
-        self.stops.lock().unwrap().push(Instant::now());
-        // SIGTERM, and a moment for the group to go.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    async fn app_stop(&self) -> Result<(), ToolError> {
-        self.app_stops.lock().unwrap().push(Instant::now());
-        Ok(())
-    }
-    async fn app_start(&self) -> Result<(), ToolError> {
-        unreachable!("the app is not started while terminating")
-    }
-}
 
 // ------------------------------------------------------------------------------------ fixtures
 
-type TestWorld = Parts<NoSecrets, FakeAsg, NoImds, FakeTfe, TokioClock, NoHost>;
-
-fn world(asg: FakeAsg, tfe: FakeTfe) -> TestWorld {
-    Parts {
-        secrets: NoSecrets,
-        asg,
-        imds: NoImds,
-        tfe,
-        clock: TokioClock,
-        host: NoHost,
-    }
+/// Auto Scaling answering `states` in order, with the terminate hook's HeartbeatTimeout and
+/// global timeout (seconds).
+fn asg(states: &[Option<&'static str>], heartbeat_timeout: u64, global_timeout: u64) -> FakeAsg {
+    FakeAsg::new(states).terminate_hook_timeouts(heartbeat_timeout, global_timeout)
 }
 
-struct NoHost;
-
-impl crate::ports::Host for NoHost {
-    fn boot_id(&self) -> String {
-        host::boot_id()
-    }
-    async fn system_stopping(&self) -> bool {
-        unreachable!("the termination path does not ask")
-    }
+fn world(asg: FakeAsg, tfe: FakeTfe) -> FakeWorld {
+    fakes::world().asg(asg).tfe(tfe).build()
 }
 
 fn cfg() -> Settings {
@@ -389,47 +36,62 @@ fn cfg() -> Settings {
     cfg
 }
 
-fn in_service() -> NodeState {
-    let mut s = NodeState::new("i-1");
-    s.apply(Event::InstallSucceeded {
-        release_sequence: 504,
-    })
-    .unwrap();
-    s.apply(Event::Healthy).unwrap();
-    s.apply(Event::LaunchReleased(Some(HookResult::Continue)))
-        .unwrap();
-    s
-}
-
 fn notice_at(source: Source, at: u64) -> Event {
-    Event::TerminationNoticed(Notice {
-        source,
-        detail: format!("{} notice", source.as_str()),
-        at,
-        boot_id: host::boot_id(),
-        deadline_at: None,
-    })
+    Event::TerminationNoticed(states::notice(source, at))
 }
 
-fn noticed(mut s: NodeState, source: Source) -> NodeState {
-    s.apply(notice_at(source, host::unix_now())).unwrap();
-    s
+fn noticed(s: NodeState, source: Source) -> NodeState {
+    states::noticed(s, states::notice(source, states::now()))
 }
 
 /// Runs the termination path with a fresh state dir; returns the state it ended in, after
-/// checking that it is what it left on disk.
-async fn run(world: &TestWorld, cfg: &Settings, state: NodeState) -> NodeState {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::new(&dir.path().join("state"));
-    let recorder = Recorder::with_state(store.clone(), state);
-    terminate(world, cfg, &recorder)
+/// checking that it is what it left on disk, and that the path kept to its ports.
+async fn run(world: &FakeWorld, cfg: &Settings, state: NodeState) -> NodeState {
+    let rec = Recorded::new(state);
+    terminate(world, cfg, &rec.recorder)
         .await
         .expect("the termination path ends");
-    let out = recorder.snapshot();
+    let out = rec.recorder.snapshot();
     assert_eq!(
-        store.load("i-1").unwrap(),
+        rec.on_disk(),
         out,
         "state.json holds what terminate() ended in"
+    );
+    assert!(
+        world.secrets.fetches().is_empty(),
+        "the termination path reads no secrets"
+    );
+    assert_eq!(
+        world.imds.total_requests(),
+        0,
+        "the termination path asks IMDS nothing"
+    );
+    assert!(
+        world.tfe.installs().is_empty(),
+        "nothing is installed while terminating"
+    );
+    assert_eq!(
+        world.tfe.probes("system status") + world.tfe.probes("health-check"),
+        0,
+        "readiness is not checked while terminating"
+    );
+    assert!(
+        world.tfe.app_starts().is_empty(),
+        "the app is not started while terminating"
+    );
+    assert_eq!(
+        world.host.stopping_asked(),
+        0,
+        "the termination path does not ask"
+    );
+    assert!(
+        world
+            .asg
+            .action_calls()
+            .iter()
+            .all(|c| c.hook.as_deref() == Some(TERMINATE_HOOK)),
+        "an action of another hook: {:?}",
+        world.asg.action_calls()
     );
     out
 }
@@ -470,16 +132,12 @@ fn assert_beat_spacing(beats: &[Instant], interval: f64) {
 #[tokio::test(start_paused = true)]
 async fn an_asg_termination_drains_once_heartbeats_and_continues_once() {
     let start = Instant::now();
-    let w = world(FakeAsg::waiting(), FakeTfe::draining_for(60));
+    let w = world(FakeAsg::terminating(), FakeTfe::draining_for(60));
     let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
     let end = Instant::now();
 
     assert_eq!(w.tfe.starts(), 1, "node-drain started once");
-    assert_eq!(
-        w.tfe.releases.load(Ordering::SeqCst),
-        1,
-        "and let run once it was recorded"
-    );
+    assert_eq!(w.tfe.releases(), 1, "and let run once it was recorded");
     let app_stops = w.tfe.app_stops();
     assert_eq!(app_stops.len(), 1);
     assert!(
@@ -498,7 +156,7 @@ async fn an_asg_termination_drains_once_heartbeats_and_continues_once() {
 
     let completions = w.asg.completions();
     assert_eq!(completions.len(), 1, "completed once");
-    assert_eq!(w.asg.calls("complete").len(), 1);
+    assert_eq!(w.asg.calls(AsgOp::Complete).len(), 1);
     let (done_at, result) = completions[0];
     assert_eq!(result, HookResult::Continue);
     assert!(
@@ -528,7 +186,7 @@ async fn an_asg_termination_drains_once_heartbeats_and_continues_once() {
 #[tokio::test(start_paused = true)]
 async fn nothing_touches_the_hook_before_the_wait_state_is_seen() {
     let start = Instant::now();
-    let asg = FakeAsg::new(
+    let asg = asg(
         &[
             Some("InService"),
             Some("InService"),
@@ -547,14 +205,8 @@ async fn nothing_touches_the_hook_before_the_wait_state_is_seen() {
         "described every 2 s: {}",
         secs(start, seen)
     );
-    assert!(w
-        .asg
-        .describe_hooks
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|t| *t >= seen));
-    let calls = w.asg.calls.lock().unwrap().clone();
+    assert!(w.asg.describe_hooks().iter().all(|t| *t >= seen));
+    let calls = w.asg.action_calls();
     assert!(!calls.is_empty());
     assert!(
         calls.iter().all(|c| c.at >= seen),
@@ -584,7 +236,7 @@ async fn a_drain_done_before_the_wait_state_releases_the_hook_when_it_shows() {
     let start = Instant::now();
     let mut states = vec![Some("Terminating"); 5];
     states.push(Some("Terminating:Wait"));
-    let w = world(FakeAsg::new(&states, 30, 3000), FakeTfe::draining_for(3));
+    let w = world(asg(&states, 30, 3000), FakeTfe::draining_for(3));
     let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
 
     let seen = w.asg.wait_seen().unwrap();
@@ -605,16 +257,16 @@ async fn no_wait_state_in_time_leaves_the_hook_alone_but_drains() {
     let mut cfg = cfg();
     cfg.termination.wait_state_timeout = Duration::from_secs(20);
     let w = world(
-        FakeAsg::new(&[Some("Terminating")], 30, 3000),
+        asg(&[Some("Terminating")], 30, 3000),
         FakeTfe::draining_for(60),
     );
     let s = run(&w, &cfg, noticed(in_service(), Source::Asg)).await;
 
     assert!(
-        w.asg.calls.lock().unwrap().is_empty(),
+        w.asg.action_calls().is_empty(),
         "no heartbeat, no completion"
     );
-    assert!(w.asg.describe_hooks.lock().unwrap().is_empty());
+    assert!(w.asg.describe_hooks().is_empty());
     let last_describe = *w.asg.describes().last().unwrap();
     assert!(
         (19.9..22.1).contains(&secs(start, last_describe)),
@@ -641,12 +293,9 @@ async fn an_action_resolved_elsewhere_is_recorded_and_not_completed() {
         "Terminated",
         "Warmed:Terminating:Proceed",
     ] {
-        let w = world(
-            FakeAsg::new(&[Some(past)], 30, 3000),
-            FakeTfe::draining_for(30),
-        );
+        let w = world(asg(&[Some(past)], 30, 3000), FakeTfe::draining_for(30));
         let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
-        assert!(w.asg.calls.lock().unwrap().is_empty(), "{past}");
+        assert!(w.asg.action_calls().is_empty(), "{past}");
         assert_eq!(
             t(&s).hook,
             Some(HookOutcome::ResolvedElsewhere {
@@ -663,7 +312,7 @@ async fn an_action_resolved_elsewhere_is_recorded_and_not_completed() {
 #[tokio::test(start_paused = true)]
 async fn an_instance_outside_any_group_or_hook_has_nothing_to_release() {
     // Not in a group.
-    let w = world(FakeAsg::new(&[None], 30, 3000), FakeTfe::draining_for(10));
+    let w = world(asg(&[None], 30, 3000), FakeTfe::draining_for(10));
     let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
     assert_eq!(
         t(&s).hook,
@@ -672,12 +321,11 @@ async fn an_instance_outside_any_group_or_hook_has_nothing_to_release() {
         })
     );
     assert_eq!(w.asg.describes().len(), 1);
-    assert!(w.asg.calls.lock().unwrap().is_empty());
+    assert!(w.asg.action_calls().is_empty());
     assert_eq!(drain_outcome(&s), DrainOutcome::Drained);
 
     // The group has no terminate hook of that name.
-    let mut asg = FakeAsg::waiting();
-    asg.hook = None;
+    let asg = FakeAsg::terminating().without_hook(TERMINATE_HOOK);
     let w = world(asg, FakeTfe::draining_for(10));
     let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
     assert_eq!(
@@ -686,16 +334,16 @@ async fn an_instance_outside_any_group_or_hook_has_nothing_to_release() {
             why: "group tfe-asg has no terminate hook named tfe-terminate".into()
         })
     );
-    assert!(w.asg.calls.lock().unwrap().is_empty());
+    assert!(w.asg.action_calls().is_empty());
     assert_eq!(s.phase, Phase::Drained);
 
     // No terminate hook configured: Auto Scaling is not even asked.
     let mut cfg = cfg();
     cfg.lifecycle.terminate_hook = None;
-    let w = world(FakeAsg::waiting(), FakeTfe::draining_for(10));
+    let w = world(FakeAsg::terminating(), FakeTfe::draining_for(10));
     let s = run(&w, &cfg, noticed(in_service(), Source::Asg)).await;
     assert!(w.asg.describes().is_empty());
-    assert!(w.asg.calls.lock().unwrap().is_empty());
+    assert!(w.asg.action_calls().is_empty());
     assert_eq!(
         t(&s).hook,
         Some(HookOutcome::NotApplicable {
@@ -714,7 +362,7 @@ async fn a_failed_drain_gets_the_on_failure_result_and_leaves_the_app_alone() {
     ] {
         let mut cfg = cfg();
         cfg.drain.on_failure = on_failure;
-        let w = world(FakeAsg::waiting(), FakeTfe::exiting_after(20, 3));
+        let w = world(FakeAsg::terminating(), FakeTfe::exiting_after(20, 3));
         let s = run(&w, &cfg, noticed(in_service(), Source::Asg)).await;
         assert_eq!(drain_outcome(&s), DrainOutcome::Failed { exit_code: 3 });
         assert!(
@@ -735,9 +383,8 @@ async fn a_failed_drain_gets_the_on_failure_result_and_leaves_the_app_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn a_drain_that_could_not_start_or_vanished_is_a_failure() {
-    let mut tfe = FakeTfe::draining_for(20);
-    tfe.start_fails = true;
-    let w = world(FakeAsg::waiting(), tfe);
+    let tfe = FakeTfe::draining_for(20).drain_start_fails();
+    let w = world(FakeAsg::terminating(), tfe);
     let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
     assert_eq!(w.tfe.starts(), 1);
     assert!(matches!(
@@ -747,9 +394,8 @@ async fn a_drain_that_could_not_start_or_vanished_is_a_failure() {
     assert_eq!(t(&s).hook, released(HookResult::Abandon));
     assert!(w.tfe.app_stops().is_empty());
 
-    let mut tfe = FakeTfe::draining_for(20);
-    tfe.exit = DrainState::Vanished;
-    let w = world(FakeAsg::waiting(), tfe);
+    let tfe = FakeTfe::draining_for(20).drain_exits_with(DrainState::Vanished);
+    let w = world(FakeAsg::terminating(), tfe);
     let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
     assert_eq!(drain_outcome(&s), DrainOutcome::Interrupted);
     assert_eq!(t(&s).hook, released(HookResult::Abandon));
@@ -766,7 +412,7 @@ async fn a_drain_past_its_timeout_is_stopped_and_fails() {
         let mut cfg = cfg();
         cfg.drain.timeout = Duration::from_secs(60);
         cfg.drain.on_failure = on_failure;
-        let w = world(FakeAsg::waiting(), FakeTfe::draining_for(1000));
+        let w = world(FakeAsg::terminating(), FakeTfe::draining_for(1000));
         let s = run(&w, &cfg, noticed(in_service(), Source::Asg)).await;
 
         let stops = w.tfe.stops();
@@ -802,7 +448,7 @@ async fn the_hooks_global_timeout_cuts_the_drain_short() {
     let start = Instant::now();
     // HeartbeatTimeout 30 s (beats every 10 s), global timeout 120 s: the margin is 10 + 15 s.
     let w = world(
-        FakeAsg::new(&[Some("Terminating:Wait")], 30, 120),
+        asg(&[Some("Terminating:Wait")], 30, 120),
         FakeTfe::draining_for(1000),
     );
     let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
@@ -838,13 +484,13 @@ async fn a_restarted_agent_keeps_the_global_budget_from_the_first_sighting() {
     let start = Instant::now();
     // The wait state was seen 100 s (wall) before this agent started: 20 s of the 120 s budget
     // are left, less than the margin, so the drain is stopped at its first look.
-    let now = host::unix_now();
+    let now = states::now();
     let mut s = in_service();
     s.apply(notice_at(Source::Asg, now - 100)).unwrap();
     s.apply(Event::DrainStarted(drain_process())).unwrap();
     s.apply(Event::WaitStateSeen { at: now - 100 }).unwrap();
     let w = world(
-        FakeAsg::new(&[Some("Terminating:Wait")], 30, 120),
+        asg(&[Some("Terminating:Wait")], 30, 120),
         FakeTfe::draining_for(1000),
     );
     let s = run(&w, &cfg(), s).await;
@@ -866,18 +512,12 @@ async fn a_restarted_agent_keeps_the_global_budget_from_the_first_sighting() {
 async fn a_restarted_agent_adopts_the_running_drain() {
     let mut s = noticed(in_service(), Source::Asg);
     s.apply(Event::DrainStarted(drain_process())).unwrap();
-    s.apply(Event::WaitStateSeen {
-        at: host::unix_now(),
-    })
-    .unwrap();
-    let w = world(FakeAsg::waiting(), FakeTfe::draining_for(40));
+    s.apply(Event::WaitStateSeen { at: states::now() }).unwrap();
+    let w = world(FakeAsg::terminating(), FakeTfe::draining_for(40));
     let s = run(&w, &cfg(), s).await;
 
     assert_eq!(w.tfe.starts(), 0, "never a second node-drain");
-    assert!(
-        w.tfe.polls.load(Ordering::SeqCst) > 1,
-        "it waited for the adopted one"
-    );
+    assert!(w.tfe.polls() > 1, "it waited for the adopted one");
     assert_eq!(drain_outcome(&s), DrainOutcome::Drained);
     assert_eq!(w.tfe.app_stops().len(), 1);
     assert!(t(&s).app_stopped);
@@ -894,12 +534,11 @@ async fn a_recorded_drain_that_never_ran_is_started_once_by_the_restarted_agent(
     // The earlier agent recorded the drain and died before letting it run.
     let mut s = noticed(in_service(), Source::Asg);
     s.apply(Event::DrainStarted(drain_process())).unwrap();
-    let tfe = FakeTfe::draining_for(10);
-    tfe.never_ran.store(true, Ordering::SeqCst);
-    let w = world(FakeAsg::waiting(), tfe);
+    let tfe = FakeTfe::draining_for(10).drain_never_ran();
+    let w = world(FakeAsg::terminating(), tfe);
     let s = run(&w, &cfg(), s).await;
     assert_eq!(w.tfe.starts(), 1, "started once, by this agent");
-    assert_eq!(w.tfe.releases.load(Ordering::SeqCst), 1);
+    assert_eq!(w.tfe.releases(), 1);
     assert_eq!(drain_outcome(&s), DrainOutcome::Drained);
     assert_eq!(t(&s).hook, released(HookResult::Continue));
 }
@@ -911,10 +550,10 @@ async fn a_restarted_agent_finishes_only_what_is_left() {
     s.apply(Event::DrainStarted(drain_process())).unwrap();
     s.apply(Event::DrainFinished(DrainOutcome::Drained))
         .unwrap();
-    let w = world(FakeAsg::waiting(), FakeTfe::draining_for(0));
+    let w = world(FakeAsg::terminating(), FakeTfe::draining_for(0));
     let s = run(&w, &cfg(), s).await;
     assert_eq!(w.tfe.starts(), 0);
-    assert_eq!(w.tfe.polls.load(Ordering::SeqCst), 0);
+    assert_eq!(w.tfe.polls(), 0);
     assert_eq!(w.tfe.app_stops().len(), 1);
     assert!(t(&s).app_stopped);
     assert_eq!(t(&s).hook, released(HookResult::Continue));
@@ -926,32 +565,30 @@ async fn a_restarted_agent_finishes_only_what_is_left() {
         state: Some("Terminating:Proceed".into()),
     }))
     .unwrap();
-    let w = world(FakeAsg::waiting(), FakeTfe::draining_for(30));
+    let w = world(FakeAsg::terminating(), FakeTfe::draining_for(30));
     let s = run(&w, &cfg(), s).await;
     assert_eq!(w.tfe.starts(), 0);
     assert!(w.asg.describes().is_empty());
-    assert!(w.asg.calls.lock().unwrap().is_empty());
+    assert!(w.asg.action_calls().is_empty());
     assert_eq!(drain_outcome(&s), DrainOutcome::Drained);
     assert_eq!(s.phase, Phase::Drained);
 }
 
 #[tokio::test(start_paused = true)]
 async fn throttling_is_retried_with_backoff_and_the_hook_completed_once() {
-    let asg = FakeAsg::waiting();
-    for _ in 0..4 {
-        asg.heartbeat_errors
-            .lock()
-            .unwrap()
-            .push_back(AsgError::Throttled {
-                op: "RecordLifecycleActionHeartbeat",
-            });
-    }
-    asg.complete_errors
-        .lock()
-        .unwrap()
-        .push_back(AsgError::Throttled {
+    let asg = FakeAsg::terminating();
+    asg.fail(
+        AsgOp::Heartbeat,
+        (0..4).map(|_| AsgError::Throttled {
+            op: "RecordLifecycleActionHeartbeat",
+        }),
+    );
+    asg.fail(
+        AsgOp::Complete,
+        [AsgError::Throttled {
             op: "CompleteLifecycleAction",
-        });
+        }],
+    );
     let w = world(asg, FakeTfe::draining_for(60));
     let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
 
@@ -963,7 +600,7 @@ async fn throttling_is_retried_with_backoff_and_the_hook_completed_once() {
         gaps[4..].iter().all(|g| (9.0..=11.0).contains(g)),
         "back to the interval: {gaps:?}"
     );
-    let attempts = w.asg.calls("complete");
+    let attempts = w.asg.calls(AsgOp::Complete);
     assert_eq!(attempts.len(), 2, "one throttled attempt, one retry");
     assert!(!attempts[0].ok && attempts[1].ok);
     let retry_after = secs(attempts[0].at, attempts[1].at);
@@ -975,8 +612,7 @@ async fn throttling_is_retried_with_backoff_and_the_hook_completed_once() {
 #[tokio::test(start_paused = true)]
 async fn an_action_that_expires_mid_drain_is_recorded_as_resolved_elsewhere() {
     let start = Instant::now();
-    let mut asg = FakeAsg::waiting();
-    asg.expires_at = Some(start + Duration::from_secs(25));
+    let asg = FakeAsg::terminating().expiring_at(start + Duration::from_secs(25));
     let w = world(asg, FakeTfe::draining_for(60));
     let s = run(&w, &cfg(), noticed(in_service(), Source::Asg)).await;
     let beats = w.asg.beats();
@@ -986,7 +622,11 @@ async fn an_action_that_expires_mid_drain_is_recorded_as_resolved_elsewhere() {
         beats.iter().map(|b| secs(start, *b)).collect::<Vec<_>>()
     );
     assert!(w.asg.completions().is_empty());
-    assert_eq!(w.asg.calls("complete").len(), 1, "tried once, found gone");
+    assert_eq!(
+        w.asg.calls(AsgOp::Complete).len(),
+        1,
+        "tried once, found gone"
+    );
     assert_eq!(
         t(&s).hook,
         Some(HookOutcome::ResolvedElsewhere {
@@ -999,13 +639,13 @@ async fn an_action_that_expires_mid_drain_is_recorded_as_resolved_elsewhere() {
 
 #[tokio::test(start_paused = true)]
 async fn a_node_where_tfe_was_never_installed_skips_the_drain() {
-    let mut s = NodeState::new("i-1");
+    let mut s = states::fresh();
     s.apply(Event::BootStarted).unwrap();
     let s = noticed(s, Source::Asg);
-    let w = world(FakeAsg::waiting(), FakeTfe::draining_for(60));
+    let w = world(FakeAsg::terminating(), FakeTfe::draining_for(60));
     let s = run(&w, &cfg(), s).await;
     assert_eq!(w.tfe.starts(), 0, "node-drain never started");
-    assert_eq!(w.tfe.polls.load(Ordering::SeqCst), 0);
+    assert_eq!(w.tfe.polls(), 0);
     assert!(w.tfe.app_stops().is_empty());
     assert!(matches!(drain_outcome(&s), DrainOutcome::Skipped { .. }));
     assert_eq!(
@@ -1018,7 +658,7 @@ async fn a_node_where_tfe_was_never_installed_skips_the_drain() {
 
 #[tokio::test(start_paused = true)]
 async fn a_node_whose_launch_was_abandoned_is_not_drained() {
-    let mut s = NodeState::new("i-1");
+    let mut s = states::fresh();
     s.apply(Event::BootStarted).unwrap();
     s.apply(Event::InstallSucceeded {
         release_sequence: 504,
@@ -1028,7 +668,7 @@ async fn a_node_whose_launch_was_abandoned_is_not_drained() {
     s.apply(Event::LaunchReleased(Some(HookResult::Abandon)))
         .unwrap();
     let s = noticed(s, Source::Asg);
-    let w = world(FakeAsg::waiting(), FakeTfe::draining_for(60));
+    let w = world(FakeAsg::terminating(), FakeTfe::draining_for(60));
     let s = run(&w, &cfg(), s).await;
     assert_eq!(w.tfe.starts(), 0, "it never took work");
     assert_eq!(
@@ -1044,7 +684,7 @@ async fn a_node_whose_launch_was_abandoned_is_not_drained() {
 async fn a_spot_drain_keeps_to_its_two_minutes_and_releases_no_hook() {
     let start = Instant::now();
     let w = world(
-        FakeAsg::new(&[Some("InService")], 30, 3000),
+        asg(&[Some("InService")], 30, 3000),
         FakeTfe::draining_for(1000),
     );
     let s = run(&w, &cfg(), noticed(in_service(), Source::Spot)).await;
@@ -1056,7 +696,7 @@ async fn a_spot_drain_keeps_to_its_two_minutes_and_releases_no_hook() {
         secs(start, stops[0])
     );
     assert!(matches!(drain_outcome(&s), DrainOutcome::TimedOut { .. }));
-    assert!(w.asg.calls.lock().unwrap().is_empty());
+    assert!(w.asg.action_calls().is_empty());
     assert_eq!(t(&s).hook, None, "an ASG termination may still follow");
     assert_eq!(s.phase, Phase::Drained, "done as far as a spot notice goes");
     let last_describe = *w.asg.describes().last().unwrap();
@@ -1067,18 +707,18 @@ async fn a_spot_drain_keeps_to_its_two_minutes_and_releases_no_hook() {
 
     // With an announced time, that is the limit.
     let start = Instant::now();
-    let now = host::unix_now();
+    let now = states::now();
     let mut s = in_service();
     s.apply(Event::TerminationNoticed(Notice {
         source: Source::Spot,
         detail: "spot instance-action terminate".into(),
         at: now,
-        boot_id: host::boot_id(),
+        boot_id: BOOT_A.into(),
         deadline_at: Some(now + 30),
     }))
     .unwrap();
     let w = world(
-        FakeAsg::new(&[Some("InService")], 30, 3000),
+        asg(&[Some("InService")], 30, 3000),
         FakeTfe::draining_for(1000),
     );
     run(&w, &cfg(), s).await;
@@ -1089,7 +729,7 @@ async fn a_spot_drain_keeps_to_its_two_minutes_and_releases_no_hook() {
 #[tokio::test(start_paused = true)]
 async fn a_spot_drain_holds_a_terminate_action_that_shows_up_meanwhile() {
     let w = world(
-        FakeAsg::new(&[Some("InService"), Some("Terminating:Wait")], 30, 3000),
+        asg(&[Some("InService"), Some("Terminating:Wait")], 30, 3000),
         FakeTfe::draining_for(50),
     );
     let s = run(&w, &cfg(), noticed(in_service(), Source::Spot)).await;
@@ -1105,7 +745,7 @@ async fn a_spot_drain_holds_a_terminate_action_that_shows_up_meanwhile() {
 #[tokio::test(start_paused = true)]
 async fn an_asg_termination_after_an_earlier_drain_still_waits_for_the_wait_state() {
     // A rebalance recommendation drained the node ten minutes ago; now the ASG terminates it.
-    let now = host::unix_now();
+    let now = states::now();
     let mut s = in_service();
     s.apply(notice_at(Source::Rebalance, now - 600)).unwrap();
     s.apply(Event::DrainStarted(drain_process())).unwrap();
@@ -1117,7 +757,7 @@ async fn an_asg_termination_after_an_earlier_drain_still_waits_for_the_wait_stat
 
     // IMDS says Terminated a moment before DescribeAutoScalingInstances shows the wait state.
     let w = world(
-        FakeAsg::new(&[Some("Terminating"), Some("Terminating:Wait")], 30, 3000),
+        asg(&[Some("Terminating"), Some("Terminating:Wait")], 30, 3000),
         FakeTfe::draining_for(0),
     );
     let s = run(&w, &cfg(), s).await;
@@ -1132,7 +772,7 @@ async fn an_asg_termination_after_an_earlier_drain_still_waits_for_the_wait_stat
 
 #[tokio::test(start_paused = true)]
 async fn a_return_to_the_warm_pool_drains_and_releases_the_hook_at_warmed_pending_wait() {
-    let asg = FakeAsg::new(&[Some("InService"), Some("Warmed:Pending:Wait")], 30, 3000);
+    let asg = asg(&[Some("InService"), Some("Warmed:Pending:Wait")], 30, 3000);
     let w = world(asg, FakeTfe::draining_for(20));
     let s = run(&w, &cfg(), noticed(in_service(), Source::WarmPool)).await;
     assert_eq!(w.tfe.starts(), 1, "node-drain started once");

@@ -1,59 +1,10 @@
-//! The watcher against an in-memory IMDS under tokio's paused clock: which notices start a drain,
+//! The watcher against the shared IMDS fake under tokio's paused clock: which notices start a drain,
 //! and how many requests each poll costs.
 
 use super::*;
-use crate::ports::{Identity, ImdsError, TokioClock};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use crate::ports::TokioClock;
+use crate::testing::fakes::FakeImds;
 use std::time::Duration;
-
-#[derive(Default)]
-struct FakeImds {
-    items: Mutex<HashMap<String, String>>,
-    requests: Mutex<HashMap<String, u32>>,
-    failing: Mutex<bool>,
-}
-
-impl FakeImds {
-    fn set(&self, path: &str, value: &str) {
-        self.items.lock().unwrap().insert(path.into(), value.into());
-    }
-    fn requests(&self, path: &str) -> u32 {
-        self.requests
-            .lock()
-            .unwrap()
-            .get(path)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-impl InstanceMetadata for FakeImds {
-    async fn identity(&self) -> Result<Identity, ImdsError> {
-        unreachable!("the watcher never asks for the identity")
-    }
-    async fn get(&self, path: &str) -> Result<Option<String>, ImdsError> {
-        *self
-            .requests
-            .lock()
-            .unwrap()
-            .entry(path.into())
-            .or_default() += 1;
-        if *self.failing.lock().unwrap() {
-            return Err(ImdsError {
-                path: path.into(),
-                detail: "connection refused".into(),
-            });
-        }
-        Ok(self.items.lock().unwrap().get(path).cloned())
-    }
-    async fn get_static(&self, path: &str) -> Result<String, ImdsError> {
-        self.get(path).await?.ok_or_else(|| ImdsError {
-            path: path.into(),
-            detail: "404".into(),
-        })
-    }
-}
 
 fn cfg() -> TerminationSection {
     TerminationSection::default()
@@ -182,12 +133,12 @@ async fn a_cancelled_maintenance_event_is_ignored() {
 async fn imds_errors_are_survived() {
     let imds = FakeImds::default();
     imds.set(LIFE_CYCLE, "on-demand");
-    *imds.failing.lock().unwrap() = true;
+    imds.set_failing(true);
     let cfg = cfg();
     let mut w = Watcher::new(&imds, &TokioClock, &cfg);
     assert_eq!(within(10, w.next()).await, None);
     assert!(w.last_error.is_some());
-    *imds.failing.lock().unwrap() = false;
+    imds.set_failing(false);
     imds.set(TARGET, "Terminated");
     assert_eq!(
         within(2, w.next()).await.map(|s| s.source),
