@@ -190,6 +190,16 @@ impl NodeState {
                 return Err(illegal("TFE cannot be healthy before it is installed"))
             }
             (Event::Healthy, InService) => InService,
+            // Healthy again with the launch hook answered before (a boot after a drain the node
+            // survived, or after a failed boot whose hook got CONTINUE): back in service.
+            (Event::Healthy, Booting | Installed | Ready)
+                if matches!(
+                    self.launch_hook,
+                    Some(LaunchAnswer::Continue | LaunchAnswer::NoHook)
+                ) =>
+            {
+                InService
+            }
             (Event::Healthy, Booting | Installed | Ready) => Ready,
             (Event::Healthy, BootFailed) => return Err(illegal("boot already failed")),
             (Event::LaunchReleased(_), _) if self.launch_hook.is_some() => {

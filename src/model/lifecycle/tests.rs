@@ -642,7 +642,8 @@ fn resuming_clears_the_termination_and_restarts_the_app_after_a_drain() {
         assert_eq!(s.phase, Phase::Booting, "{name}");
         assert!(s.restart_app, "{name}");
         // The boot resumes without installing or releasing the launch hook again; healthy
-        // again clears the restart.
+        // again clears the restart, and the node (its launch hook answered CONTINUE before) is
+        // in service again — not "ready", waiting for a release that will never come.
         s.apply(Event::BootStarted).unwrap();
         assert_eq!(
             s.plan(),
@@ -653,7 +654,7 @@ fn resuming_clears_the_termination_and_restarts_the_app_after_a_drain() {
         );
         s.apply(Event::Healthy).unwrap();
         assert!(!s.restart_app);
-        assert_eq!(s.phase, Phase::Ready);
+        assert_eq!(s.phase, Phase::InService);
     }
 
     let mut s = drained(Source::Asg);

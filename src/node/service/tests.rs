@@ -347,7 +347,6 @@ async fn a_resumable_record_after_a_reboot_records_resumed_and_serves_again() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "flow oddity, reported: after Resumed the boot records Healthy but no release (the launch hook was released before), so state.json stays at phase \"ready\" while the node serves and STATUS says \"in service\""]
 async fn a_node_that_serves_again_after_a_reboot_is_recorded_in_service() {
     let start = Instant::now();
     let w = rebooted();
