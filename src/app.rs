@@ -104,7 +104,7 @@ async fn validate(cfg: &Settings) -> Exit {
         Err(code) => return code,
     };
     let w = world(cfg, imds, &region).await;
-    match tfe_files::plan(&w.secrets, &w.clock, cfg).await {
+    match tfe_files::load(&w.secrets, &w.clock, cfg).await {
         Ok(plan) => {
             let secret = plan.settings.values().filter(|v| v.is_secret()).count();
             println!(
@@ -126,7 +126,7 @@ async fn render_files(cfg: &Settings, dry_run: bool) -> Exit {
         Err(code) => return code,
     };
     let w = world(cfg, imds, &region).await;
-    let plan = match tfe_files::plan(&w.secrets, &w.clock, cfg).await {
+    let plan = match tfe_files::load(&w.secrets, &w.clock, cfg).await {
         Ok(p) => p,
         Err(e) => return fail(Exit::of_configure(&e), &e),
     };

@@ -126,7 +126,7 @@ pub struct IllegalTransition {
 
 /// What a boot still has to do, given what is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BootPlan {
+pub struct BootSteps {
     pub install: bool,
     pub release_launch_hook: bool,
 }
@@ -144,8 +144,8 @@ impl NodeState {
         }
     }
 
-    pub fn plan(&self) -> BootPlan {
-        BootPlan {
+    pub fn boot_steps(&self) -> BootSteps {
+        BootSteps {
             install: self.installed_release.is_none(),
             release_launch_hook: self.launch_hook.is_none(),
         }

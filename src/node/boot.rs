@@ -11,7 +11,7 @@ use crate::node::readiness::{self, ReadinessError};
 use crate::node::recorder::{RecordError, Recorder};
 use crate::node::state::StateError;
 use crate::ports::{
-    AsgError, AutoScaling, Clock, Identity, InstallPlan, TfeTools, ToolError, World,
+    AsgError, AutoScaling, Clock, Identity, InstallCommand, TfeTools, ToolError, World,
 };
 use crate::sys::fsutil::FsError;
 use crate::sys::notify;
@@ -121,13 +121,13 @@ async fn run_boot<W: World>(
     let give_up = world.clock().now() + cfg.lifecycle.discovery_timeout;
     let hook_name = cfg.lifecycle.launch_hook.as_deref();
     recorder.record(Event::BootStarted)?;
-    let plan = recorder.state().plan();
+    let steps = recorder.state().boot_steps();
     log::info!(
         "boot of instance {} (private address {}, phase {:?}, install {}needed)",
         identity.instance_id,
         identity.private_ipv4,
         recorder.phase(),
-        if plan.install { "" } else { "not " }
+        if steps.install { "" } else { "not " }
     );
     let released_before = recorder.state().launch_hook;
 
@@ -255,7 +255,7 @@ async fn run_boot<W: World>(
                 }
                 Some(r)
             }
-            None if plan.release_launch_hook => {
+            None if steps.release_launch_hook => {
                 recorder.record(Event::LaunchReleased(None))?;
                 None
             }
@@ -377,22 +377,26 @@ async fn prepare<W: World>(
     recorder: &Recorder,
 ) -> Result<(), BootError> {
     recorder.say("fetching secrets");
-    let node = tfe_files::plan(world.secrets(), world.clock(), cfg).await?;
+    let node = tfe_files::load(world.secrets(), world.clock(), cfg).await?;
     recorder.say("writing config files");
     let files = tfe_files::write(cfg, &node)?;
 
-    if recorder.state().plan().install {
+    if recorder.state().boot_steps().install {
         recorder.say("running install.sh");
-        let plan = InstallPlan {
+        let command = InstallCommand {
             instance_id: identity.instance_id.clone(),
             script: cfg.install.script.clone(),
             args: install_args(&cfg.install, &identity.private_ipv4),
             timeout: cfg.install.timeout,
         };
-        log::info!("running {} {}", plan.script.display(), plan.args.join(" "));
+        log::info!(
+            "running {} {}",
+            command.script.display(),
+            command.args.join(" ")
+        );
         world
             .tfe()
-            .install(&plan)
+            .install(&command)
             .await
             .map_err(BootError::Install)?;
         log::info!("install.sh finished");

@@ -99,13 +99,13 @@ async fn probe<T: TfeTools>(tfe: &T) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
-    use crate::ports::{InstallPlan, TokioClock, ToolError};
+    use crate::ports::{InstallCommand, TokioClock, ToolError};
 
     /// replicatedctl that never answers.
     struct Hung;
 
     impl TfeTools for Hung {
-        async fn install(&self, _: &InstallPlan) -> Result<(), ToolError> {
+        async fn install(&self, _: &InstallCommand) -> Result<(), ToolError> {
             unreachable!()
         }
         async fn system_status(&self) -> Result<SystemStatus, ToolError> {

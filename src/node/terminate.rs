@@ -55,8 +55,8 @@ pub async fn terminate<W: World>(
     recorder: &Recorder,
 ) -> Result<(), TerminateError> {
     let state = recorder.snapshot();
-    let plan = state
-        .termination_plan()
+    let steps = state
+        .termination_steps()
         .expect("terminate() is called with a recorded termination");
     let t = state.termination.clone().expect("checked above");
     log::warn!(
@@ -64,12 +64,12 @@ pub async fn terminate<W: World>(
         state.instance_id,
         t.detail,
         t.source.as_str(),
-        match &plan.drain {
+        match &steps.drain {
             DrainStep::Start => "starting".to_string(),
             DrainStep::Adopt(p) => format!("already running as pid {}; waiting for it", p.pid),
             DrainStep::Done(o) => format!("done earlier ({})", o.describe()),
         },
-        if plan.handle_hook {
+        if steps.handle_hook {
             "to be released"
         } else {
             "already released"
@@ -81,12 +81,13 @@ pub async fn terminate<W: World>(
     let (budget_tx, budget_rx) = watch::channel(None::<Instant>);
     let (done_tx, done_rx) = watch::channel(false);
     let drain_side = async {
-        let outcome = drain_node(world, cfg, recorder, plan.drain, plan.stop_app, budget_rx).await;
+        let outcome =
+            drain_node(world, cfg, recorder, steps.drain, steps.stop_app, budget_rx).await;
         let _ = done_tx.send(true);
         outcome
     };
     let hook_side = async {
-        if plan.handle_hook {
+        if steps.handle_hook {
             release_terminate_hook(world, cfg, recorder, budget_tx, done_rx).await
         } else {
             Ok(())

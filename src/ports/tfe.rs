@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// How to run install.sh.
 #[derive(Debug, Clone)]
-pub struct InstallPlan {
+pub struct InstallCommand {
     /// The run is recorded for this instance only: a record baked into an AMI is not adopted.
     pub instance_id: String,
     pub script: std::path::PathBuf,
@@ -30,7 +30,7 @@ pub trait TfeTools: Sync {
     /// Runs install.sh to completion (or kills its process group at the timeout). The run
     /// outlives an agent killed meanwhile; the next call adopts it (waits for it, or reads the
     /// status it left) instead of starting install.sh a second time.
-    fn install(&self, plan: &InstallPlan) -> impl Future<Output = Result<(), ToolError>> + Send;
+    fn install(&self, plan: &InstallCommand) -> impl Future<Output = Result<(), ToolError>> + Send;
     fn system_status(&self) -> impl Future<Output = Result<SystemStatus, ToolError>> + Send;
     fn app_status(&self) -> impl Future<Output = Result<AppStatus, ToolError>> + Send;
     fn health_check(&self) -> impl Future<Output = Result<HealthReport, ToolError>> + Send;

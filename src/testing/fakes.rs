@@ -12,7 +12,7 @@ use crate::node::recorder::Recorder;
 use crate::node::state::StateStore;
 use crate::ports::{
     AsgError, AsgInstance, AutoScaling, HookAction, HookInfo, Host, Identity, ImdsError,
-    InstallPlan, InstanceMetadata, Parts, SecretPayload, SecretSource, SecretsError, TfeTools,
+    InstallCommand, InstanceMetadata, Parts, SecretPayload, SecretSource, SecretsError, TfeTools,
     TokioClock, ToolError,
 };
 use crate::sys::secret::SecretBytes;
@@ -774,7 +774,7 @@ pub enum Readiness {
 /// One install.sh run.
 struct InstallRun {
     started: Instant,
-    plan: InstallPlan,
+    plan: InstallCommand,
     /// `None`: cut short (the boot future was dropped) or still running.
     finished: Option<Instant>,
 }
@@ -919,7 +919,7 @@ impl FakeTfe {
     }
 
     /// install.sh runs started: when, and with which plan.
-    pub fn installs(&self) -> Vec<(Instant, InstallPlan)> {
+    pub fn installs(&self) -> Vec<(Instant, InstallCommand)> {
         self.installs
             .lock()
             .unwrap()
@@ -1019,7 +1019,7 @@ impl FakeTfe {
 }
 
 impl TfeTools for FakeTfe {
-    async fn install(&self, plan: &InstallPlan) -> Result<(), ToolError> {
+    async fn install(&self, plan: &InstallCommand) -> Result<(), ToolError> {
         let index = {
             let mut installs = self.installs.lock().unwrap();
             installs.push(InstallRun {

@@ -8,7 +8,7 @@ use crate::config::{self, Settings};
 use crate::ports::SecretPayload;
 use crate::sys::secret::{Secret, SecretBytes};
 use crate::tfe_files::secret_bundle;
-use crate::tfe_files::validate::{self, NodePlan, Problem};
+use crate::tfe_files::validate::{self, Problem, TfeConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -46,11 +46,11 @@ pub fn text(s: &str) -> SecretPayload {
 
 /// Config + payloads through decode and validate, as the agent does. The shared secret is
 /// `tfe/shared` and the license `tfe/license` (bytes "RLI") unless `extra` overrides them.
-pub fn plan(
+pub fn tfe_config(
     config_text: &str,
     shared: serde_json::Map<String, serde_json::Value>,
     extra: Vec<(&str, SecretPayload)>,
-) -> Result<NodePlan, Vec<Problem>> {
+) -> Result<TfeConfig, Vec<Problem>> {
     let file = config::parse(config_text, Path::new("agent.toml")).expect("config parses");
     // agent.toml's own rules come first (the agent checks them before any AWS call).
     let cfg = Settings::from_file(file)?;

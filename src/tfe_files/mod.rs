@@ -7,7 +7,7 @@ pub mod secret_bundle;
 pub mod validate;
 
 use self::render::{Redaction, RenderedFile};
-use self::validate::NodePlan;
+use self::validate::TfeConfig;
 use crate::config::Settings;
 pub use crate::model::problem::Problems;
 use crate::ports::{Clock, SecretPayload, SecretSource, SecretsError};
@@ -27,11 +27,11 @@ pub enum ConfigureError {
 }
 
 /// Fetches every configured secret in one go and validates them with the config.
-pub async fn plan<S: SecretSource, C: Clock>(
+pub async fn load<S: SecretSource, C: Clock>(
     secrets_port: &S,
     clock: &C,
     cfg: &Settings,
-) -> Result<NodePlan, ConfigureError> {
+) -> Result<TfeConfig, ConfigureError> {
     let ids: Vec<String> = secret_bundle::requested(&cfg.secrets)
         .into_iter()
         .map(|(_, id)| id)
@@ -55,7 +55,7 @@ pub fn file_owner(name: &str) -> Option<(Uid, Gid)> {
 }
 
 /// Writes all rendered files. Secret-bearing files go to `owner`; the rest stay root's.
-pub fn write(cfg: &Settings, plan: &NodePlan) -> Result<Vec<RenderedFile>, ConfigureError> {
+pub fn write(cfg: &Settings, tfe: &TfeConfig) -> Result<Vec<RenderedFile>, ConfigureError> {
     let owner = file_owner(&cfg.paths.file_owner);
     if owner.is_none() {
         log::info!(
@@ -63,7 +63,7 @@ pub fn write(cfg: &Settings, plan: &NodePlan) -> Result<Vec<RenderedFile>, Confi
             cfg.paths.file_owner
         );
     }
-    let files = render::render(plan, &cfg.paths, Redaction::None);
+    let files = render::render(tfe, &cfg.paths, Redaction::None);
     for file in &files {
         if let Some(dir) = file.path.parent() {
             fsutil::create_dir(dir, 0o755).map_err(ConfigureError::Write)?;
@@ -188,7 +188,7 @@ mod tests {
     async fn a_fetch_that_fails_for_now_is_retried_with_growing_waits() {
         let cfg = parse(EXAMPLE_CONFIG);
         let source = flaky(4, false);
-        plan(&source, &TokioClock, &cfg).await.unwrap();
+        load(&source, &TokioClock, &cfg).await.unwrap();
         let calls = source.calls.lock().unwrap().clone();
         assert_eq!(calls.len(), 5);
         let gaps: Vec<f64> = calls
@@ -202,7 +202,7 @@ mod tests {
     async fn a_final_answer_is_not_retried_and_the_budget_ends_the_rest() {
         let cfg = parse(EXAMPLE_CONFIG);
         let denied = flaky(0, true);
-        let err = plan(&denied, &TokioClock, &cfg).await.unwrap_err();
+        let err = load(&denied, &TokioClock, &cfg).await.unwrap_err();
         assert!(matches!(
             err,
             ConfigureError::FetchSecrets(SecretsError::AccessDenied { .. })
@@ -211,7 +211,7 @@ mod tests {
 
         let start = tokio::time::Instant::now();
         let down = flaky(u32::MAX, false);
-        let err = plan(&down, &TokioClock, &cfg).await.unwrap_err();
+        let err = load(&down, &TokioClock, &cfg).await.unwrap_err();
         assert!(matches!(
             err,
             ConfigureError::FetchSecrets(SecretsError::Unavailable { .. })

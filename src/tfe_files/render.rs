@@ -1,10 +1,10 @@
-//! Turns a validated [`NodePlan`] into the exact bytes of the node's files. Pure and deterministic
+//! Turns a validated [`TfeConfig`] into the exact bytes of the node's files. Pure and deterministic
 //! (sorted keys, fixed formatting), so the same inputs always give the same files, golden tests can
 //! pin them, and `render --dry-run` can show them with every secret value redacted.
 
 use crate::config::PathsSection;
 use crate::config::TlsBootstrapType;
-use crate::tfe_files::validate::{NodePlan, SettingValue};
+use crate::tfe_files::validate::{SettingValue, TfeConfig};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,17 +44,16 @@ pub enum Redaction {
 
 /// All files of a node, in the order they are written (the daemon's config last, so it never
 /// points at a file that is not there yet).
-pub fn render(plan: &NodePlan, paths: &PathsSection, redaction: Redaction) -> Vec<RenderedFile> {
+pub fn render(tfe: &TfeConfig, paths: &PathsSection, redaction: Redaction) -> Vec<RenderedFile> {
     let mut files = Vec::new();
-    if let Some(license) = &plan.license {
+    if let Some(license) = &tfe.license {
         let bytes = match redaction {
             Redaction::None => license.expose().to_vec(),
             Redaction::Secrets => REDACTED.as_bytes().to_vec(),
         };
         files.push(file(paths.license.clone(), bytes, 0o600, true));
     }
-    if let (Some((cert, key)), TlsBootstrapType::ServerPath) = (&plan.tls, plan.tls_bootstrap_type)
-    {
+    if let (Some((cert, key)), TlsBootstrapType::ServerPath) = (&tfe.tls, tfe.tls_bootstrap_type) {
         // The certificate is public; the key is not.
         files.push(file(
             paths.tls_cert.clone(),
@@ -70,13 +69,13 @@ pub fn render(plan: &NodePlan, paths: &PathsSection, redaction: Redaction) -> Ve
     }
     files.push(file(
         paths.settings.clone(),
-        settings_json(plan, redaction),
+        settings_json(tfe, redaction),
         0o600,
         true,
     ));
     files.push(file(
         paths.replicated_conf.clone(),
-        replicated_conf_json(plan, paths, redaction),
+        replicated_conf_json(tfe, paths, redaction),
         0o600,
         true,
     ));
@@ -93,9 +92,9 @@ fn file(path: PathBuf, bytes: Vec<u8>, mode: u32, secret: bool) -> RenderedFile 
 }
 
 /// `/etc/ptfe-settings.json`: `{"key": {"value": "string"}}`, keys sorted.
-pub fn settings_json(plan: &NodePlan, redaction: Redaction) -> Vec<u8> {
+pub fn settings_json(tfe: &TfeConfig, redaction: Redaction) -> Vec<u8> {
     let mut map = BTreeMap::new();
-    for (key, value) in &plan.settings {
+    for (key, value) in &tfe.settings {
         let shown = match (value, redaction) {
             (SettingValue::Secret(_), Redaction::Secrets) => REDACTED,
             _ => value.expose(),
@@ -107,7 +106,7 @@ pub fn settings_json(plan: &NodePlan, redaction: Redaction) -> Vec<u8> {
 
 /// `/etc/replicated.conf`: the Replicated daemon's settings, with native JSON types.
 pub fn replicated_conf_json(
-    plan: &NodePlan,
+    tfe: &TfeConfig,
     paths: &PathsSection,
     redaction: Redaction,
 ) -> Vec<u8> {
@@ -115,19 +114,19 @@ pub fn replicated_conf_json(
     let mut put = |k: &str, v: Value| {
         map.insert(k.to_string(), v);
     };
-    put("BypassPreflightChecks", json!(plan.bypass_preflight_checks));
+    put("BypassPreflightChecks", json!(tfe.bypass_preflight_checks));
     put(
         "ImportSettingsFrom",
         json!(paths.settings.to_string_lossy()),
     );
-    put("ReleaseSequence", json!(plan.release_sequence));
-    put("TlsBootstrapType", json!(plan.tls_bootstrap_type.as_str()));
-    let hostname = match (&plan.tls_bootstrap_hostname, redaction) {
+    put("ReleaseSequence", json!(tfe.release_sequence));
+    put("TlsBootstrapType", json!(tfe.tls_bootstrap_type.as_str()));
+    let hostname = match (&tfe.tls_bootstrap_hostname, redaction) {
         (SettingValue::Secret(_), Redaction::Secrets) => REDACTED,
         (value, _) => value.expose(),
     };
     put("TlsBootstrapHostname", json!(hostname));
-    match &plan.console_password {
+    match &tfe.console_password {
         Some(password) => {
             put("DaemonAuthenticationType", json!("password"));
             let shown = match redaction {
@@ -138,16 +137,16 @@ pub fn replicated_conf_json(
         }
         None => put("DaemonAuthenticationType", json!("anonymous")),
     }
-    if plan.license.is_some() {
+    if tfe.license.is_some() {
         put(
             "LicenseFileLocation",
             json!(paths.license.to_string_lossy()),
         );
     }
-    if let Some(level) = &plan.log_level {
+    if let Some(level) = &tfe.log_level {
         put("LogLevel", json!(level.as_str()));
     }
-    match (plan.tls_bootstrap_type, &plan.tls) {
+    match (tfe.tls_bootstrap_type, &tfe.tls) {
         (TlsBootstrapType::ServerPath, Some(_)) => {
             put("TlsBootstrapCert", json!(paths.tls_cert.to_string_lossy()));
             put("TlsBootstrapKey", json!(paths.tls_key.to_string_lossy()));

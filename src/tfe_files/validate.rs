@@ -1,5 +1,5 @@
 //! Every rule a node's configuration must pass before anything is written. Pure code: it takes the
-//! parsed config and the decoded secrets and returns either a [`NodePlan`] or *all* the problems,
+//! parsed config and the decoded secrets and returns either a [`TfeConfig`] or *all* the problems,
 //! each naming the key and where it came from, never the value.
 
 use crate::config::{ReplicatedLogLevel, Settings, TlsBootstrapType};
@@ -29,7 +29,7 @@ impl SettingValue {
 
 /// Everything needed to render the node's files, validated.
 #[derive(Debug, Clone)]
-pub struct NodePlan {
+pub struct TfeConfig {
     pub settings: BTreeMap<String, SettingValue>,
     pub release_sequence: u64,
     pub tls_bootstrap_type: TlsBootstrapType,
@@ -91,7 +91,7 @@ pub fn validate(
     cfg: &Settings,
     bundle: SecretBundle,
     mut problems: Vec<Problem>,
-) -> Result<NodePlan, Vec<Problem>> {
+) -> Result<TfeConfig, Vec<Problem>> {
     let shared_id = bundle.shared_id.clone();
     let mut merged = Merged::default();
 
@@ -157,7 +157,7 @@ pub fn validate(
         return Err(problems);
     }
     let hostname = merged.get("hostname").map(|(v, _)| v.clone());
-    Ok(NodePlan {
+    Ok(TfeConfig {
         tls_bootstrap_hostname: cfg
             .replicated
             .tls_bootstrap_hostname

@@ -9,7 +9,7 @@ use super::process::{self, ProcessError};
 use super::TfeError;
 use crate::adapters::host;
 use crate::model::tfe::{DrainState, TrackedProcess};
-use crate::ports::InstallPlan;
+use crate::ports::InstallCommand;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,7 @@ struct InstallRecord {
 pub(super) async fn install(
     files: &Detached,
     sha256: Option<&str>,
-    plan: &InstallPlan,
+    plan: &InstallCommand,
 ) -> Result<(), TfeError> {
     let record_path = files.dir.join("install.pid");
     if let Some(outcome) = adopt(files, &record_path, plan).await {
@@ -81,7 +81,7 @@ pub(super) async fn install(
 async fn adopt(
     files: &Detached,
     record_path: &PathBuf,
-    plan: &InstallPlan,
+    plan: &InstallCommand,
 ) -> Option<Result<(), TfeError>> {
     let bytes = std::fs::read(record_path).ok()?;
     let record = match serde_json::from_slice::<InstallRecord>(&bytes) {
@@ -148,7 +148,7 @@ async fn adopt(
 async fn wait(
     files: &Detached,
     record: &InstallRecord,
-    plan: &InstallPlan,
+    plan: &InstallCommand,
 ) -> Result<(), TfeError> {
     // Counted from the recorded start: an adopted run has used part of its time already.
     let used = Duration::from_secs(host::unix_now().saturating_sub(record.started_at));
@@ -176,7 +176,7 @@ async fn wait(
     }
 }
 
-fn exit_outcome(plan: &InstallPlan, code: i32) -> Result<(), TfeError> {
+fn exit_outcome(plan: &InstallCommand, code: i32) -> Result<(), TfeError> {
     if code == 0 {
         return Ok(());
     }
@@ -187,7 +187,7 @@ fn exit_outcome(plan: &InstallPlan, code: i32) -> Result<(), TfeError> {
     })
 }
 
-fn display(plan: &InstallPlan) -> String {
+fn display(plan: &InstallCommand) -> String {
     std::iter::once(format!("/bin/bash {}", plan.script.display()))
         .chain(plan.args.iter().cloned())
         .collect::<Vec<_>>()

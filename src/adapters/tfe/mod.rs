@@ -8,7 +8,7 @@ pub mod parse;
 pub mod process;
 
 use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
-use crate::ports::{InstallPlan, TfeTools, ToolError};
+use crate::ports::{InstallCommand, TfeTools, ToolError};
 use detached::Detached;
 use process::{ProcessError, Spec};
 use std::path::PathBuf;
@@ -142,7 +142,7 @@ fn last_line(text: &str) -> String {
 }
 
 impl TfeTools for CliTfe {
-    async fn install(&self, plan: &InstallPlan) -> Result<(), ToolError> {
+    async fn install(&self, plan: &InstallCommand) -> Result<(), ToolError> {
         Ok(install_run::install(&self.install, self.install_sha256.as_deref(), plan).await?)
     }
 

@@ -157,7 +157,7 @@ impl Termination {
 
 /// What a (re)started termination path still has to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TerminationPlan {
+pub struct TerminationSteps {
     pub drain: DrainStep,
     /// The drain succeeded and the app was not yet stopped.
     pub stop_app: bool,
@@ -182,7 +182,7 @@ pub fn hook_result(outcome: &DrainOutcome, on_failure: HookResult) -> HookResult
 }
 
 impl NodeState {
-    pub fn termination_plan(&self) -> Option<TerminationPlan> {
+    pub fn termination_steps(&self) -> Option<TerminationSteps> {
         let t = self.termination.as_ref()?;
         let drain = match &t.drain {
             DrainRecord::NotStarted => DrainStep::Start,
@@ -195,7 +195,7 @@ impl NodeState {
                 outcome: DrainOutcome::Drained
             }
         );
-        Some(TerminationPlan {
+        Some(TerminationSteps {
             stop_app: !t.app_stopped
                 && (drained || matches!(drain, DrainStep::Start | DrainStep::Adopt(_))),
             drain,

@@ -5,8 +5,8 @@ use crate::testing::states::{booting, drain_process, in_service, BOOT_A, BOOT_B}
 fn happy_path_installs_once_and_releases_once() {
     let mut s = booting();
     assert_eq!(
-        s.plan(),
-        BootPlan {
+        s.boot_steps(),
+        BootSteps {
             install: true,
             release_launch_hook: true
         }
@@ -23,8 +23,8 @@ fn happy_path_installs_once_and_releases_once() {
     assert_eq!(s.phase, Phase::InService);
     assert_eq!(s.launch_hook.map(LaunchAnswer::as_str), Some("CONTINUE"));
     assert_eq!(
-        s.plan(),
-        BootPlan {
+        s.boot_steps(),
+        BootSteps {
             install: false,
             release_launch_hook: false
         }
@@ -80,8 +80,8 @@ fn failure_abandons_and_a_restart_retries_without_reinstalling() {
     s.apply(Event::BootStarted).unwrap();
     assert_eq!(s.phase, Phase::Booting);
     assert_eq!(
-        s.plan(),
-        BootPlan {
+        s.boot_steps(),
+        BootSteps {
             install: false,
             release_launch_hook: false
         }
@@ -484,8 +484,8 @@ fn an_asg_notice_after_another_drain_escalates() {
             "the drain is not repeated"
         );
         assert_eq!(
-            s.termination_plan().unwrap(),
-            TerminationPlan {
+            s.termination_steps().unwrap(),
+            TerminationSteps {
                 drain: DrainStep::Done(DrainOutcome::Drained),
                 stop_app: false,
                 handle_hook: true,
@@ -505,19 +505,19 @@ fn an_asg_notice_after_another_drain_escalates() {
     s.apply(Event::TerminationNoticed(notice(Source::Asg)))
         .unwrap();
     assert_eq!(
-        s.termination_plan().unwrap().drain,
+        s.termination_steps().unwrap().drain,
         DrainStep::Adopt(drain_process())
     );
 }
 
 #[test]
 fn the_plan_after_a_restart_says_what_is_left() {
-    assert_eq!(in_service().termination_plan(), None);
+    assert_eq!(in_service().termination_steps(), None);
 
     let s = noticed(Source::Asg);
     assert_eq!(
-        s.termination_plan().unwrap(),
-        TerminationPlan {
+        s.termination_steps().unwrap(),
+        TerminationSteps {
             drain: DrainStep::Start,
             stop_app: true,
             handle_hook: true,
@@ -527,8 +527,8 @@ fn the_plan_after_a_restart_says_what_is_left() {
     let mut s = noticed(Source::Asg);
     s.apply(Event::DrainStarted(drain_process())).unwrap();
     assert_eq!(
-        s.termination_plan().unwrap(),
-        TerminationPlan {
+        s.termination_steps().unwrap(),
+        TerminationSteps {
             drain: DrainStep::Adopt(drain_process()),
             stop_app: true,
             handle_hook: true,
@@ -546,7 +546,7 @@ fn the_plan_after_a_restart_says_what_is_left() {
             s.apply(Event::DrainStarted(drain_process())).unwrap();
         }
         s.apply(Event::DrainFinished(outcome.clone())).unwrap();
-        let plan = s.termination_plan().unwrap();
+        let plan = s.termination_steps().unwrap();
         assert_eq!(plan.drain, DrainStep::Done(outcome.clone()));
         assert_eq!(
             plan.stop_app,
@@ -556,13 +556,13 @@ fn the_plan_after_a_restart_says_what_is_left() {
         assert!(plan.handle_hook);
         if outcome == DrainOutcome::Drained {
             s.apply(Event::AppStopped).unwrap();
-            assert!(!s.termination_plan().unwrap().stop_app);
+            assert!(!s.termination_steps().unwrap().stop_app);
         }
         s.apply(Event::TerminateHookDone(HookOutcome::Released {
             result: HookResult::Abandon,
         }))
         .unwrap();
-        assert!(!s.termination_plan().unwrap().handle_hook);
+        assert!(!s.termination_steps().unwrap().handle_hook);
     }
 }
 
@@ -646,8 +646,8 @@ fn resuming_clears_the_termination_and_restarts_the_app_after_a_drain() {
         // in service again — not "ready", waiting for a release that will never come.
         s.apply(Event::BootStarted).unwrap();
         assert_eq!(
-            s.plan(),
-            BootPlan {
+            s.boot_steps(),
+            BootSteps {
                 install: false,
                 release_launch_hook: false
             }

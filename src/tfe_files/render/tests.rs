@@ -34,8 +34,8 @@ fn server_path_config() -> String {
         )
 }
 
-fn server_path_plan() -> NodePlan {
-    testing::plan(
+fn server_path_plan() -> TfeConfig {
+    testing::tfe_config(
         &server_path_config(),
         valid_shared(),
         vec![
@@ -51,7 +51,7 @@ fn server_path_plan() -> NodePlan {
 #[test]
 fn example_node_files_match_golden() {
     let cfg = testing::parse(EXAMPLE_CONFIG);
-    let plan = testing::plan(EXAMPLE_CONFIG, valid_shared(), vec![]).unwrap();
+    let plan = testing::tfe_config(EXAMPLE_CONFIG, valid_shared(), vec![]).unwrap();
     let files = render(&plan, &cfg.paths, Redaction::None);
     let names: Vec<_> = files
         .iter()
@@ -99,7 +99,7 @@ fn server_path_node_files_match_golden() {
 #[test]
 fn replicated_conf_uses_native_json_types() {
     let cfg = testing::parse(EXAMPLE_CONFIG);
-    let plan = testing::plan(EXAMPLE_CONFIG, valid_shared(), vec![]).unwrap();
+    let plan = testing::tfe_config(EXAMPLE_CONFIG, valid_shared(), vec![]).unwrap();
     let conf: Value =
         serde_json::from_slice(&replicated_conf_json(&plan, &cfg.paths, Redaction::None)).unwrap();
     assert_eq!(conf["ReleaseSequence"], serde_json::json!(504));

@@ -8,8 +8,8 @@ use crate::testing::{self, valid_shared as shared, EXAMPLE_CONFIG as CONFIG};
 fn run(
     config_text: &str,
     shared: serde_json::Map<String, serde_json::Value>,
-) -> Result<NodePlan, Vec<Problem>> {
-    testing::plan(config_text, shared, vec![])
+) -> Result<TfeConfig, Vec<Problem>> {
+    testing::tfe_config(config_text, shared, vec![])
 }
 
 fn problems(config_text: &str, shared: serde_json::Map<String, serde_json::Value>) -> Vec<Problem> {

@@ -6,8 +6,8 @@ fn script(dir: &Path, body: &str) -> PathBuf {
     path
 }
 
-fn plan(script: &Path, instance: &str, timeout: Duration) -> InstallPlan {
-    InstallPlan {
+fn command(script: &Path, instance: &str, timeout: Duration) -> InstallCommand {
+    InstallCommand {
         instance_id: instance.into(),
         script: script.to_owned(),
         args: vec!["flag-a".into()],
@@ -27,7 +27,7 @@ async fn a_recorded_success_is_adopted_not_run_again() {
     let dir = tempfile::tempdir().unwrap();
     let s = script(dir.path(), "echo run >> runs; echo \"args: $*\"");
     let files = Detached::new(&dir.path().join("state"), "install", "install.sh");
-    let p = plan(&s, "i-1", Duration::from_secs(30));
+    let p = command(&s, "i-1", Duration::from_secs(30));
     install(&files, None, &p).await.unwrap();
     assert_eq!(runs(dir.path()), 1);
     assert_eq!(
@@ -45,7 +45,7 @@ async fn a_recorded_failure_is_reported_not_run_again() {
     let dir = tempfile::tempdir().unwrap();
     let s = script(dir.path(), "echo run >> runs; exit 3");
     let files = Detached::new(dir.path(), "install", "install.sh");
-    let p = plan(&s, "i-1", Duration::from_secs(30));
+    let p = command(&s, "i-1", Duration::from_secs(30));
     let first = install(&files, None, &p).await.unwrap_err().to_string();
     let second = install(&files, None, &p).await.unwrap_err().to_string();
     assert!(first.contains("exit status: 3"), "{first}");
@@ -58,7 +58,7 @@ async fn a_run_left_by_a_dead_agent_is_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     let s = script(dir.path(), "echo run >> runs; sleep 1; echo done");
     let files = Detached::new(dir.path(), "install", "install.sh");
-    let p = plan(&s, "i-1", Duration::from_secs(30));
+    let p = command(&s, "i-1", Duration::from_secs(30));
     // What a killed agent leaves behind: the run going on, and its record.
     let args = vec![s.to_string_lossy().into_owned()];
     let (process, gate) = files
@@ -86,10 +86,14 @@ async fn another_instances_record_is_not_adopted() {
     let dir = tempfile::tempdir().unwrap();
     let s = script(dir.path(), "echo run >> runs");
     let files = Detached::new(dir.path(), "install", "install.sh");
-    install(&files, None, &plan(&s, "i-baked", Duration::from_secs(30)))
-        .await
-        .unwrap();
-    install(&files, None, &plan(&s, "i-new", Duration::from_secs(30)))
+    install(
+        &files,
+        None,
+        &command(&s, "i-baked", Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    install(&files, None, &command(&s, "i-new", Duration::from_secs(30)))
         .await
         .unwrap();
     assert_eq!(runs(dir.path()), 2);
@@ -100,7 +104,7 @@ async fn the_timeout_kills_the_run_and_a_cancelled_run_is_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let s = script(dir.path(), "echo $$ > pid; sleep 300");
     let files = Detached::new(dir.path(), "install", "install.sh");
-    let err = install(&files, None, &plan(&s, "i-1", Duration::from_secs(1)))
+    let err = install(&files, None, &command(&s, "i-1", Duration::from_secs(1)))
         .await
         .unwrap_err();
     assert!(
@@ -108,7 +112,7 @@ async fn the_timeout_kills_the_run_and_a_cancelled_run_is_stopped() {
         "{err}"
     );
 
-    let second = plan(&s, "i-2", Duration::from_secs(60));
+    let second = command(&s, "i-2", Duration::from_secs(60));
     let cancelled = install(&files, None, &second);
     let _ = tokio::time::timeout(Duration::from_millis(500), cancelled).await;
     let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
@@ -136,9 +140,13 @@ async fn a_digest_mismatch_refuses_before_running() {
     let dir = tempfile::tempdir().unwrap();
     let s = script(dir.path(), "echo run >> runs");
     let files = Detached::new(dir.path(), "install", "install.sh");
-    let err = install(&files, Some("00"), &plan(&s, "i-1", Duration::from_secs(5)))
-        .await
-        .unwrap_err();
+    let err = install(
+        &files,
+        Some("00"),
+        &command(&s, "i-1", Duration::from_secs(5)),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, TfeError::DigestMismatch { .. }), "{err}");
     assert_eq!(runs(dir.path()), 0);
 }
