@@ -180,7 +180,19 @@ def proc_status(pid):
     ticks = sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
     return {"rss_kib": int(st["VmRSS"].split()[0]), "hwm_kib": int(st["VmHWM"].split()[0]),
             "anon_kib": int(st["RssAnon"].split()[0]), "file_kib": int(st["RssFile"].split()[0]),
-            "threads": int(st["Threads"]), "cpu_s": ticks / os.sysconf("SC_CLK_TCK"), "t": time.monotonic()}
+            "threads": int(st["Threads"]), "cpu_s": ticks / os.sysconf("SC_CLK_TCK"), "t": time.monotonic(),
+            "task_ns": task_ns(pid)}
+
+
+def task_ns(pid):
+    """Each live thread's CPU time in ns (schedstat: exact, where /proc/PID/stat counts ticks)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[tid] = int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
 
 
 def idle(bench):
@@ -198,11 +210,16 @@ def idle(bench):
     finally:
         node.stop()
     wall, cpu = b["t"] - a["t"], b["cpu_s"] - a["cpu_s"]
+    # Exact, unless a thread ended within the window (its time is then only in the ticks).
+    exact_s = sum(ns - a["task_ns"].get(tid, 0) for tid, ns in b["task_ns"].items()) / 1e9
+    ended = len(set(a["task_ns"]) - set(b["task_ns"]))
     per_path = {p: n - imds_a.get(p, 0) for p, n in imds_b.items() if n - imds_a.get(p, 0)}
     return {"window_s": round(wall, 2), "rss_end_kib": b["rss_kib"], "rss_max_sampled_kib": max(max_rss, b["rss_kib"]),
             "rss_anon_end_kib": b["anon_kib"], "rss_file_end_kib": b["file_kib"],
             "vm_hwm_kib": b["hwm_kib"], "threads": b["threads"], "cpu_s": round(cpu, 3),
-            "cpu_pct_of_one_core": round(100 * cpu / wall, 3), "imds_requests": sum(per_path.values()),
+            "cpu_pct_of_one_core": round(100 * cpu / wall, 3),
+            "cpu_s_schedstat": round(exact_s, 4), "cpu_pct_schedstat": round(100 * exact_s / wall, 4),
+            "threads_ended_in_window": ended, "imds_requests": sum(per_path.values()),
             "imds_requests_per_s": round(sum(per_path.values()) / wall, 3), "imds_by_path": per_path}
 
 
@@ -324,8 +341,11 @@ def main():
         print(f"  idle `run` over {i['window_s']:.0f}s: RSS {i['rss_end_kib']} KiB ({i['rss_end_kib'] / 1024:.1f} MiB) "
               f"at end ({i['rss_anon_end_kib']} KiB anonymous, {i['rss_file_end_kib']} KiB file pages), "
               f"max sampled {i['rss_max_sampled_kib']} KiB, VmHWM {i['vm_hwm_kib']} KiB, {i['threads']} threads")
-        print(f"    CPU {i['cpu_s']:.2f} s = {i['cpu_pct_of_one_core']:.3f} % of one core (one clock tick: {tick:.3f} %); "
-              f"IMDS {i['imds_requests']} requests = {i['imds_requests_per_s']:.2f}/s {i['imds_by_path']}")
+        ended = f", {i['threads_ended_in_window']} threads ended in the window: not counted" \
+            if i["threads_ended_in_window"] else ""
+        print(f"    CPU {i['cpu_s_schedstat'] * 1000:.1f} ms = {i['cpu_pct_schedstat']:.4f} % of one core (schedstat{ended}); "
+              f"{i['cpu_s']:.2f} s = {i['cpu_pct_of_one_core']:.3f} % in clock ticks ({tick:.3f} % each)")
+        print(f"    IMDS {i['imds_requests']} requests = {i['imds_requests_per_s']:.2f}/s {i['imds_by_path']}")
     if (r := res.get("render")):
         print(f"  render --dry-run: median {r['median_ms']:.1f} ms wall, {r['cpu']['median_ms']:.1f} ms CPU "
               f"(max {r['max_ms']:.1f} / {r['cpu']['max_ms']:.1f})")
