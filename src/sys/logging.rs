@@ -37,12 +37,10 @@ impl Log for StderrLog {
             return;
         }
         let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{now} {:<5} {}",
-            record.level(),
-            record.args()
-        );
+        // The whole line in one write(2): stderr is unbuffered and `writeln!` on it writes piece
+        // by piece, which costs syscalls and lets a child writing to the same stderr split a line.
+        let line = format!("{now} {:<5} {}\n", record.level(), record.args());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     fn flush(&self) {}

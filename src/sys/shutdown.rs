@@ -1,24 +1,30 @@
-//! SIGTERM/SIGINT, turned into a value every long wait can select on. signal-hook runs the handler
-//! on its own thread; nothing here exits the process: orchestration decides what a signal means.
+//! SIGTERM/SIGINT, turned into a value every long wait can select on. The runtime's own signal
+//! driver receives them (no thread of our own); nothing here exits the process: orchestration
+//! decides what a signal means.
 
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use nix::libc::{SIGINT, SIGTERM};
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 /// Receives `Some(signal number)` once a termination signal arrived.
 pub type ShutdownRx = watch::Receiver<Option<i32>>;
 
+/// Installs the handlers now; a task of the current runtime hands each signal to the channel.
 pub fn listen() -> std::io::Result<ShutdownRx> {
     let (tx, rx) = watch::channel(None);
-    let mut signals = Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for signal in signals.forever() {
-                log::info!("received signal {signal}");
-                let _ = tx.send(Some(signal));
-            }
-        })?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                Some(()) = term.recv() => SIGTERM,
+                Some(()) = interrupt.recv() => SIGINT,
+                else => return,
+            };
+            log::info!("received signal {signal}");
+            let _ = tx.send(Some(signal));
+        }
+    });
     Ok(rx)
 }
 

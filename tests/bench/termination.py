@@ -7,13 +7,16 @@ fresh instance, state dir and fake TFE state per run, it measures:
      [termination].poll_interval: expect ~poll/2 on average, at most ~poll, plus process starts);
   2. SIGTERM during a system shutdown (fake `systemctl is-system-running` says "stopping")
      -> node-drain started;
-  3. idle cost of `run` once in service: RSS, CPU, IMDS requests per second.
+  3. idle cost of `run` once in service: RSS, CPU, IMDS requests per second;
+  4. `render --dry-run`, wall and CPU time per run;
+  5. the binary's size as built and stripped of every symbol (`strip` on a copy).
 T0 is the wall clock just before the notice; T1 is the fake node-drain's own "start" record in
 $FAKE_TFE_STATE/calls.jsonl (wall clock, written once its Python is up), and also the agent's
 "node-drain started" log line (ms timestamps). Run it with tests/bench/termination.sh.
-Env: BENCH_RUNS (10), BENCH_IDLE_SECONDS (60), KEEP_BENCH_DIR=1 keeps the temp dir."""
+Env: BENCH_RUNS (10), BENCH_IDLE_SECONDS (60), KEEP_BENCH_DIR=1 keeps the temp dir, BENCH_ONLY
+(comma-separated parts of asg-1s,asg-200ms,sigterm,idle,render; default all)."""
 
-import datetime, json, os, platform, random, re, shutil, signal, socket, statistics, subprocess, sys
+import datetime, json, os, platform, random, re, resource, shutil, signal, socket, statistics, subprocess, sys
 import tempfile, threading, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,6 +24,7 @@ VENV = os.environ.get("TFE_TEST_VENV", os.path.join(ROOT, ".venv"))
 AGENT = os.environ.get("TFE_NODE_AGENT_BIN", os.path.join(ROOT, "target/release/tfe-node-agent"))
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
 IDLE_S = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+ONLY = [p for p in os.environ.get("BENCH_ONLY", "").split(",") if p]  # asg-1s,asg-200ms,sigterm,idle,render
 KNOBS = {"replicated_user": "nobody", "drain_duration_s": 0.2, "install_duration_s": 0.2,
          "system_ready_after_s": 0.3, "app_started_after_s": 0.8, "app_stop_duration_s": 0.1}
 BOOT_TIMEOUT, DRAIN_TIMEOUT = 90, 60
@@ -68,7 +72,7 @@ def set_keys(text, section, keys):
 class Node:
     """One fresh instance in the emulator, its own dirs and config, and the agent `run` on it."""
 
-    def __init__(self, bench, name, termination=None, systemctl=None):
+    def __init__(self, bench, name, termination=None, systemctl=None, run=True):
         self.dir = os.path.join(bench.work, name)
         etc, self.fake = os.path.join(self.dir, "etc"), os.path.join(self.dir, "fake-tfe")
         os.makedirs(self.fake)
@@ -100,6 +104,9 @@ class Node:
                "AWS_ENDPOINT_URL_SECRETS_MANAGER": bench.moto, "AWS_ENDPOINT_URL_AUTO_SCALING": bench.emu,
                "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://127.0.0.1:{self.inst['imds_port']}",
                "FAKE_TFE_STATE": self.fake}
+        self.env = env
+        if not run:
+            return
         self.lines, self.log = [], open(os.path.join(self.dir, "agent.log"), "w")
         self.proc = subprocess.Popen([AGENT, "run"], env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.PIPE, text=True)
@@ -172,7 +179,20 @@ def proc_status(pid):
     st = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status"))
     ticks = sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
     return {"rss_kib": int(st["VmRSS"].split()[0]), "hwm_kib": int(st["VmHWM"].split()[0]),
-            "threads": int(st["Threads"]), "cpu_s": ticks / os.sysconf("SC_CLK_TCK"), "t": time.monotonic()}
+            "anon_kib": int(st["RssAnon"].split()[0]), "file_kib": int(st["RssFile"].split()[0]),
+            "threads": int(st["Threads"]), "cpu_s": ticks / os.sysconf("SC_CLK_TCK"), "t": time.monotonic(),
+            "task_ns": task_ns(pid)}
+
+
+def task_ns(pid):
+    """Each live thread's CPU time in ns (schedstat: exact, where /proc/PID/stat counts ticks)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[tid] = int(open(f"/proc/{pid}/task/{tid}/schedstat").read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
 
 
 def idle(bench):
@@ -190,11 +210,44 @@ def idle(bench):
     finally:
         node.stop()
     wall, cpu = b["t"] - a["t"], b["cpu_s"] - a["cpu_s"]
+    # Exact, unless a thread ended within the window (its time is then only in the ticks).
+    exact_s = sum(ns - a["task_ns"].get(tid, 0) for tid, ns in b["task_ns"].items()) / 1e9
+    ended = len(set(a["task_ns"]) - set(b["task_ns"]))
     per_path = {p: n - imds_a.get(p, 0) for p, n in imds_b.items() if n - imds_a.get(p, 0)}
     return {"window_s": round(wall, 2), "rss_end_kib": b["rss_kib"], "rss_max_sampled_kib": max(max_rss, b["rss_kib"]),
+            "rss_anon_end_kib": b["anon_kib"], "rss_file_end_kib": b["file_kib"],
             "vm_hwm_kib": b["hwm_kib"], "threads": b["threads"], "cpu_s": round(cpu, 3),
-            "cpu_pct_of_one_core": round(100 * cpu / wall, 3), "imds_requests": sum(per_path.values()),
+            "cpu_pct_of_one_core": round(100 * cpu / wall, 3),
+            "cpu_s_schedstat": round(exact_s, 4), "cpu_pct_schedstat": round(100 * exact_s / wall, 4),
+            "threads_ended_in_window": ended, "imds_requests": sum(per_path.values()),
             "imds_requests_per_s": round(sum(per_path.values()) / wall, 3), "imds_by_path": per_path}
+
+
+def render(bench):
+    """`render --dry-run` (agent.toml, the secrets from moto, the identity from IMDS, the files
+    rendered to stdout) RUNS times: wall time and the process's own CPU time, per run."""
+    node, wall, cpu = Node(bench, "render", run=False), [], []
+    for _ in range(RUNS):
+        before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+        p = subprocess.run([AGENT, "render", "--dry-run"], env=node.env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wall.append((time.monotonic() - t0) * 1000)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000)
+        if p.returncode != 0:
+            raise RuntimeError(f"render --dry-run exited {p.returncode}:\n{p.stderr}")
+    return dict(summary(wall), cpu=summary(cpu))
+
+
+def binary():
+    """The agent's size as built and with every symbol stripped (on a copy; the build is not touched)."""
+    path = os.path.relpath(AGENT, ROOT) if AGENT.startswith(ROOT + os.sep) else AGENT
+    out = {"path": path, "bytes": os.path.getsize(AGENT)}
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = os.path.join(tmp, "agent")
+        if shutil.which("strip") and subprocess.run(["strip", "-o", copy, AGENT]).returncode == 0:
+            out["stripped_bytes"] = os.path.getsize(copy)
+    return out
 
 
 def machine():
@@ -258,28 +311,47 @@ def main():
         systemctl = os.path.join(bench.work, "systemctl")
         open(systemctl, "w").write("#!/bin/sh\necho stopping\n")
         os.chmod(systemctl, 0o755)
-        res = {"runs": RUNS, "knobs": KNOBS,
-               "asg_notice_poll_1s": series(bench, "asg-1s", terminate),
-               "asg_notice_poll_200ms": series(bench, "asg-200ms", terminate, {"poll_interval": "200ms"}, phase=0.2),
-               "sigterm_shutdown": series(bench, "sigterm", lambda n: n.proc.send_signal(signal.SIGTERM), systemctl=systemctl),
-               "idle": idle(bench)}
+        res = {"runs": RUNS, "knobs": KNOBS}
+        parts = {"asg-1s": ("asg_notice_poll_1s", lambda: series(bench, "asg-1s", terminate)),
+                 "asg-200ms": ("asg_notice_poll_200ms", lambda: series(
+                     bench, "asg-200ms", terminate, {"poll_interval": "200ms"}, phase=0.2)),
+                 "sigterm": ("sigterm_shutdown", lambda: series(
+                     bench, "sigterm", lambda n: n.proc.send_signal(signal.SIGTERM), systemctl=systemctl)),
+                 "idle": ("idle", lambda: idle(bench)),
+                 "render": ("render", lambda: render(bench))}
+        for part in ONLY or parts:
+            key, run = parts[part]
+            res[key] = run()
     finally:
         bench.close()
-    res["machine"], res["duration_s"] = machine(), round(time.monotonic() - started, 1)
+    res["binary"], res["machine"], res["duration_s"] = binary(), machine(), round(time.monotonic() - started, 1)
     os.makedirs(os.path.join(ROOT, "target/bench"), exist_ok=True)
     json.dump(res, open(os.path.join(ROOT, "target/bench/termination.json"), "w"), indent=2)
     print(f"\n== tfe-node-agent termination benchmark ({RUNS} runs each; ms from notice to the fake node-drain's start) ==")
     for key, what in [("asg_notice_poll_1s", "ASG notice, poll_interval 1s (default)"),
                       ("asg_notice_poll_200ms", "ASG notice, poll_interval 200ms"),
                       ("sigterm_shutdown", "SIGTERM, system stopping")]:
+        if key not in res:
+            continue
         s = res[key]
         print(f"  {what:<40} median {s['median_ms']:7.1f}  max {s['max_ms']:7.1f}  min {s['min_ms']:7.1f}"
               f"   (agent log line: median {s['agent_logged']['median_ms']:.0f}, max {s['agent_logged']['max_ms']:.0f})")
-    i = res["idle"]
-    print(f"  idle `run` over {i['window_s']:.0f}s: RSS {i['rss_end_kib']} KiB ({i['rss_end_kib'] / 1024:.1f} MiB) at end, "
-          f"max sampled {i['rss_max_sampled_kib']} KiB, VmHWM {i['vm_hwm_kib']} KiB, {i['threads']} threads")
-    print(f"    CPU {i['cpu_s']:.2f} s = {i['cpu_pct_of_one_core']:.3f} % of one core; IMDS {i['imds_requests']} requests "
-          f"= {i['imds_requests_per_s']:.2f}/s {i['imds_by_path']}")
+    if (i := res.get("idle")):
+        tick = 100 / os.sysconf("SC_CLK_TCK") / i["window_s"]
+        print(f"  idle `run` over {i['window_s']:.0f}s: RSS {i['rss_end_kib']} KiB ({i['rss_end_kib'] / 1024:.1f} MiB) "
+              f"at end ({i['rss_anon_end_kib']} KiB anonymous, {i['rss_file_end_kib']} KiB file pages), "
+              f"max sampled {i['rss_max_sampled_kib']} KiB, VmHWM {i['vm_hwm_kib']} KiB, {i['threads']} threads")
+        ended = f", {i['threads_ended_in_window']} threads ended in the window: not counted" \
+            if i["threads_ended_in_window"] else ""
+        print(f"    CPU {i['cpu_s_schedstat'] * 1000:.1f} ms = {i['cpu_pct_schedstat']:.4f} % of one core (schedstat{ended}); "
+              f"{i['cpu_s']:.2f} s = {i['cpu_pct_of_one_core']:.3f} % in clock ticks ({tick:.3f} % each)")
+        print(f"    IMDS {i['imds_requests']} requests = {i['imds_requests_per_s']:.2f}/s {i['imds_by_path']}")
+    if (r := res.get("render")):
+        print(f"  render --dry-run: median {r['median_ms']:.1f} ms wall, {r['cpu']['median_ms']:.1f} ms CPU "
+              f"(max {r['max_ms']:.1f} / {r['cpu']['max_ms']:.1f})")
+    b = res["binary"]
+    stripped = f"{b['stripped_bytes'] / 1e6:.2f} MB" if "stripped_bytes" in b else "? (no `strip` to hand)"
+    print(f"  binary {b['path']}: {b['bytes'] / 1e6:.2f} MB as built, {stripped} stripped of every symbol")
     m = res["machine"]
     print(f"  machine: {m['nproc']} CPUs, {m['cpu_model']}, kernel {m['kernel']}, {m['date']}; "
           f"took {res['duration_s']:.0f}s; JSON: target/bench/termination.json")
