@@ -177,7 +177,9 @@ impl Imds {
                     match sender.send_request(request()?).await {
                         Ok(response) => return self.read(sender, response).await,
                         Err(e) if e.is_canceled() || e.is_incomplete_message() => {
-                            log::debug!("IMDS closed the kept-alive connection ({e}); reconnecting")
+                            log::debug!(
+                                "IMDS closed the kept-alive connection ({e}); reconnecting"
+                            );
                         }
                         Err(e) => return Err(e.to_string()),
                     }
