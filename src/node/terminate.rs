@@ -170,14 +170,16 @@ async fn drain_node<W: World>(
         }
         DrainStep::Start => match world.tfe().start_drain() {
             Ok(process) => {
+                // Recorded before node-drain may run: a restarted agent adopts it, never a second.
+                // And recorded before it is said: whoever reads the log line may rely on the
+                // state file.
+                record(recorder, Event::DrainStarted(process.clone()))?;
                 log::info!(
                     "node-drain started (pid {}); limit {} ({why})",
                     process.pid,
                     humantime::format_duration(limit)
                 );
                 recorder.say("draining: node-drain running");
-                // Recorded before node-drain may run: a restarted agent adopts it, never a second.
-                record(recorder, Event::DrainStarted(process.clone()))?;
                 let outcome = match world.tfe().release_drain(&process) {
                     Ok(()) => wait_for_drain(world, &process, deadline, &why, budget.clone()).await,
                     Err(e) => DrainOutcome::CouldNotStart {
