@@ -1,27 +1,39 @@
 //! Wires the real world (AWS clients, TFE tools) from the config and runs a subcommand.
 
-use crate::aws::{self, AutoScalingClient, Imds, SecretsManager};
-use crate::boot;
+use crate::adapters::aws::{self, AutoScalingClient, Imds, SecretsManager};
+use crate::adapters::host::SystemHost;
+use crate::adapters::tfe::CliTfe;
 use crate::cli::{Cli, Command};
-use crate::config::{self, AgentConfig};
-use crate::configure;
-use crate::exit::Exit;
-use crate::host;
-use crate::ports::{Identity, ImdsError, InstanceMetadata, TokioClock, World};
-use crate::render::{self, Redaction};
-use crate::retry::Backoff;
-use crate::service;
-use crate::shutdown;
-use crate::state::StateStore;
-use crate::tfe::CliTfe;
+use crate::config::{self, AgentConfig, Settings};
+use crate::node::boot;
+pub use crate::node::exit::Exit;
+use crate::node::recorder::Recorder;
+use crate::node::service;
+use crate::node::state::StateStore;
+use crate::ports::{Identity, ImdsError, InstanceMetadata, Parts, TokioClock};
+use crate::sys::retry::Backoff;
+use crate::sys::shutdown;
+use crate::tfe_files;
+use crate::tfe_files::render::{self, Redaction};
 use std::time::Duration;
 
-type RealWorld = World<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock>;
+type RealWorld = Parts<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock, SystemHost>;
 
 pub async fn run(cli: Cli) -> Exit {
-    let cfg = match config::load(&cli.config) {
+    let file = match config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => return fail(Exit::Config, &e),
+    };
+    // Every rule that needs only agent.toml is checked here, before any AWS call.
+    let cfg = match config::settings(file.clone(), &cli.config) {
+        Ok(s) => s,
+        Err(e) => {
+            let code = fail(Exit::Config, &e);
+            if matches!(cli.command, Command::Boot | Command::Run) {
+                refuse_launch(&file).await;
+            }
+            return code;
+        }
     };
     match cli.command {
         Command::Validate => validate(&cfg).await,
@@ -31,13 +43,39 @@ pub async fn run(cli: Cli) -> Exit {
     }
 }
 
+/// An agent.toml that parses but is invalid on an instance: a launch hook the group holds for it
+/// gets `[lifecycle].on_failure` at once (the boot cannot start), as a failed boot would.
+async fn refuse_launch(file: &AgentConfig) {
+    let imds = Imds::new();
+    let identity = match identity(&imds).await {
+        Ok(id) => id,
+        Err(e) => {
+            log::error!(
+                "cannot answer a held launch hook: {}",
+                crate::error_chain(&e)
+            );
+            return;
+        }
+    };
+    let region = file.aws.region.as_deref().unwrap_or(&identity.region);
+    let sdk = aws::sdk_config(region, file.aws.attempt_timeout, file.aws.connect_timeout).await;
+    boot::refuse_held_launch(
+        &AutoScalingClient::new(&sdk),
+        &TokioClock,
+        &identity.instance_id,
+        &file.lifecycle,
+        "because agent.toml is invalid ([lifecycle].on_failure)",
+    )
+    .await;
+}
+
 fn fail(code: Exit, error: &dyn std::error::Error) -> Exit {
     log::error!("{}", crate::error_chain(error));
     code
 }
 
 /// Region from `[aws].region`, else from IMDS (so render/validate work off-instance when set).
-async fn region(cfg: &AgentConfig, imds: &Imds) -> Result<String, Exit> {
+async fn region(cfg: &Settings, imds: &Imds) -> Result<String, Exit> {
     if let Some(r) = &cfg.aws.region {
         return Ok(r.clone());
     }
@@ -47,25 +85,26 @@ async fn region(cfg: &AgentConfig, imds: &Imds) -> Result<String, Exit> {
     }
 }
 
-async fn world(cfg: &AgentConfig, imds: Imds, region: &str) -> RealWorld {
+async fn world(cfg: &Settings, imds: Imds, region: &str) -> RealWorld {
     let sdk = aws::sdk_config(region, cfg.aws.attempt_timeout, cfg.aws.connect_timeout).await;
-    World {
+    Parts {
         secrets: SecretsManager::new(&sdk),
         asg: AutoScalingClient::new(&sdk),
         imds,
         tfe: CliTfe::new(&cfg.tools, cfg.install.sha256.clone(), &cfg.paths.state_dir),
         clock: TokioClock,
+        host: SystemHost::new(&cfg.tools.systemctl),
     }
 }
 
-async fn validate(cfg: &AgentConfig) -> Exit {
+async fn validate(cfg: &Settings) -> Exit {
     let imds = Imds::new();
     let region = match region(cfg, &imds).await {
         Ok(r) => r,
         Err(code) => return code,
     };
     let w = world(cfg, imds, &region).await;
-    match configure::plan(&w.secrets, &w.clock, cfg).await {
+    match tfe_files::load(&w.secrets, &w.clock, cfg).await {
         Ok(plan) => {
             let secret = plan.settings.values().filter(|v| v.is_secret()).count();
             println!(
@@ -80,14 +119,14 @@ async fn validate(cfg: &AgentConfig) -> Exit {
     }
 }
 
-async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
+async fn render_files(cfg: &Settings, dry_run: bool) -> Exit {
     let imds = Imds::new();
     let region = match region(cfg, &imds).await {
         Ok(r) => r,
         Err(code) => return code,
     };
     let w = world(cfg, imds, &region).await;
-    let plan = match configure::plan(&w.secrets, &w.clock, cfg).await {
+    let plan = match tfe_files::load(&w.secrets, &w.clock, cfg).await {
         Ok(p) => p,
         Err(e) => return fail(Exit::of_configure(&e), &e),
     };
@@ -98,21 +137,28 @@ async fn render_files(cfg: &AgentConfig, dry_run: bool) -> Exit {
         }
         return Exit::Ok;
     }
-    match configure::write(cfg, &plan) {
+    match tfe_files::write(cfg, &plan) {
         Ok(_) => Exit::Ok,
         Err(e) => fail(Exit::of_configure(&e), &e),
     }
 }
 
-/// The world and state store of this instance (region from the config, else its identity).
+/// The world of this instance (region from the config, else its identity) and its recorder; an
+/// unreadable state record refuses the boot (saying why, answering a held launch hook).
 async fn instance_world(
-    cfg: &AgentConfig,
+    cfg: &Settings,
     imds: Imds,
     identity: &Identity,
-) -> (RealWorld, StateStore) {
+) -> Result<(RealWorld, Recorder), Exit> {
     let region = cfg.aws.region.as_deref().unwrap_or(&identity.region);
     let w = world(cfg, imds, region).await;
-    (w, StateStore::new(&cfg.paths.state_dir))
+    match Recorder::open(StateStore::new(&cfg.paths.state_dir), &identity.instance_id) {
+        Ok(recorder) => Ok((w, recorder)),
+        Err(unreadable) => {
+            let error = boot::refuse_to_boot(&w, cfg, identity, unreadable).await;
+            Err(Exit::of_boot(&error))
+        }
+    }
 }
 
 /// How long a failing IMDS is retried for the instance's identity at start (each try already
@@ -141,21 +187,24 @@ async fn identity(imds: &Imds) -> Result<Identity, ImdsError> {
     }
 }
 
-async fn boot_once(cfg: &AgentConfig) -> Exit {
+async fn boot_once(cfg: &Settings) -> Exit {
     let imds = Imds::new();
     let identity = match identity(&imds).await {
         Ok(id) => id,
         Err(e) => return fail(Exit::Aws, &e),
     };
-    let (w, store) = instance_world(cfg, imds, &identity).await;
-    match boot::boot(&w, cfg, &identity, &store).await {
+    let (w, recorder) = match instance_world(cfg, imds, &identity).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    match boot::boot(&w, cfg, &identity, &recorder).await {
         Ok(_) => Exit::Ok,
         // boot() already logged the whole chain before releasing the hook.
         Err(e) => Exit::of_boot(&e),
     }
 }
 
-async fn run_service(cfg: &AgentConfig) -> Exit {
+async fn run_service(cfg: &Settings) -> Exit {
     let mut signals = match shutdown::listen() {
         Ok(rx) => rx,
         Err(e) => return fail(Exit::Internal, &e),
@@ -171,10 +220,9 @@ async fn run_service(cfg: &AgentConfig) -> Exit {
             return Exit::Ok;
         }
     };
-    let (w, store) = instance_world(cfg, imds, &identity).await;
-    let systemctl = cfg.tools.systemctl.clone();
-    service::run(&w, cfg, &identity, &store, &mut signals, || {
-        host::system_is_stopping(&systemctl)
-    })
-    .await
+    let (w, recorder) = match instance_world(cfg, imds, &identity).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    service::run(&w, cfg, &identity, &recorder, &mut signals).await
 }

@@ -2,48 +2,26 @@
 //! Scaling group run itself — secrets from Secrets Manager, config files, install.sh, readiness,
 //! and the lifecycle hooks — and drains it before it goes.
 //!
-//! Where each part of a node's life lives:
-//! - `boot`: the boot path, start to finish (generic over the `ports`).
-//! - `watch`: noticing the end (IMDS target state, spot, rebalance, maintenance).
-//! - `terminate`: the termination path: node-drain once, the terminate hook released once.
-//! - `service`: `run`, the whole life: boot, watch, terminate, signals.
-//! - `lifecycle`: the pure state machine; `state` persists it.
-//! - `configure` (`secrets` → `validate` → `render` → `fsutil`): the node's files.
-//! - `hook`: lifecycle hook discovery, heartbeats, release.
-//! - `readiness`: waiting for TFE to be healthy.
-//! - `aws`, `tfe`: the real adapters behind `ports`.
+//! Where each part of a node's life lives (docs/development/architecture.md has the import rules):
+//! - `node`: the flows — `service` (`run`, the whole life), `boot`, `watch`, `terminate`, `hook`,
+//!   `readiness`, and `recorder`, the one owner of the node's state.
+//! - `tfe_files`: the node's TFE files (secrets → validate → render → write).
+//! - `config`: agent.toml, checked into `Settings`.
+//! - `ports`: the `World` the flows are generic over; `adapters`: the real one.
+//! - `model`: the pure state machine and the domain's types; `sys`: small helpers.
 
+pub mod adapters;
 pub mod app;
-pub mod aws;
-pub mod boot;
 pub mod cli;
 pub mod config;
-pub mod configure;
-pub mod exit;
-pub mod fsutil;
-pub mod hook;
-pub mod host;
-pub mod install_args;
-pub mod lifecycle;
-pub mod logging;
-pub mod notify;
+pub mod model;
+pub(crate) mod node;
 pub mod ports;
-pub mod problem;
-pub mod readiness;
-pub mod render;
-pub mod retry;
-pub mod secret;
-pub mod secrets;
-pub mod service;
-pub mod shutdown;
-pub mod state;
-pub mod terminate;
-pub mod tfe;
-pub mod validate;
-pub mod watch;
+pub mod sys;
+pub mod tfe_files;
 
 #[cfg(test)]
-mod test_support;
+mod testing;
 
 /// An error and all its causes on one line: `top: cause: root cause`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -1,6 +1,6 @@
 use clap::Parser;
 use std::process::ExitCode;
-use tfe_node_agent::{app, cli::Cli, exit::Exit, logging};
+use tfe_node_agent::{app, app::Exit, cli::Cli, sys::logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

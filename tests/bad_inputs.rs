@@ -836,7 +836,8 @@ fn cases() -> Vec<Case> {
             .config("release_sequence = 504 => # release_sequence unset")
             .expect(3, &["release_sequence"])
             .hook(Hook::Untouched),
-        // These parse; validation refuses them after the hook is held.
+        // These parse; agent.toml's own rules refuse them before any AWS call, and the held
+        // launch hook then gets the failure result.
         case("release_sequence as a string")
             .config("release_sequence = 504 => release_sequence = \"504\"")
             .expect(3, &["config replicated.release_sequence", "must be a positive integer"]),

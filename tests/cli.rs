@@ -98,3 +98,29 @@ fn usage_errors_exit_2() {
     let node = Node::new();
     node.run(&["no-such-command"], T).assert_code(2);
 }
+
+#[test]
+fn an_invalid_agent_toml_value_is_reported_before_any_aws_call() {
+    let node = Node::new();
+    node.write_config(
+        "release_sequence = 504 => release_sequence = 0\ntls_bootstrap_type = \"self-signed\" => tls_bootstrap_type = \"letsencrypt\"",
+    );
+    // Secrets Manager and Auto Scaling at a port nobody listens on: had the agent called either,
+    // it would have failed with exit 4 after its retries, not exit 3 at once.
+    let child = node
+        .agent(&["validate"])
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:9")
+        .env("AWS_ENDPOINT_URL_AUTO_SCALING", "http://127.0.0.1:9")
+        .spawn()
+        .expect("spawn agent");
+    let run = Run::wait(child, Duration::from_secs(20));
+    run.assert_code(3);
+    for says in [
+        "configuration is invalid (2 problem(s))",
+        "config replicated.release_sequence: must be a positive integer",
+        "config replicated.tls_bootstrap_type: must be one of self-signed, server-path, key-cert",
+    ] {
+        assert!(run.stderr.contains(says), "{says:?} not in: {}", run.stderr);
+    }
+    assert_eq!(node.emulator.api_calls("DescribeAutoScalingInstances"), 0);
+}

@@ -18,11 +18,11 @@ use proptest::test_runner::Config;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tfe_node_agent::adapters::tfe::parse;
 use tfe_node_agent::config::FailureResult;
 use tfe_node_agent::ports::SecretPayload;
-use tfe_node_agent::secret::SecretBytes;
-use tfe_node_agent::tfe::parse;
-use tfe_node_agent::{secrets, validate};
+use tfe_node_agent::sys::secret::SecretBytes;
+use tfe_node_agent::tfe_files::{secret_bundle as secrets, validate};
 
 /// `PROPTEST_CASES` (default 256) sets the cases per property. Failures are not persisted to the
 /// source tree: a failure found here becomes a named regression test below.
@@ -727,7 +727,7 @@ proptest! {
         }
         let table = toml::to_string(&settings).unwrap();
         config = config.replace("[settings]\n", &format!("[settings]\n{table}\n"));
-        let cfg = oracle::parse_config(&config).unwrap_or_else(|e| panic!("{e}\n{config}"));
+        let cfg = oracle::settings(&config).unwrap_or_else(|e| panic!("{e}\n{config}"));
         let mut fetched = oracle::valid_other_secrets();
         fetched.insert(oracle::SHARED_ID.into(), oracle::text_payload(&Value::Object(shared).to_string()));
         // A valid node is where `render --dry-run` shows files: none of them may show a secret.
@@ -758,7 +758,7 @@ proptest! {
         // Base64 as a tool would print it: wrapped into lines, maybe with a final newline.
         let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
         let wrapped: Vec<String> = b64.as_bytes().chunks(wrap).map(|c| String::from_utf8(c.to_vec()).unwrap()).collect();
-        let cfg = oracle::parse_config(oracle::EXAMPLE_CONFIG).unwrap();
+        let cfg = oracle::settings(oracle::EXAMPLE_CONFIG).unwrap();
         let fetched = BTreeMap::from([
             (oracle::SHARED_ID.to_string(), oracle::text_payload("{}")),
             (oracle::LICENSE_ID.to_string(), oracle::text_payload(&(wrapped.join("\n") + "\n"))),
@@ -782,7 +782,7 @@ proptest! {
         others in [other_payload(), other_payload(), other_payload(), other_payload(), other_payload()],
         missing in proptest::option::of(0usize..5),
     ) {
-        let cfg = oracle::parse_config(&oracle::config_with_every_secret()).unwrap();
+        let cfg = oracle::settings(&oracle::config_with_every_secret()).unwrap();
         oracle::no_secret_shown(&cfg, &payloads(&shared, others, missing));
     }
 
@@ -796,7 +796,7 @@ proptest! {
         // letters no setting name, secret id, config or message uses, so no letter of them may
         // show anywhere.
         let configs = oracle::configs();
-        let cfg = oracle::parse_config(&configs[config as usize % configs.len()]).unwrap();
+        let cfg = oracle::settings(&configs[config as usize % configs.len()]).unwrap();
         let mut fetched = oracle::valid_other_secrets();
         fetched.insert(oracle::SHARED_ID.into(), oracle::text_payload(&json!(shared).to_string()));
         fetched.insert(oracle::CONSOLE_ID.into(), oracle::text_payload(&other));
@@ -831,7 +831,7 @@ fn a_failed_check_whose_reason_says_pass_is_still_named_as_failed() {
 #[test]
 fn a_hostname_from_the_shared_secret_is_redacted_in_the_dry_run_rendering() {
     let config = oracle::EXAMPLE_CONFIG.replace("hostname = \"tfe.example.com\"\n", "");
-    let cfg = oracle::parse_config(&config).unwrap();
+    let cfg = oracle::settings(&config).unwrap();
     let shared = json!({
         "hostname": "tfe-Qz7secret.example.com",
         "enc_password": "767fee4e6046de48943df2decc55f3cd",
@@ -848,10 +848,10 @@ fn a_hostname_from_the_shared_secret_is_redacted_in_the_dry_run_rendering() {
     // The value is still written where it belongs.
     let (bundle, problems) = secrets::decode(&cfg.secrets, fetched);
     let plan = validate::validate(&cfg, bundle, problems).expect("valid");
-    let conf = tfe_node_agent::render::replicated_conf_json(
+    let conf = tfe_node_agent::tfe_files::render::replicated_conf_json(
         &plan,
         &cfg.paths,
-        tfe_node_agent::render::Redaction::None,
+        tfe_node_agent::tfe_files::render::Redaction::None,
     );
     let conf: Value = serde_json::from_slice(&conf).unwrap();
     assert_eq!(conf["TlsBootstrapHostname"], "tfe-Qz7secret.example.com");

@@ -1,4 +1,4 @@
-//! `packaging/iam-policy.json` grants exactly what the AWS adapters in `src/aws/` call: every SDK
+//! `packaging/iam-policy.json` grants exactly what the AWS adapters in `src/adapters/aws/` call: every SDK
 //! operation found in the source has its IAM action in the policy, and the policy grants nothing
 //! the code does not need (apart from the extras listed below with their reason).
 
@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// SDK fluent method (snake_case) → the IAM actions the operation needs.
-/// A new operation in `src/aws/` fails the scan until it is added here (and to the policy).
+/// A new operation in `src/adapters/aws/` fails the scan until it is added here (and to the policy).
 const OPERATIONS: &[(&str, &[&str])] = &[
     // BatchGetSecretValue needs its own action and GetSecretValue on every secret it reads.
     (
@@ -134,9 +134,9 @@ fn client_calls(source: &str) -> Vec<String> {
 }
 
 fn aws_sources() -> Vec<(PathBuf, String)> {
-    let dir = root().join("src/aws");
+    let dir = root().join("src/adapters/aws");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("read src/aws")
+        .expect("read src/adapters/aws")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "rs"))
         .collect();
@@ -239,7 +239,7 @@ fn code_calls_every_known_operation_once_at_least() {
             "get_secret_value",
             "record_lifecycle_action_heartbeat",
         ],
-        "operations found in src/aws: {called:#?}"
+        "operations found in src/adapters/aws: {called:#?}"
     );
 }
 

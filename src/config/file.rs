@@ -1,9 +1,10 @@
 //! The agent config file as written by operators (TOML), before any semantic validation.
 //!
 //! Structural rules live here: types, defaults, and "no unknown keys". Semantic rules that need the
-//! secrets too (required ptfe settings, formats) live in `crate::validate`, so every problem can be
+//! secrets too (required ptfe settings, formats) live in `crate::tfe_files::validate`, so every problem can be
 //! reported in one pass.
 
+use crate::model::asg::HookResult;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -185,6 +186,16 @@ pub enum FailureResult {
     #[default]
     Abandon,
     Continue,
+}
+
+impl FailureResult {
+    /// The lifecycle action result it stands for.
+    pub fn hook_result(self) -> HookResult {
+        match self {
+            FailureResult::Abandon => HookResult::Abandon,
+            FailureResult::Continue => HookResult::Continue,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,8 +1,12 @@
 //! Loading the agent config: where it is, how it is parsed, and the structural errors.
 
 mod file;
+mod settings;
 
 pub use file::*;
+pub use settings::*;
+
+use crate::model::problem::Problems;
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +23,8 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid TOML for this agent: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {problems}")]
+    Invalid { path: PathBuf, problems: Problems },
     #[error("config file {path} has unknown key(s): {}", keys.iter().map(|k| k.escape_debug().to_string()).collect::<Vec<_>>().join(", "))]
     UnknownKeys { path: PathBuf, keys: Vec<String> },
 }
@@ -43,7 +49,7 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
     // serde_path_to_error names the key a type error is about ("install.timeout").
     let config: AgentConfig =
         serde_path_to_error::deserialize(serde_ignored::Deserializer::new(de, &mut |p| {
-            unknown.push(p.to_string())
+            unknown.push(p.to_string());
         }))
         .map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
@@ -57,6 +63,14 @@ pub fn parse(text: &str, path: &Path) -> Result<AgentConfig, ConfigError> {
         });
     }
     Ok(config)
+}
+
+/// Checks a parsed config file into the settings the flows use.
+pub fn settings(file: AgentConfig, path: &Path) -> Result<Settings, ConfigError> {
+    Settings::from_file(file).map_err(|problems| ConfigError::Invalid {
+        path: path.to_owned(),
+        problems: Problems(problems),
+    })
 }
 
 /// toml's messages span several lines with a source excerpt; a log line wants one.

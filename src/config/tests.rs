@@ -91,10 +91,48 @@ fn defaults_apply_when_sections_are_absent() {
 
 #[test]
 fn an_unknown_key_with_a_line_break_stays_on_one_log_line() {
-    let text = crate::test_support::EXAMPLE_CONFIG.replace("[aws]", "[aws]\n\"bad\\nkey\" = 1");
+    let text = crate::testing::EXAMPLE_CONFIG.replace("[aws]", "[aws]\n\"bad\\nkey\" = 1");
     let err = parse(&text, Path::new("agent.toml"))
         .unwrap_err()
         .to_string();
     assert!(!err.contains('\n'), "{err}");
     assert!(err.contains("bad\\nkey"), "{err}");
+}
+
+#[test]
+fn every_value_problem_of_agent_toml_is_reported_at_once_before_any_secret() {
+    let text = EXAMPLE
+        .replace("release_sequence = 504", "release_sequence = 0")
+        .replace("\"self-signed\"", "\"letsencrypt\"")
+        .replace(
+            "bypass_preflight_checks = true",
+            "bypass_preflight_checks = true\nlog_level = \"verbose\"",
+        )
+        .replace("# sha256 = \"…\"", "sha256 = \"zz\"")
+        .replace("redis_port = \"6379\"", "redis_port = 6379.5");
+    let file = parse(&text, Path::new("agent.toml")).expect("it parses");
+    let err = settings(file, Path::new("agent.toml")).expect_err("it is invalid");
+    let shown = err.to_string();
+    for says in [
+        "config file agent.toml: configuration is invalid (5 problem(s))",
+        "config replicated.release_sequence: must be a positive integer",
+        "config replicated.tls_bootstrap_type: must be one of self-signed, server-path, key-cert",
+        "config replicated.log_level: must be one of debug, info, error",
+        "config install.sha256: must be a SHA-256 digest",
+        "setting \"redis_port\" (from config settings.redis_port): must be a string, integer or boolean, found a float",
+    ] {
+        assert!(shown.contains(says), "{says:?} not in: {shown}");
+    }
+}
+
+#[test]
+fn settings_are_typed() {
+    let file = parse(EXAMPLE, Path::new("agent.toml")).unwrap();
+    let s = settings(file, Path::new("agent.toml")).unwrap();
+    assert_eq!(s.replicated.release_sequence.get(), 504);
+    assert_eq!(
+        s.replicated.tls_bootstrap_type,
+        TlsBootstrapType::SelfSigned
+    );
+    assert_eq!(s.settings["redis_port"], "6379");
 }

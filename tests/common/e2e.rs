@@ -106,8 +106,16 @@ pub fn prepare_guest(root: &Path, node: &Node, apt: &AptRepo, host: &str) {
 
     let tools = root.join("opt/tfe");
     std::fs::create_dir_all(&tools).unwrap();
-    for name in ["install.sh", "replicatedctl", "replicated", "faketfe.py"] {
+    for name in ["install.sh", "replicatedctl", "replicated"] {
         std::fs::copy(repo().join("tests/fake-tfe").join(name), tools.join(name)).unwrap();
+    }
+    // The tools' Python package (its modules only, no __pycache__).
+    std::fs::create_dir_all(tools.join("faketfe")).unwrap();
+    for entry in std::fs::read_dir(repo().join("tests/fake-tfe/faketfe")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "py") {
+            std::fs::copy(&path, tools.join("faketfe").join(path.file_name().unwrap())).unwrap();
+        }
     }
     for name in ["replicatedctl", "replicated"] {
         std::os::unix::fs::symlink(

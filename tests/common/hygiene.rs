@@ -164,7 +164,7 @@ fn percent(value: &[u8], lower: bool, form: bool) -> String {
     for &b in value {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                s.push(b as char)
+                s.push(b as char);
             }
             b' ' if form => s.push('+'),
             _ if lower => s.push_str(&format!("%{b:02x}")),

@@ -12,13 +12,14 @@
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::path::Path;
-use tfe_node_agent::config::{self, AgentConfig};
-use tfe_node_agent::configure::{ConfigureError, Problems};
+use tfe_node_agent::adapters::tfe::parse;
+use tfe_node_agent::config::{self, AgentConfig, Settings};
+use tfe_node_agent::error_chain;
 use tfe_node_agent::ports::SecretPayload;
-use tfe_node_agent::render::{self, Redaction};
-use tfe_node_agent::secret::{Secret, SecretBytes};
-use tfe_node_agent::tfe::parse;
-use tfe_node_agent::{error_chain, secrets, validate};
+use tfe_node_agent::sys::secret::{Secret, SecretBytes};
+use tfe_node_agent::tfe_files::render::{self, Redaction};
+use tfe_node_agent::tfe_files::{secret_bundle as secrets, validate};
+use tfe_node_agent::tfe_files::{ConfigureError, Problems};
 
 /// The documented example config (shared secret `tfe/shared`, license `tfe/license`).
 pub const EXAMPLE_CONFIG: &str = include_str!("../../packaging/agent.toml.example");
@@ -79,6 +80,11 @@ pub fn configs() -> Vec<String> {
 
 pub fn parse_config(text: &str) -> Result<AgentConfig, config::ConfigError> {
     config::parse(text, Path::new("agent.toml"))
+}
+
+/// Parses and checks agent.toml into the settings the agent runs with.
+pub fn settings(text: &str) -> Result<Settings, config::ConfigError> {
+    config::settings(parse_config(text)?, Path::new("agent.toml"))
 }
 
 // ------------------------------------------------------------------ replicatedctl and replicated
@@ -150,11 +156,15 @@ pub fn agent_config(bytes: &[u8]) {
         // The loader reads the file with read_to_string: non-UTF-8 is an I/O error before parsing.
         return;
     };
-    let cfg = match parse_config(text) {
+    let cfg = match settings(text) {
         Ok(cfg) => cfg,
         Err(e) => {
             let shown = e.to_string();
-            assert!(shown.starts_with("config file agent.toml "), "{shown}");
+            assert!(
+                shown.starts_with("config file agent.toml ")
+                    || shown.starts_with("config file agent.toml: configuration is invalid"),
+                "{shown}"
+            );
             return;
         }
     };
@@ -193,7 +203,7 @@ pub fn text_payload(s: &str) -> SecretPayload {
 /// secrets get valid values. Nothing panics, and no secret value shows in any output.
 pub fn shared_secret(config_index: u8, bytes: &[u8]) {
     let configs = configs();
-    let cfg = parse_config(&configs[config_index as usize % configs.len()]).expect("config parses");
+    let cfg = settings(&configs[config_index as usize % configs.len()]).expect("config is valid");
     let text = String::from_utf8_lossy(bytes);
     let mut payloads = valid_other_secrets();
     payloads.insert(SHARED_ID.to_string(), text_payload(&text));
@@ -229,7 +239,7 @@ pub fn valid_other_secrets() -> BTreeMap<String, SecretPayload> {
 /// Everything the agent can show about a config and its secrets: decoding's bundle and problems
 /// (Debug and Display), then either the plan's Debug and its redacted rendering (what
 /// `render --dry-run` prints), or the error the agent logs (Display, chain and Debug).
-pub fn shown(cfg: &AgentConfig, payloads: &BTreeMap<String, SecretPayload>) -> String {
+pub fn shown(cfg: &Settings, payloads: &BTreeMap<String, SecretPayload>) -> String {
     let (bundle, problems) = secrets::decode(&cfg.secrets, payloads.clone());
     let mut out = format!("{bundle:?}\n{problems:?}\n");
     for p in &problems {
@@ -260,7 +270,7 @@ pub fn shown(cfg: &AgentConfig, payloads: &BTreeMap<String, SecretPayload>) -> S
 /// every payload holding it rewritten (the value replaced by one of the same length made of a
 /// character no message uses). If the text is still there, it came from elsewhere (a setting name,
 /// a secret id, the config, a fixed message), not from the secret.
-pub fn no_secret_shown(cfg: &AgentConfig, payloads: &BTreeMap<String, SecretPayload>) {
+pub fn no_secret_shown(cfg: &Settings, payloads: &BTreeMap<String, SecretPayload>) {
     let out = shown(cfg, payloads);
     // The TLS certificate is public and shown; text it shares with a secret (PEM framing such as
     // `-----END CERTIFICATE-----`) gives nothing away.
@@ -301,7 +311,7 @@ pub fn no_secret_shown(cfg: &AgentConfig, payloads: &BTreeMap<String, SecretPayl
 /// which the agent names in its messages). The TLS certificate is public by design (written 0644, shown by
 /// `render --dry-run`) and is left out.
 pub fn secret_values(
-    cfg: &AgentConfig,
+    cfg: &Settings,
     payloads: &BTreeMap<String, SecretPayload>,
 ) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -320,7 +330,7 @@ pub fn secret_values(
                 _ => out.push((id.clone(), s.expose().to_string())),
             },
             SecretPayload::Binary(b) => {
-                out.push((id.clone(), String::from_utf8_lossy(b.expose()).into_owned()))
+                out.push((id.clone(), String::from_utf8_lossy(b.expose()).into_owned()));
             }
         }
     }

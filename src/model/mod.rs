@@ -1,0 +1,8 @@
+//! The domain, pure: the node's lifecycle state machine, Auto Scaling's and the TFE tools'
+//! vocabulary as types, and the problems a configuration can have. No I/O; imports nothing from
+//! the other folders but `sys`.
+
+pub mod asg;
+pub mod lifecycle;
+pub mod problem;
+pub mod tfe;

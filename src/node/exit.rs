@@ -1,0 +1,54 @@
+//! Exit codes, one per class of failure, documented in docs/operate/exit-codes.md.
+
+use crate::node::boot::BootError;
+use crate::tfe_files::ConfigureError;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Ok = 0,
+    /// A bug or an unexpected local failure.
+    Internal = 1,
+    /// Bad command line (clap's own code).
+    Usage = 2,
+    /// The agent config or the secrets' contents are invalid.
+    Config = 3,
+    /// An AWS call failed (IMDS, Secrets Manager, Auto Scaling).
+    Aws = 4,
+    /// install.sh failed, timed out, or was refused (digest pin).
+    Install = 5,
+    /// TFE did not become ready within [readiness].timeout.
+    ReadinessTimeout = 6,
+    /// Writing files or the state record failed.
+    LocalIo = 7,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+impl Exit {
+    pub fn of_configure(e: &ConfigureError) -> Exit {
+        match e {
+            ConfigureError::FetchSecrets(_) => Exit::Aws,
+            ConfigureError::Invalid(_) => Exit::Config,
+            ConfigureError::Write(_) => Exit::LocalIo,
+        }
+    }
+
+    pub fn of_boot(e: &BootError) -> Exit {
+        match e {
+            BootError::DiscoverHook { .. }
+            | BootError::Release { .. }
+            | BootError::LaunchHookLost { .. } => Exit::Aws,
+            BootError::Configure(c) => Exit::of_configure(c),
+            BootError::Install(_) => Exit::Install,
+            BootError::Readiness(_) => Exit::ReadinessTimeout,
+            BootError::Restrict(_) | BootError::State(_) => Exit::LocalIo,
+            BootError::Lifecycle(_) => Exit::Internal,
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The flows of one node's life, generic over the outside world (`crate::ports`): `service` runs
+//! the whole life, `boot` and `terminate` its two ends, `watch` notices the end, `hook` holds and
+//! releases lifecycle hooks, `readiness` waits for TFE, `state` persists what happened.
+
+pub mod boot;
+pub mod exit;
+pub mod hook;
+pub mod readiness;
+pub mod recorder;
+pub mod service;
+pub mod state;
+pub mod terminate;
+pub mod watch;

@@ -1,0 +1,371 @@
+//! `run`: the agent as a service for the node's whole life. Boot (unless the node is already
+//! going), then watch for the end — IMDS, spot, a system shutdown — and run the termination path,
+//! which a SIGTERM does not cut short while an ASG termination is in progress.
+
+use crate::config::Settings;
+use crate::model::asg::HookResult;
+use crate::model::asg::LifecycleState;
+use crate::model::lifecycle::{Event, LaunchAnswer, Notice, Source};
+use crate::node::boot::{self, BootError};
+use crate::node::exit::Exit;
+use crate::node::hook::{self, LaunchHook};
+use crate::node::readiness;
+use crate::node::recorder::{RecordError, Recorder};
+use crate::node::terminate;
+use crate::node::watch::{Change, Seen, Watcher};
+use crate::ports::{Clock, Host, Identity, World};
+use crate::sys::notify;
+use crate::sys::shutdown::{self, ShutdownRx};
+use std::time::Duration;
+
+/// How long a boot cut short by a termination looks for the launch hook to abandon.
+const ABANDON_LOOKUP: Duration = Duration::from_secs(60);
+/// While finishing an ASG termination after SIGTERM, ask systemd for this much more time…
+const EXTEND_BY: Duration = Duration::from_secs(60);
+/// …this often.
+const EXTEND_EVERY: Duration = Duration::from_secs(20);
+
+enum BootEnd {
+    Booted(Result<(), BootError>),
+    Interrupted(Seen),
+    Stopped(i32),
+}
+
+pub async fn run<W: World>(
+    world: &W,
+    cfg: &Settings,
+    identity: &Identity,
+    recorder: &Recorder,
+    signals: &mut ShutdownRx,
+) -> Exit {
+    let fail = |code: Exit, e: &dyn std::error::Error| {
+        log::error!("{}", crate::error_chain(e));
+        code
+    };
+    let boot_id = world.host().boot_id();
+    if recorder.state().resumable(&boot_id) {
+        let detail = recorder
+            .state()
+            .termination
+            .as_ref()
+            .map(|t| t.detail.clone())
+            .unwrap_or_default();
+        log::warn!(
+            "the machine rebooted after a drain ({detail}) that did not end the instance; serving again"
+        );
+        if let Err(e) = recorder.record(Event::Resumed) {
+            log::error!("cannot record the resumption: {}", crate::error_chain(&e));
+            return Exit::LocalIo;
+        }
+    }
+    let mut watcher =
+        Watcher::new(world.imds(), world.clock(), &cfg.termination).reporting_to(recorder);
+    let mut boot_failure = None;
+
+    if recorder.state().termination.is_none() {
+        let end = tokio::select! {
+            r = boot::boot(world, cfg, identity, recorder) => BootEnd::Booted(r.map(drop)),
+            seen = watcher.next() => BootEnd::Interrupted(seen),
+            signal = shutdown::wait(signals) => BootEnd::Stopped(signal),
+        };
+        // The boot future is gone: a running install.sh's process group was killed with it.
+        let seen = match end {
+            BootEnd::Booted(Ok(())) => {
+                recorder.ready("in service");
+                None
+            }
+            BootEnd::Booted(Err(e)) => {
+                // boot() logged why and released the launch hook; stay to handle the terminate
+                // hook when the group replaces this node.
+                boot_failure = Some(Exit::of_boot(&e));
+                recorder.ready("boot failed; watching for termination");
+                None
+            }
+            BootEnd::Interrupted(seen) => Some(seen),
+            BootEnd::Stopped(signal) if world.host().system_stopping().await => {
+                Some(shutdown_notice(signal, cfg, world.clock()))
+            }
+            BootEnd::Stopped(signal) => {
+                log::warn!("signal {signal} during boot; stopping (install.sh, if running, was killed; the next start resumes)");
+                return Exit::Ok;
+            }
+        };
+        if let Some(seen) = seen {
+            log::warn!("{} during boot: abandoning the boot", seen.detail);
+            if let Err(code) = record_notice(world, recorder, &seen) {
+                return code;
+            }
+            abandon_launch(world, cfg, recorder).await;
+        }
+    }
+
+    if recorder.state().termination.is_some() {
+        // Started (or restarted) while terminating: systemd must not time the start out and kill
+        // the agent mid-drain. A second READY=1 after a boot is harmless.
+        recorder.ready("terminating");
+    }
+    loop {
+        let unfinished = recorder
+            .state()
+            .termination
+            .as_ref()
+            .filter(|t| !t.is_done())
+            .map(|t| t.source);
+        if let Some(source) = unfinished {
+            let signalled = match finish_termination(world, cfg, recorder, source, signals).await {
+                Ok(signalled) => signalled,
+                Err(e) => return fail(Exit::LocalIo, &e),
+            };
+            if signalled || source == Source::Shutdown {
+                recorder.stopping("drained; stopping");
+                return Exit::Ok;
+            }
+        }
+        tokio::select! {
+            change = watcher.next_change() => match change {
+                Change::Drain(seen) => {
+                    if let Err(code) = record_notice(world, recorder, &seen) {
+                        return code;
+                    }
+                }
+                Change::BackInService { from } => {
+                    // A signal cuts this short (the hook is left to its DefaultResult) and is
+                    // then handled by the next turn of this loop: the watch keeps it.
+                    let mut interrupt = signals.clone();
+                    tokio::select! {
+                        r = serve_launch_again(world, cfg, recorder, &from) => {
+                            if let Err(code) = r {
+                                return code;
+                            }
+                        }
+                        signal = shutdown::wait(&mut interrupt) => log::warn!(
+                            "signal {signal} while answering the launch hook again; leaving it to the group's DefaultResult"
+                        ),
+                    }
+                }
+            },
+            signal = shutdown::wait(signals) => {
+                let going = recorder.state().termination.is_some();
+                if !going && world.host().system_stopping().await {
+                    log::warn!("signal {signal}: the system is shutting down with no ASG termination; draining within [termination].shutdown_drain_timeout");
+                    if let Err(code) = record_notice(world, recorder, &shutdown_notice(signal, cfg, world.clock())) {
+                        return code;
+                    }
+                    continue;
+                }
+                recorder.stopping("stopping");
+                log::info!("signal {signal}: stopping{}", if going { "" } else { " (the node keeps serving; this is not a system shutdown)" });
+                return boot_failure.unwrap_or(Exit::Ok);
+            }
+        }
+    }
+}
+
+fn shutdown_notice<C: Clock>(signal: i32, cfg: &Settings, clock: &C) -> Seen {
+    Seen {
+        source: Source::Shutdown,
+        detail: format!("system shutdown (signal {signal})"),
+        deadline: Some(clock.unix_now() + cfg.termination.shutdown_drain_timeout.as_secs()),
+    }
+}
+
+fn record_notice<W: World>(world: &W, recorder: &Recorder, seen: &Seen) -> Result<(), Exit> {
+    let notice = Notice {
+        source: seen.source,
+        detail: seen.detail.clone(),
+        at: world.clock().unix_now(),
+        boot_id: world.host().boot_id(),
+        deadline_at: seen.deadline,
+    };
+    recorder
+        .record(Event::TerminationNoticed(notice))
+        .map_err(|e| {
+            log::error!("{}", crate::error_chain(&e));
+            match e {
+                RecordError::Refused(_) => Exit::Internal,
+                RecordError::Save(_) => Exit::LocalIo,
+            }
+        })
+}
+
+/// A boot cut short by a termination: the launch hook, if still held, gets ABANDON.
+async fn abandon_launch<W: World>(world: &W, cfg: &Settings, recorder: &Recorder) {
+    let instance_id = recorder.state().instance_id.clone();
+    if recorder.state().launch_hook.is_some() {
+        return;
+    }
+    let found = hook::discover_launch_until(
+        world.asg(),
+        world.clock(),
+        &instance_id,
+        cfg.lifecycle.launch_hook.as_deref(),
+        world.clock().now() + ABANDON_LOOKUP,
+    )
+    .await;
+    let h = match found {
+        Ok(LaunchHook::Active(h)) => h,
+        Ok(_) => {
+            log::info!(
+                "no launch action to abandon (the termination cancelled it, or there was none)"
+            );
+            return;
+        }
+        Err((e, tries)) => {
+            log::error!(
+                "could not look up the launch hook to abandon it ({tries} tries): {}; the group applies its DefaultResult",
+                crate::error_chain(&e)
+            );
+            return;
+        }
+    };
+    let why = "because a termination cut the boot short";
+    let released =
+        hook::release_saying_why(world.asg(), world.clock(), &h, HookResult::Abandon, why).await;
+    if let Some(r) = released {
+        log::warn!(
+            "launch hook {} released with ABANDON ({r:?}): the node will not enter service",
+            h.action.hook
+        );
+        if let Err(RecordError::Save(e)) =
+            recorder.record(Event::LaunchReleased(Some(HookResult::Abandon)))
+        {
+            log::error!("{}", crate::error_chain(&e));
+        }
+    }
+}
+
+/// The instance came back to service (from standby, a warm pool, …): if the group waits on the
+/// launch hook again, check that TFE is healthy (holding the hook meanwhile) and release it again
+/// — once per wait; the group's view decides, not what was recorded.
+async fn serve_launch_again<W: World>(
+    world: &W,
+    cfg: &Settings,
+    recorder: &Recorder,
+    from: &LifecycleState,
+) -> Result<(), Exit> {
+    let instance_id = recorder.state().instance_id.clone();
+    let found = hook::discover_launch_until(
+        world.asg(),
+        world.clock(),
+        &instance_id,
+        cfg.lifecycle.launch_hook.as_deref(),
+        world.clock().now() + cfg.lifecycle.discovery_timeout,
+    )
+    .await;
+    let h = match found {
+        Ok(LaunchHook::Active(h)) => h,
+        Ok(other) => {
+            log::info!("back in service from {from}; no launch hook to answer ({other:?})");
+            return Ok(());
+        }
+        Err((e, tries)) => {
+            log::error!(
+                "back in service from {from}, but looking up the launch hook failed after {tries} tries: {}; the group applies its DefaultResult",
+                crate::error_chain(&e)
+            );
+            return Ok(());
+        }
+    };
+    log::warn!(
+        "the group waits on launch hook {} again (the instance came back from {from}; released before: {}): releasing it again once TFE is healthy",
+        h.action.hook,
+        recorder.state().launch_hook.map_or("never", LaunchAnswer::as_str)
+    );
+    recorder.say("back from standby; checking TFE before releasing the launch hook");
+    let ready = hook::hold_while(
+        world.asg(),
+        world.clock(),
+        &h,
+        readiness::wait_until_ready(
+            world.tfe(),
+            world.clock(),
+            cfg.readiness.timeout,
+            cfg.readiness.poll_interval,
+        ),
+    )
+    .await;
+    let result = match ready {
+        Ok(()) => {
+            if let Err(RecordError::Save(e)) = recorder.record(Event::Healthy) {
+                log::error!("{}", crate::error_chain(&e));
+                return Err(Exit::LocalIo);
+            }
+            HookResult::Continue
+        }
+        Err(e) => {
+            log::error!(
+                "TFE is not healthy after the return to service: {}",
+                crate::error_chain(&e)
+            );
+            cfg.lifecycle.on_failure.hook_result()
+        }
+    };
+    let deadline = hook::release_deadline(world.clock(), &h.info);
+    match hook::release(world.asg(), world.clock(), &h.action, result, deadline).await {
+        Ok(r) => {
+            log::info!(
+                "launch hook {} released again with {} ({r:?})",
+                h.action.hook,
+                result.as_str()
+            );
+            let event = boot::released_event(&recorder.state(), result);
+            match recorder.record(event) {
+                Ok(()) => {}
+                Err(RecordError::Save(e)) => {
+                    log::error!("{}", crate::error_chain(&e));
+                    return Err(Exit::LocalIo);
+                }
+                Err(e) => log::warn!("{}", crate::error_chain(&e)),
+            }
+            recorder.ready(if result == HookResult::Continue {
+                "in service"
+            } else {
+                "launch hook abandoned; watching for termination"
+            });
+        }
+        Err(e) => log::error!(
+            "could not release launch hook {} again: {}",
+            h.action.hook,
+            crate::error_chain(&e)
+        ),
+    }
+    Ok(())
+}
+
+/// Runs the termination path to its end. A signal meanwhile does not cut it short: for an ASG
+/// termination systemd is asked for more time until the hook is released; other drains are
+/// bounded by their own deadlines. Returns whether a signal arrived.
+async fn finish_termination<W: World>(
+    world: &W,
+    cfg: &Settings,
+    recorder: &Recorder,
+    source: Source,
+    signals: &mut ShutdownRx,
+) -> Result<bool, terminate::TerminateError> {
+    let asg = source.has_hook();
+    let work = terminate::terminate(world, cfg, recorder);
+    tokio::pin!(work);
+    let mut signalled = signals.borrow().is_some();
+    if signalled && asg {
+        notify::extend_timeout(EXTEND_BY);
+    }
+    loop {
+        tokio::select! {
+            r = &mut work => return r.map(|()| signalled),
+            signal = shutdown::wait(signals), if !signalled => {
+                signalled = true;
+                if asg {
+                    log::warn!("signal {signal}: an ASG termination is in progress; finishing the drain and the terminate hook first");
+                    notify::extend_timeout(EXTEND_BY);
+                } else {
+                    log::warn!("signal {signal}: finishing the drain within its deadline first");
+                }
+                recorder.stopping("stopping after the drain");
+            }
+            _ = world.clock().sleep(EXTEND_EVERY), if signalled && asg => notify::extend_timeout(EXTEND_BY),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

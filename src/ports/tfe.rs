@@ -1,0 +1,50 @@
+//! The TFE tools (install.sh, replicatedctl, `replicated admin`) as the flows see them.
+
+use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+use std::future::Future;
+use std::time::Duration;
+
+/// How to run install.sh.
+#[derive(Debug, Clone)]
+pub struct InstallCommand {
+    /// The run is recorded for this instance only: a record baked into an AMI is not adopted.
+    pub instance_id: String,
+    pub script: std::path::PathBuf,
+    pub args: Vec<String>,
+    pub timeout: Duration,
+}
+
+/// A TFE tool call that failed, as the flows need to see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// Ran past its time; its process group was killed.
+    #[error("{command} did not finish within {}; its process group was killed", humantime::format_duration(*timeout))]
+    TimedOut { command: String, timeout: Duration },
+    /// Could not be run, or ran and failed: a non-zero exit, output not understood, a refused
+    /// digest. `detail` is the whole cause, one line.
+    #[error("{detail}")]
+    Failed { command: String, detail: String },
+}
+
+pub trait TfeTools: Sync {
+    /// Runs install.sh to completion (or kills its process group at the timeout). The run
+    /// outlives an agent killed meanwhile; the next call adopts it (waits for it, or reads the
+    /// status it left) instead of starting install.sh a second time.
+    fn install(&self, plan: &InstallCommand) -> impl Future<Output = Result<(), ToolError>> + Send;
+    fn system_status(&self) -> impl Future<Output = Result<SystemStatus, ToolError>> + Send;
+    fn app_status(&self) -> impl Future<Output = Result<AppStatus, ToolError>> + Send;
+    fn health_check(&self) -> impl Future<Output = Result<HealthReport, ToolError>> + Send;
+    /// Starts `replicated admin --tty=0 node-drain` detached from the agent (own process group,
+    /// output and exit status to files), so it outlives an agent restart.
+    fn start_drain(&self) -> Result<TrackedProcess, ToolError>;
+    /// Lets a started drain run node-drain. Called once the drain is recorded: a drain started
+    /// but never released (the agent died in between) ends without running node-drain.
+    fn release_drain(&self, drain: &TrackedProcess) -> Result<(), ToolError>;
+    /// Where a drain is; also forwards its new output lines into the log.
+    fn drain_state(&self, drain: &TrackedProcess) -> DrainState;
+    /// SIGTERM to the drain's process group, SIGKILL after a grace period.
+    fn stop_drain(&self, drain: &TrackedProcess) -> impl Future<Output = ()> + Send;
+    /// `replicatedctl app stop` / `app start` (asynchronous: poll `app_status` after).
+    fn app_stop(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
+    fn app_start(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
+}
