@@ -152,9 +152,10 @@ def summary(ms):
             "mean_ms": round(statistics.mean(ms), 1), "min_ms": round(min(ms), 1), "max_ms": round(max(ms), 1)}
 
 
-def series(bench, name, notify, termination=None, systemctl=None, phase=1.0):
-    """RUNS fresh nodes; `notify(node)` gives the notice; latency to the fake drain's start."""
-    drain_ms, agent_ms = [], []
+def series(bench, name, notify, termination=None, systemctl=None, phase=1.0, first=None):
+    """RUNS fresh nodes; `notify(node)` gives the notice; latency to the fake drain's start, to the
+    agent's "node-drain started" line and (when given) to its first line holding `first`."""
+    drain_ms, agent_ms, first_ms = [], [], []
     for i in range(RUNS):
         node = Node(bench, f"{name}-{i}", termination, systemctl)
         try:
@@ -164,6 +165,8 @@ def series(bench, name, notify, termination=None, systemctl=None, phase=1.0):
             notify(node)
             drain_ms.append((node.drain_started() - t0) * 1000)
             agent_ms.append((node.line("node-drain started", DRAIN_TIMEOUT) - t0) * 1000)
+            if first:
+                first_ms.append((node.line(first, DRAIN_TIMEOUT) - t0) * 1000)
             if systemctl:
                 node.proc.wait(timeout=DRAIN_TIMEOUT)
             else:
@@ -172,7 +175,10 @@ def series(bench, name, notify, termination=None, systemctl=None, phase=1.0):
             node.stop()
         say(f"{name} run {i + 1}/{RUNS}: node-drain started after {drain_ms[-1]:.0f} ms "
             f"(agent logged it at {agent_ms[-1]:.0f} ms)")
-    return dict(summary(drain_ms), agent_logged=summary(agent_ms))
+    out = dict(summary(drain_ms), agent_logged=summary(agent_ms))
+    if first:
+        out["agent_first_line"] = dict(summary(first_ms), line=first)
+    return out
 
 
 def proc_status(pid):
@@ -316,7 +322,8 @@ def main():
                  "asg-200ms": ("asg_notice_poll_200ms", lambda: series(
                      bench, "asg-200ms", terminate, {"poll_interval": "200ms"}, phase=0.2)),
                  "sigterm": ("sigterm_shutdown", lambda: series(
-                     bench, "sigterm", lambda n: n.proc.send_signal(signal.SIGTERM), systemctl=systemctl)),
+                     bench, "sigterm", lambda n: n.proc.send_signal(signal.SIGTERM), systemctl=systemctl,
+                     first="received signal")),
                  "idle": ("idle", lambda: idle(bench)),
                  "render": ("render", lambda: render(bench))}
         for part in ONLY or parts:
@@ -336,6 +343,8 @@ def main():
         s = res[key]
         print(f"  {what:<40} median {s['median_ms']:7.1f}  max {s['max_ms']:7.1f}  min {s['min_ms']:7.1f}"
               f"   (agent log line: median {s['agent_logged']['median_ms']:.0f}, max {s['agent_logged']['max_ms']:.0f})")
+        if (f := s.get("agent_first_line")):
+            print(f"  {'':<40} agent logged {f['line']!r}: median {f['median_ms']:.0f}, max {f['max_ms']:.0f} ms")
     if (i := res.get("idle")):
         tick = 100 / os.sysconf("SC_CLK_TCK") / i["window_s"]
         print(f"  idle `run` over {i['window_s']:.0f}s: RSS {i['rss_end_kib']} KiB ({i['rss_end_kib'] / 1024:.1f} MiB) "
