@@ -15,7 +15,7 @@ for sub in deb generate-rpm; do
 done
 
 cargo build --release --locked
-# The release profile strips only debuginfo; both tools package target/release/tfe-node-agent.
+# The release profile strips every symbol (Cargo.toml); both tools package target/release/tfe-node-agent.
 deb_dir="$root/target/debian"
 rpm_dir="$root/target/generate-rpm"
 rm -f "$deb_dir"/tfe-node-agent_*.deb "$rpm_dir"/tfe-node-agent-*.rpm
