@@ -4,18 +4,21 @@ use crate::adapters::aws::{self, AutoScalingClient, Imds, SecretsManager};
 use crate::adapters::host::SystemHost;
 use crate::adapters::tfe::CliTfe;
 use crate::cli::{Cli, Command};
-use crate::config::{self, AgentConfig, Settings};
+use crate::config::{self, AgentConfig, Endpoint, Settings};
 use crate::node::boot;
 pub use crate::node::exit::Exit;
 use crate::node::recorder::Recorder;
 use crate::node::service;
 use crate::node::state::StateStore;
+use crate::observe::{self, summary, StatusDoc};
 use crate::ports::{Identity, ImdsError, InstanceMetadata, Parts, TokioClock};
 use crate::sys::retry::Backoff;
 use crate::sys::shutdown;
 use crate::tfe_files;
 use crate::tfe_files::render::{self, Redaction};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 type RealWorld = Parts<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock, SystemHost>;
 
@@ -40,6 +43,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Render { dry_run } => render_files(&cfg, dry_run).await,
         Command::Boot => boot_once(&cfg).await,
         Command::Run => run_service(&cfg).await,
+        Command::Status { json } => status(&cfg, json).await,
     }
 }
 
@@ -224,5 +228,83 @@ async fn run_service(cfg: &Settings) -> Exit {
         Ok(v) => v,
         Err(code) => return code,
     };
+    recorder.configured(cfg);
+    start_api(cfg, &recorder);
+    tokio::spawn(observe::watchdog::run());
     service::run(&w, cfg, &identity, &recorder, &mut signals).await
+}
+
+/// The HTTP API on every `[observe].listen` endpoint. One that cannot be bound is logged with
+/// its reason and left out: observability never stops a node from booting or draining.
+fn start_api(cfg: &Settings, recorder: &Recorder) {
+    let slots = Arc::new(Semaphore::new(observe::server::MAX_CONNECTIONS));
+    for endpoint in &cfg.listen {
+        match observe::bind(endpoint) {
+            Ok(listener) => {
+                tokio::spawn(observe::serve(
+                    listener,
+                    recorder.subscribe(),
+                    slots.clone(),
+                ));
+            }
+            Err(e) => log::error!(
+                "the HTTP API is not served there ([observe].listen): {}",
+                crate::error_chain(&e)
+            ),
+        }
+    }
+}
+
+/// `status`: the running agent's `/status` (unix socket first, then TCP), else what
+/// `state.json` records.
+async fn status(cfg: &Settings, json: bool) -> Exit {
+    let mut endpoints: Vec<&Endpoint> = cfg.listen.iter().collect();
+    endpoints.sort_by_key(|e| !matches!(e, Endpoint::Unix(_)));
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        match observe::client::get(endpoint, "/status").await {
+            Ok((200, body)) => {
+                let doc: StatusDoc = match serde_json::from_str(&body) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        failures.push(format!("{endpoint}: not the agent's /status ({e})"));
+                        continue;
+                    }
+                };
+                if json {
+                    print!("{body}");
+                } else {
+                    print!("{}", summary::running(&doc));
+                }
+                return if doc.ready { Exit::Ok } else { Exit::NotReady };
+            }
+            Ok((code, _)) => failures.push(format!("{endpoint}: HTTP {code}")),
+            Err(e) => failures.push(crate::error_chain(&e)),
+        }
+    }
+    let why = if failures.is_empty() {
+        "[observe].listen is off".to_string()
+    } else {
+        failures.join("; ")
+    };
+    eprintln!("no running agent answered: {why}");
+    let store = StateStore::new(&cfg.paths.state_dir);
+    match store.recorded() {
+        Ok(Some(state)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&state).expect("state serializes")
+                );
+            } else {
+                print!("{}", summary::recorded(&state, &store.path()));
+            }
+        }
+        Ok(None) => eprintln!(
+            "nothing recorded: {} does not exist",
+            store.path().display()
+        ),
+        Err(e) => eprintln!("{}", crate::error_chain(&e)),
+    }
+    Exit::NoAgent
 }

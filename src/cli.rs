@@ -36,4 +36,11 @@ pub enum Command {
     Validate,
     /// Service mode for systemd: boot, then stay running until stopped.
     Run,
+    /// Ask the running agent how the node is (else show what state.json records). Exit 0: in
+    /// service and ready; 8: the agent runs but the node is not ready; 9: no agent answers.
+    Status {
+        /// Print the agent's /status document as is.
+        #[arg(long)]
+        json: bool,
+    },
 }

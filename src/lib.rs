@@ -16,8 +16,10 @@ pub mod cli;
 pub mod config;
 pub mod model;
 pub(crate) mod node;
+pub mod observe;
 pub mod ports;
 pub mod sys;
+pub mod telemetry;
 pub mod tfe_files;
 
 #[cfg(test)]

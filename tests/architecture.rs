@@ -10,16 +10,26 @@ use std::path::{Path, PathBuf};
 const RULES: &[(&str, &[&str])] = &[
     ("sys", &[]),
     ("model", &["sys"]),
+    ("telemetry", &["model", "sys"]),
     ("ports", &["model", "sys"]),
     ("config", &["model", "sys"]),
     ("tfe_files", &["config", "ports", "model", "sys"]),
-    ("adapters", &["config", "ports", "model", "sys"]),
-    ("node", &["tfe_files", "config", "ports", "model", "sys"]),
+    (
+        "adapters",
+        &["config", "ports", "telemetry", "model", "sys"],
+    ),
+    (
+        "node",
+        &["tfe_files", "config", "ports", "telemetry", "model", "sys"],
+    ),
+    ("observe", &["node", "config", "telemetry", "model", "sys"]),
     ("cli", &["config"]),
     (
         "app",
         &[
+            "observe",
             "node",
+            "telemetry",
             "adapters",
             "tfe_files",
             "config",
@@ -34,11 +44,13 @@ const RULES: &[(&str, &[&str])] = &[
 const ROOMS: &[&str] = &[
     "sys",
     "model",
+    "telemetry",
     "ports",
     "config",
     "tfe_files",
     "adapters",
     "node",
+    "observe",
     "cli",
     "app",
     "testing",

@@ -33,6 +33,50 @@ pub struct AgentConfig {
     pub drain: DrainSection,
     #[serde(default)]
     pub paths: PathsSection,
+    #[serde(default)]
+    pub observe: ObserveSection,
+}
+
+/// `[observe]`: where the HTTP API (`/livez`, `/readyz`, `/status`, `/metrics`) listens.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ObserveSection {
+    /// `"127.0.0.1:PORT"`, any `"ADDR:PORT"`, `"unix:/PATH"`, `"off"`, or a list of them.
+    #[serde(default = "default_listen")]
+    pub listen: Listen,
+}
+
+/// One listen address or several.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Listen {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Listen {
+    pub fn addresses(&self) -> Vec<&str> {
+        match self {
+            Listen::One(a) => vec![a.as_str()],
+            Listen::Many(list) => list.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// The HTTP API's default port: outside the Prometheus exporters' 9100–9999 allocations, clear of
+/// TFE's and Replicated's own ports (443, 8800, 8201, 9870–9880, 23000–23100) and below the
+/// ephemeral range.
+pub const DEFAULT_PORT: u16 = 18800;
+
+fn default_listen() -> Listen {
+    Listen::One(format!("127.0.0.1:{DEFAULT_PORT}"))
+}
+
+impl Default for ObserveSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

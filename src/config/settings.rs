@@ -28,6 +28,43 @@ pub struct Settings {
     pub termination: TerminationSection,
     pub drain: DrainSection,
     pub paths: PathsSection,
+    /// Where the HTTP API listens; empty: `"off"`.
+    pub listen: Vec<Endpoint>,
+}
+
+/// One place the HTTP API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Read-only endpoints only.
+    Tcp(std::net::SocketAddr),
+    /// Root only (mode 0660); the only place that may ever serve what changes the node.
+    Unix(std::path::PathBuf),
+}
+
+impl Endpoint {
+    /// `"ADDR:PORT"` or `"unix:/ABSOLUTE/PATH"`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            let path = std::path::PathBuf::from(path);
+            return if path.is_absolute() && path.file_name().is_some() {
+                Ok(Endpoint::Unix(path))
+            } else {
+                Err(format!("{text:?}: a unix socket needs an absolute file path, e.g. unix:/run/tfe-node-agent/agent.sock"))
+            };
+        }
+        text.parse().map(Endpoint::Tcp).map_err(|_| {
+            format!("{text:?} is neither ADDR:PORT (e.g. 127.0.0.1:18800, [::1]:18800), unix:/PATH nor off")
+        })
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "http://{a}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 /// `[replicated]`, checked.
@@ -173,6 +210,24 @@ impl Settings {
             ));
         }
 
+        let addresses = file.observe.listen.addresses();
+        let mut listen = Vec::new();
+        if addresses != ["off"] {
+            for address in addresses {
+                match Endpoint::parse(address) {
+                    Ok(e) if listen.contains(&e) => problems.push(Problem::new(
+                        "",
+                        Origin::config("observe.listen"),
+                        format!("{address:?} is listed twice"),
+                    )),
+                    Ok(e) => listen.push(e),
+                    Err(why) => {
+                        problems.push(Problem::new("", Origin::config("observe.listen"), why));
+                    }
+                }
+            }
+        }
+
         let (Some(release_sequence), Some(tls_bootstrap_type), Some(log_level), true) = (
             release_sequence,
             tls_bootstrap_type,
@@ -199,6 +254,7 @@ impl Settings {
             termination: file.termination,
             drain: file.drain,
             paths: file.paths,
+            listen,
         })
     }
 }

@@ -29,6 +29,31 @@ pub enum Phase {
     Drained,
 }
 
+impl Phase {
+    pub const ALL: &'static [Phase] = &[
+        Phase::Booting,
+        Phase::Installed,
+        Phase::Ready,
+        Phase::InService,
+        Phase::BootFailed,
+        Phase::Draining,
+        Phase::Drained,
+    ];
+
+    /// As `state.json`, `/status` and the metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Booting => "booting",
+            Phase::Installed => "installed",
+            Phase::Ready => "ready",
+            Phase::InService => "in-service",
+            Phase::BootFailed => "boot-failed",
+            Phase::Draining => "draining",
+            Phase::Drained => "drained",
+        }
+    }
+}
+
 /// Something that happened, fed to [`NodeState::apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

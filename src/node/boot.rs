@@ -10,11 +10,13 @@ use crate::node::hook::{self, LaunchHook, Released};
 use crate::node::readiness::{self, ReadinessError};
 use crate::node::recorder::{RecordError, Recorder};
 use crate::node::state::StateError;
+use crate::node::view::HookState;
 use crate::ports::{
     AsgError, AutoScaling, Clock, Identity, InstallCommand, TfeTools, ToolError, World,
 };
 use crate::sys::fsutil::FsError;
 use crate::sys::notify;
+use crate::telemetry::metrics::{metrics, Completion, HookKind};
 use crate::tfe_files::install_args::install_args;
 use crate::tfe_files::{self, ConfigureError};
 use std::time::Duration;
@@ -80,6 +82,7 @@ pub async fn boot<W: World>(
     let mut logged = false;
     let result = run_boot(world, cfg, identity, recorder, &mut logged).await;
     if let Err(error) = &result {
+        recorder.failed(error);
         if !logged {
             log::error!("boot failed: {}", crate::error_chain(error));
             recorder.say("boot failed");
@@ -156,7 +159,7 @@ async fn run_boot<W: World>(
                         Ok(LaunchHook::Active(h)) => Some(h.clone()),
                         _ => None,
                     };
-                    describe_found(&d, released_before.map(LaunchAnswer::as_str), cfg);
+                    describe_found(&d, released_before.map(LaunchAnswer::as_str), cfg, recorder);
                     gave_up_early = d.is_err();
                     found = Some(d);
                     if let Some(h) = active {
@@ -169,7 +172,7 @@ async fn run_boot<W: World>(
             Some(f) => f,
             None => {
                 let d = discovery.await;
-                describe_found(&d, released_before.map(LaunchAnswer::as_str), cfg);
+                describe_found(&d, released_before.map(LaunchAnswer::as_str), cfg, recorder);
                 d
             }
         };
@@ -188,7 +191,7 @@ async fn run_boot<W: World>(
                 last,
             )
             .await;
-            describe_found(&d, released_before.map(LaunchAnswer::as_str), cfg);
+            describe_found(&d, released_before.map(LaunchAnswer::as_str), cfg, recorder);
             d
         }
         other => other,
@@ -230,9 +233,12 @@ async fn run_boot<W: World>(
                     hook::release_deadline(world.clock(), &h.info),
                 )
                 .await
-                .map_err(|source| BootError::Release {
-                    result: "CONTINUE",
-                    source,
+                .map_err(|source| {
+                    metrics().hook_completed(HookKind::Launch, Completion::Failed);
+                    BootError::Release {
+                        result: "CONTINUE",
+                        source,
+                    }
                 })?;
                 log_released(&h.action.hook, &r);
                 if let Released::AlreadyResolved { state: now } = &r {
@@ -349,7 +355,18 @@ fn describe_found(
     found: &Result<LaunchHook, (AsgError, u32)>,
     released_before: Option<&str>,
     cfg: &Settings,
+    recorder: &Recorder,
 ) {
+    let (state, group) = match found {
+        Ok(LaunchHook::Active(h)) => (HookState::Held, Some(h.action.group.as_str())),
+        Ok(LaunchHook::NotConfigured) => (HookState::NotConfigured, None),
+        Ok(LaunchHook::NotWaiting { group, .. } | LaunchHook::HookMissing { group, .. }) => {
+            (HookState::NotWaiting, Some(group.as_str()))
+        }
+        Ok(LaunchHook::NotInGroup) => (HookState::NotWaiting, None),
+        Err(_) => (HookState::Unknown, None),
+    };
+    recorder.hook_found(HookKind::Launch, state, group);
     match found {
         Ok(hook @ LaunchHook::Active(h)) => {
             describe_hook(hook);
@@ -378,6 +395,7 @@ async fn prepare<W: World>(
 ) -> Result<(), BootError> {
     recorder.say("fetching secrets");
     let node = tfe_files::load(world.secrets(), world.clock(), cfg).await?;
+    recorder.rendered(node.fingerprint());
     recorder.say("writing config files");
     let files = tfe_files::write(cfg, &node)?;
 
@@ -394,6 +412,7 @@ async fn prepare<W: World>(
             command.script.display(),
             command.args.join(" ")
         );
+        recorder.installing();
         world
             .tfe()
             .install(&command)

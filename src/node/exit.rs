@@ -22,6 +22,10 @@ pub enum Exit {
     ReadinessTimeout = 6,
     /// Writing files or the state record failed.
     LocalIo = 7,
+    /// `status`: the agent runs, but the node is not ready (booting, failed, draining).
+    NotReady = 8,
+    /// `status`: no agent answers (what state.json records is shown).
+    NoAgent = 9,
 }
 
 impl From<Exit> for ExitCode {

@@ -4,6 +4,8 @@
 use crate::model::asg::{HookResult, LifecycleState, Transition};
 use crate::ports::{AsgError, AutoScaling, Clock, HookAction, HookInfo};
 use crate::sys::retry::Backoff;
+use crate::telemetry::metrics::{metrics, Completion, HookKind, Outcome};
+use crate::telemetry::{loops, LoopName};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -132,6 +134,7 @@ where
         asg,
         clock,
         &hook.action,
+        kind_of(&hook.info),
         heartbeat_interval(hook.info.heartbeat_timeout),
     );
     tokio::pin!(work);
@@ -144,16 +147,41 @@ where
 
 enum Never {}
 
+/// Which hook `info` describes, for the metrics and the liveness of its heartbeats.
+pub fn kind_of(info: &HookInfo) -> HookKind {
+    match info.transition {
+        Transition::Terminating => HookKind::Terminate,
+        _ => HookKind::Launch,
+    }
+}
+
 async fn heartbeat_loop<A: AutoScaling, C: Clock>(
     asg: &A,
     clock: &C,
     action: &HookAction,
+    kind: HookKind,
     interval: Duration,
 ) -> Never {
     let first = Duration::from_secs(1).min(interval);
     let mut backoff = Backoff::new(first, interval);
+    let name = match kind {
+        HookKind::Launch => LoopName::LaunchHeartbeat,
+        HookKind::Terminate => LoopName::TerminateHeartbeat,
+    };
+    // Jitter stretches a turn by up to 10 %; the liveness check allows three.
+    let alive = loops().enter(name, interval.mul_f64(1.1));
     loop {
-        match asg.heartbeat(action).await {
+        alive.tick();
+        let beat = asg.heartbeat(action).await;
+        metrics().heartbeat(
+            kind,
+            if beat.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Error
+            },
+        );
+        match beat {
             Ok(()) => {
                 log::debug!(
                     "heartbeat sent for hook {} (next in about {:?})",
@@ -169,6 +197,7 @@ async fn heartbeat_loop<A: AutoScaling, C: Clock>(
                     "lifecycle action {} is no longer active ({message}); heartbeats stopped",
                     action.hook
                 );
+                drop(alive);
                 return std::future::pending().await;
             }
             Err(e) => {
@@ -257,6 +286,7 @@ pub async fn release_saying_why<A: AutoScaling, C: Clock>(
     match release(asg, clock, &hook.action, result, deadline).await {
         Ok(r) => Some(r),
         Err(e) => {
+            metrics().hook_completed(kind_of(&hook.info), Completion::Failed);
             log::error!(
                 "could not release launch hook {}: {}",
                 hook.action.hook,

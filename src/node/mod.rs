@@ -10,4 +10,5 @@ pub mod recorder;
 pub mod service;
 pub mod state;
 pub mod terminate;
+pub mod view;
 pub mod watch;

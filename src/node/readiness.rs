@@ -3,6 +3,7 @@
 //! §0 step 5, §4, §5.3).
 
 use crate::ports::{Clock, TfeTools};
+use crate::telemetry::{loops, metrics, LoopName};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +25,9 @@ pub async fn wait_until_ready<T: TfeTools, C: Clock>(
 ) -> Result<(), ReadinessError> {
     let start = clock.now();
     let mut last = String::from("nothing yet");
+    let alive = loops().enter(LoopName::Readiness, poll);
     loop {
+        alive.tick();
         let left = timeout.saturating_sub(clock.now() - start);
         let seen = tokio::select! {
             seen = probe(tfe) => seen,
@@ -85,6 +88,7 @@ async fn probe<T: TfeTools>(tfe: &T) -> Result<(), String> {
         .health_check()
         .await
         .map_err(|e| format!("health-check: {e}"))?;
+    metrics().health_check(health.passed, health.failed_checks.len());
     if !health.passed {
         return Err(format!(
             "health-check: {} failing: {}",

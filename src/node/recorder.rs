@@ -1,16 +1,27 @@
 //! The one owner of the node's state while the agent runs. Every flow records what happened
 //! through it: the event is applied to the state machine, the new state is saved atomically, and
-//! only then is the transition published (systemd's `STATUS=` today). Nobody else writes
-//! `state.json`, and nobody reads it back mid-run: the current state is here, in memory.
+//! only then is the transition published — to systemd's `STATUS=`, to the metrics, and to the
+//! [`View`] that the HTTP API serves. Nobody else writes `state.json`, and nobody reads it back
+//! mid-run: the current state is here, in memory.
 //!
 //! The flows of one node run on one thread (the agent's runtime is single-threaded) and the two
 //! sides of a termination run concurrently in one task, so the state sits in a `RefCell`: every
-//! borrow is short and never held across an `.await`.
+//! borrow is short and never held across an `.await`. The view is published through a `watch`
+//! channel, so the HTTP API reads the latest one without ever borrowing the recorder.
 
-use crate::model::lifecycle::{Event, IllegalTransition, NodeState, Phase};
+use crate::config::Settings;
+use crate::model::asg::HookResult;
+use crate::model::lifecycle::{Event, HookOutcome, IllegalTransition, NodeState, Phase, Source};
 use crate::node::state::{StateError, StateStore};
+use crate::node::view::{HookState, LastError, NoticeView, View};
 use crate::sys::notify;
-use std::cell::{Ref, RefCell};
+use crate::telemetry::metrics::{metrics, Completion, HookKind};
+use std::cell::{Cell, Ref, RefCell};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Notices kept in the view; older ones are dropped (the journal keeps them all).
+const NOTICES_KEPT: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -24,6 +35,10 @@ pub enum RecordError {
 pub struct Recorder {
     state: RefCell<NodeState>,
     store: StateStore,
+    view: watch::Sender<View>,
+    boot_started: Cell<Option<Instant>>,
+    install_started: Cell<Option<Instant>>,
+    drain_started: Cell<Option<Instant>>,
 }
 
 impl Recorder {
@@ -36,10 +51,39 @@ impl Recorder {
 
     /// A recorder for a state already in hand (tests, and the flows' own unit tests).
     pub fn with_state(store: StateStore, state: NodeState) -> Self {
+        let view = View::of_state(&state, unix_now(), None, None);
+        metrics().set_phase(state.phase);
         Self {
             state: RefCell::new(state),
             store,
+            view: watch::Sender::new(view),
+            boot_started: Cell::new(None),
+            install_started: Cell::new(None),
+            drain_started: Cell::new(None),
         }
+    }
+
+    /// What agent.toml says that the view shows: the hooks' names, the release to install.
+    pub fn configured(&self, cfg: &Settings) {
+        let release = cfg.replicated.release_sequence.get();
+        metrics().set_info(release);
+        let state = self.state.borrow();
+        self.view.send_modify(|v| {
+            let fresh = View::of_state(
+                &state,
+                v.agent_started_at,
+                cfg.lifecycle.launch_hook.as_deref(),
+                cfg.lifecycle.terminate_hook.as_deref(),
+            );
+            v.launch_hook = fresh.launch_hook;
+            v.terminate_hook = fresh.terminate_hook;
+            v.release_sequence = Some(release);
+        });
+    }
+
+    /// The view the HTTP API serves, always the latest.
+    pub fn subscribe(&self) -> watch::Receiver<View> {
+        self.view.subscribe()
     }
 
     /// The current state. Do not hold it across an `.await`.
@@ -60,38 +104,162 @@ impl Recorder {
     /// failed save leaves the state in memory as it was before the event (what is on disk).
     pub fn record(&self, event: Event) -> Result<(), RecordError> {
         let mut next = self.state.borrow().clone();
-        next.apply(event)?;
+        next.apply(event.clone())?;
         self.store.save(&next)?;
+        self.measure(&event, &next);
+        let now = unix_now();
+        self.view.send_modify(|v| {
+            v.follow(&next, now);
+            if let Event::TerminationNoticed(n) = &event {
+                push_notice(v, n.source, &n.detail, n.at, true);
+            }
+        });
+        metrics().set_phase(next.phase);
+        metrics().set_ready(self.view.borrow().is_ready());
         *self.state.borrow_mut() = next;
         Ok(())
     }
 
-    /// Publishes what the node is doing now (systemd `STATUS=`).
+    /// What `event` tells the metrics: durations, hook completions, notices.
+    fn measure(&self, event: &Event, next: &NodeState) {
+        let m = metrics();
+        let since = |cell: &Cell<Option<Instant>>| cell.take().map(|t| t.elapsed());
+        match event {
+            Event::BootStarted => self.boot_started.set(Some(Instant::now())),
+            Event::InstallSucceeded { .. } => {
+                if let Some(d) = since(&self.install_started) {
+                    m.install_took(d);
+                }
+            }
+            Event::LaunchReleased(Some(r)) => m.hook_completed(HookKind::Launch, completion(*r)),
+            Event::LaunchReleasedAgain(r) => m.hook_completed(HookKind::Launch, completion(*r)),
+            Event::TerminationNoticed(n) => m.termination_notice(n.source),
+            Event::DrainStarted(_) => self.drain_started.set(Some(Instant::now())),
+            Event::DrainFinished(_) => {
+                if let Some(d) = since(&self.drain_started) {
+                    m.drain_took(d);
+                }
+            }
+            Event::TerminateHookDone(HookOutcome::Released { result }) => {
+                m.hook_completed(HookKind::Terminate, completion(*result));
+            }
+            Event::TerminateHookDone(HookOutcome::ResolvedElsewhere { .. }) => {
+                m.hook_completed(HookKind::Terminate, Completion::ResolvedElsewhere);
+            }
+            _ => {}
+        }
+        // A boot ends in service or failed.
+        if matches!(next.phase, Phase::InService | Phase::BootFailed) {
+            if let Some(d) = since(&self.boot_started) {
+                m.boot_took(d);
+            }
+        }
+    }
+
+    /// install.sh starts now (its duration is measured to `InstallSucceeded`).
+    pub fn installing(&self) {
+        self.install_started.set(Some(Instant::now()));
+    }
+
+    /// Publishes what the node is doing now (systemd `STATUS=`, the view's `activity`).
     pub fn say(&self, activity: &str) {
         notify::status(activity);
+        self.set_activity(activity);
     }
 
     /// The node is up (in service, or staying to watch after a failed boot): `READY=1`.
     pub fn ready(&self, activity: &str) {
         notify::ready(activity);
+        self.set_activity(activity);
     }
 
     /// The agent is stopping: `STOPPING=1`.
     pub fn stopping(&self, activity: &str) {
         notify::stopping(activity);
+        self.set_activity(activity);
     }
+
+    fn set_activity(&self, activity: &str) {
+        self.view.send_modify(|v| v.activity = activity.to_string());
+    }
+
+    /// The last error the node met (its whole chain; errors never carry a secret value).
+    pub fn failed(&self, error: &dyn std::error::Error) {
+        let chain = crate::error_chain(error);
+        self.view.send_modify(|v| {
+            v.last_error = Some(LastError {
+                at: unix_now(),
+                chain,
+            });
+        });
+    }
+
+    /// A notice that does not end the node (a rebalance recommendation, scheduled maintenance).
+    pub fn notice(&self, source: Source, detail: &str) {
+        metrics().termination_notice(source);
+        self.view
+            .send_modify(|v| push_notice(v, source, detail, unix_now(), false));
+    }
+
+    /// What a lookup found about a hook of this node (and the group it named, if any).
+    pub fn hook_found(&self, kind: HookKind, state: HookState, group: Option<&str>) {
+        self.view.send_modify(|v| {
+            let hook = match kind {
+                HookKind::Launch => &mut v.launch_hook,
+                HookKind::Terminate => &mut v.terminate_hook,
+            };
+            // A recorded answer stays: a later lookup that finds nothing waiting does not undo it.
+            if hook.state != HookState::Released || state == HookState::Held {
+                hook.state = state;
+            }
+            if let Some(g) = group {
+                v.group = Some(g.to_string());
+            }
+        });
+    }
+
+    /// The fingerprint of the settings rendered for this node.
+    pub fn rendered(&self, fingerprint: String) {
+        self.view
+            .send_modify(|v| v.settings_fingerprint = Some(fingerprint));
+    }
+}
+
+fn completion(result: HookResult) -> Completion {
+    match result {
+        HookResult::Continue => Completion::Continue,
+        HookResult::Abandon => Completion::Abandon,
+    }
+}
+
+fn push_notice(v: &mut View, source: Source, detail: &str, at: u64, drains: bool) {
+    if v.notices.len() >= NOTICES_KEPT {
+        v.notices.remove(0);
+    }
+    v.notices.push(NoticeView {
+        source,
+        detail: detail.to_string(),
+        at,
+        drains,
+    });
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::asg::HookResult;
 
     #[test]
     fn an_event_is_saved_before_it_is_seen_and_a_refused_one_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(&dir.path().join("state"));
         let recorder = Recorder::open(store.clone(), "i-1").unwrap();
+        let view = recorder.subscribe();
         recorder
             .record(Event::InstallSucceeded {
                 release_sequence: 504,
@@ -99,6 +267,8 @@ mod tests {
             .unwrap();
         assert_eq!(recorder.phase(), Phase::Installed);
         assert_eq!(store.load("i-1").unwrap(), recorder.snapshot());
+        assert_eq!(view.borrow().phase, Phase::Installed);
+        assert_eq!(view.borrow().installed_release, Some(504));
 
         let before = recorder.snapshot();
         let refused = recorder.record(Event::LaunchReleased(Some(HookResult::Continue)));
@@ -108,6 +278,7 @@ mod tests {
         );
         assert_eq!(recorder.snapshot(), before);
         assert_eq!(store.load("i-1").unwrap(), before);
+        assert_eq!(view.borrow().phase, Phase::Installed);
     }
 
     #[test]
@@ -125,5 +296,6 @@ mod tests {
         });
         assert!(matches!(failed, Err(RecordError::Save(_))), "{failed:?}");
         assert_eq!(recorder.snapshot(), NodeState::new("i-1"));
+        assert_eq!(recorder.subscribe().borrow().phase, Phase::Booting);
     }
 }

@@ -16,6 +16,7 @@ use crate::node::watch::{Change, Seen, Watcher};
 use crate::ports::{Clock, Host, Identity, World};
 use crate::sys::notify;
 use crate::sys::shutdown::{self, ShutdownRx};
+use crate::telemetry::metrics::{metrics, Completion, HookKind};
 use std::time::Duration;
 
 /// How long a boot cut short by a termination looks for the launch hook to abandon.
@@ -323,11 +324,14 @@ async fn serve_launch_again<W: World>(
                 "launch hook abandoned; watching for termination"
             });
         }
-        Err(e) => log::error!(
-            "could not release launch hook {} again: {}",
-            h.action.hook,
-            crate::error_chain(&e)
-        ),
+        Err(e) => {
+            metrics().hook_completed(HookKind::Launch, Completion::Failed);
+            log::error!(
+                "could not release launch hook {} again: {}",
+                h.action.hook,
+                crate::error_chain(&e)
+            );
+        }
     }
     Ok(())
 }

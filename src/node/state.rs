@@ -61,6 +61,23 @@ impl StateStore {
         Ok(state)
     }
 
+    /// Whatever is recorded, for whichever instance (`status` off the running agent): `None`
+    /// when nothing is.
+    pub fn recorded(&self) -> Result<Option<NodeState>, StateError> {
+        let path = self.path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError::Corrupt {
+                path,
+                detail: e.to_string(),
+            })
+    }
+
     pub fn save(&self, state: &NodeState) -> Result<(), StateError> {
         fsutil::create_dir(&self.dir, 0o700)?;
         let mut bytes = serde_json::to_vec_pretty(state).expect("state always serializes");

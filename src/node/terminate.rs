@@ -14,7 +14,10 @@ use crate::model::tfe::{DrainState, TrackedProcess};
 use crate::node::hook::{self, ActiveHook};
 use crate::node::recorder::{RecordError, Recorder};
 use crate::node::state::StateError;
+use crate::node::view::HookState;
 use crate::ports::{AutoScaling, Clock, HookAction, TfeTools, World};
+use crate::telemetry::metrics::{metrics, Completion, HookKind};
+use crate::telemetry::{loops, LoopName};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -222,7 +225,9 @@ async fn wait_for_drain<W: World>(
     why: &str,
     budget: watch::Receiver<Option<Instant>>,
 ) -> DrainOutcome {
+    let alive = loops().enter(LoopName::Drain, DRAIN_POLL);
     loop {
+        alive.tick();
         match world.tfe().drain_state(process) {
             DrainState::Running => {}
             DrainState::Exited(0) => return DrainOutcome::Drained,
@@ -261,7 +266,9 @@ async fn stop_app_and_wait<W: World>(
         return Ok(());
     }
     let deadline = world.clock().now() + cfg.drain.app_stop_timeout;
+    let alive = loops().enter(LoopName::Drain, DRAIN_POLL);
     loop {
+        alive.tick();
         match world.tfe().app_status().await {
             Ok(s) if s.state == AppState::Stopped && !s.is_transitioning => {
                 log::info!("the app reports stopped");
@@ -366,6 +373,8 @@ async fn release_terminate_hook<W: World>(
             )
         }
         Err(e) => {
+            metrics().hook_completed(HookKind::Terminate, Completion::Failed);
+            recorder.failed(&e);
             // Not recorded: a restarted agent tries again; the hook's DefaultResult is the backstop.
             log::error!(
                 "could not release terminate hook {}: {}",
@@ -483,6 +492,7 @@ async fn find_terminate_action<W: World>(
             at: world.clock().unix_now(),
         },
     )?;
+    recorder.hook_found(HookKind::Terminate, HookState::Held, Some(&group));
     match world.asg().describe_hook(&group, hook_name).await {
         Ok(Some(info)) if info.transition == Transition::Terminating => Ok(Some(ActiveHook {
             action: HookAction {

@@ -8,6 +8,7 @@ use crate::model::asg::LifecycleState;
 use crate::model::lifecycle::Source;
 use crate::node::recorder::Recorder;
 use crate::ports::{Clock, InstanceMetadata};
+use crate::telemetry::{loops, LoopName};
 use std::collections::BTreeSet;
 use tokio::time::Instant;
 
@@ -89,8 +90,10 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
         self
     }
 
-    fn publish(&self, detail: &str) {
+    /// A notice that does not drain the node (one that does is recorded as a termination).
+    fn publish(&self, source: Source, detail: &str) {
         if let Some(recorder) = self.recorder {
+            recorder.notice(source, detail);
             recorder.say(&format!("in service; {detail}"));
         }
     }
@@ -98,7 +101,9 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
     /// Waits for the next reason to drain; polls IMDS until there is one. Returns to service
     /// seen meanwhile are kept for [`Watcher::next_change`].
     pub async fn next(&mut self) -> Seen {
+        let alive = loops().enter(LoopName::Watcher, self.cfg.poll_interval);
         loop {
+            alive.tick();
             if let Some(seen) = self.poll().await {
                 if self.fired.insert(seen.source.as_str()) {
                     return seen;
@@ -110,7 +115,9 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
 
     /// Waits for the next reason to drain or return to service.
     pub async fn next_change(&mut self) -> Change {
+        let alive = loops().enter(LoopName::Watcher, self.cfg.poll_interval);
         loop {
+            alive.tick();
             if let Some(from) = self.back_in_service.take() {
                 return Change::BackInService { from };
             }
@@ -208,7 +215,9 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
                         "not draining (set [termination].drain_on_rebalance to drain early)"
                     }
                 );
-                self.publish(&detail);
+                if !self.cfg.drain_on_rebalance {
+                    self.publish(Source::Rebalance, &detail);
+                }
             }
             if self.cfg.drain_on_rebalance {
                 return Some(Seen {
@@ -248,7 +257,9 @@ impl<'a, M: InstanceMetadata, C: Clock> Watcher<'a, M, C> {
                         (false, _) => "does not take the instance away",
                     }
                 );
-                self.publish(&detail);
+                if !(disruptive && self.cfg.drain_on_maintenance) {
+                    self.publish(Source::Maintenance, &detail);
+                }
             }
             if disruptive && self.cfg.drain_on_maintenance && drain.is_none() {
                 drain = Some(Seen {

@@ -25,3 +25,18 @@ fn send(states: &[NotifyState]) {
         log::debug!("sd_notify failed: {e}");
     }
 }
+
+/// The unit's watchdog interval (`WatchdogSec=`), when systemd asks this process for pings.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    let mut usec = 0;
+    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
+        Some(std::time::Duration::from_micros(usec))
+    } else {
+        None
+    }
+}
+
+/// `WATCHDOG=1`: the agent is alive.
+pub fn watchdog() {
+    send(&[NotifyState::Watchdog]);
+}

@@ -44,6 +44,30 @@ pub struct TfeConfig {
     pub tls: Option<(Secret, Secret)>,
 }
 
+impl TfeConfig {
+    /// 16 hex digits that change when any rendered setting does (names and values, secret ones
+    /// included), for `/status` and comparing nodes by eye. Never a value: SHA-256 over the whole
+    /// set, which always holds several independent random secrets (enc_password, the tokens), so
+    /// it can neither be inverted nor used to test a guess of one value without knowing all the
+    /// others.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(b"tfe-node-agent settings v1\0");
+        for (key, value) in &self.settings {
+            for part in [key.as_bytes(), value.expose().as_bytes()] {
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part);
+            }
+        }
+        hash.update(self.release_sequence.to_be_bytes());
+        hash.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// Settings the agent always writes, whatever the sources say.
 const ACTIVE_ACTIVE: (&str, &str) = ("enable_active_active", "1");
 const PRODUCTION_TYPE: (&str, &str) = ("production_type", "external");

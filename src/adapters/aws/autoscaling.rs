@@ -1,10 +1,11 @@
 //! [`AutoScaling`] over the EC2 Auto Scaling API: the two describes and the two hook calls the agent
 //! makes, with the service's errors mapped to what the orchestration needs to decide.
 
-use super::describe;
+use super::{count, describe};
 use crate::model::asg::HookResult;
 use crate::model::asg::{LifecycleState, Transition};
 use crate::ports::{AsgError, AsgInstance, AutoScaling, HookAction, HookInfo};
+use crate::telemetry::metrics::AwsOperation;
 use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_autoscaling::Client;
@@ -59,8 +60,9 @@ impl AutoScaling for AutoScalingClient {
             .describe_auto_scaling_instances()
             .instance_ids(instance_id)
             .send()
-            .await
-            .map_err(|e| map_err(OP, e))?;
+            .await;
+        count(AwsOperation::DescribeAutoScalingInstances, &out);
+        let out = out.map_err(|e| map_err(OP, e))?;
         Ok(out
             .auto_scaling_instances()
             .iter()
@@ -79,8 +81,9 @@ impl AutoScaling for AutoScalingClient {
             .auto_scaling_group_name(group)
             .lifecycle_hook_names(hook)
             .send()
-            .await
-            .map_err(|e| map_err(OP, e))?;
+            .await;
+        count(AwsOperation::DescribeLifecycleHooks, &out);
+        let out = out.map_err(|e| map_err(OP, e))?;
         Ok(out
             .lifecycle_hooks()
             .iter()
@@ -95,27 +98,31 @@ impl AutoScaling for AutoScalingClient {
     }
 
     async fn heartbeat(&self, action: &HookAction) -> Result<(), AsgError> {
-        self.client
+        let out = self
+            .client
             .record_lifecycle_action_heartbeat()
             .auto_scaling_group_name(&action.group)
             .lifecycle_hook_name(&action.hook)
             .instance_id(&action.instance_id)
             .send()
-            .await
-            .map(|_| ())
+            .await;
+        count(AwsOperation::RecordLifecycleActionHeartbeat, &out);
+        out.map(|_| ())
             .map_err(|e| map_err("RecordLifecycleActionHeartbeat", e))
     }
 
     async fn complete(&self, action: &HookAction, result: HookResult) -> Result<(), AsgError> {
-        self.client
+        let out = self
+            .client
             .complete_lifecycle_action()
             .auto_scaling_group_name(&action.group)
             .lifecycle_hook_name(&action.hook)
             .instance_id(&action.instance_id)
             .lifecycle_action_result(result.as_str())
             .send()
-            .await
-            .map(|_| ())
+            .await;
+        count(AwsOperation::CompleteLifecycleAction, &out);
+        out.map(|_| ())
             .map_err(|e| map_err("CompleteLifecycleAction", e))
     }
 }

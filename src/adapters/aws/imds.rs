@@ -8,6 +8,7 @@
 //! `http://169.254.169.254`.
 
 use crate::ports::{Identity, ImdsError, InstanceMetadata};
+use crate::telemetry::metrics::{metrics, ImdsOutcome};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
@@ -192,9 +193,15 @@ impl Imds {
                 .map_err(|e| e.to_string())?;
             self.read(sender, response).await
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+            .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")));
+        metrics().imds_request(match &answer {
+            Ok((200..=299, _)) => ImdsOutcome::Ok,
+            Ok((404, _)) => ImdsOutcome::NotFound,
+            _ => ImdsOutcome::Error,
+        });
+        answer
     }
 
     async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>, String> {

@@ -10,6 +10,7 @@ pub use autoscaling::AutoScalingClient;
 pub use imds::Imds;
 pub use secrets_manager::SecretsManager;
 
+use crate::telemetry::metrics::{metrics, AwsErrorCode, AwsOperation};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -76,6 +77,38 @@ where
         ),
         SdkError::ConstructionFailure(_) => "the request could not be built".into(),
         _ => "an unknown SDK failure".into(),
+    }
+}
+
+/// Counts one call (after the SDK's own retries) in the metrics, with the class of its error.
+fn count<T, E>(operation: AwsOperation, result: &Result<T, SdkError<E, HttpResponse>>)
+where
+    E: ProvideErrorMetadata,
+{
+    metrics().aws_request(operation, result.as_ref().map(drop).map_err(error_code));
+}
+
+/// The closed set of error classes a dashboard sees.
+fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> AwsErrorCode {
+    match err {
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status().as_u16();
+            match e.err().code().unwrap_or_default() {
+                c if c.contains("Throttl") || c == "RequestLimitExceeded" || status == 429 => {
+                    AwsErrorCode::Throttling
+                }
+                c if c.contains("AccessDenied") || status == 403 => AwsErrorCode::AccessDenied,
+                c if c.contains("NotFound") || status == 404 => AwsErrorCode::NotFound,
+                _ if status >= 500 => AwsErrorCode::ServerError,
+                _ if status >= 400 => AwsErrorCode::Rejected,
+                _ => AwsErrorCode::Unreadable,
+            }
+        }
+        SdkError::TimeoutError(_) => AwsErrorCode::Timeout,
+        SdkError::DispatchFailure(e) if e.is_timeout() => AwsErrorCode::Timeout,
+        SdkError::DispatchFailure(_) => AwsErrorCode::Connection,
+        SdkError::ResponseError(_) => AwsErrorCode::Unreadable,
+        _ => AwsErrorCode::Other,
     }
 }
 

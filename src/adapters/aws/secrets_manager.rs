@@ -1,9 +1,10 @@
 //! [`SecretSource`] over AWS Secrets Manager: one BatchGetSecretValue call for all ids when allowed,
 //! one GetSecretValue per id when batch is refused or a version stage is pinned (batch has none).
 
-use super::describe;
+use super::{count, describe};
 use crate::ports::{SecretPayload, SecretSource, SecretsError};
 use crate::sys::secret::{Secret, SecretBytes};
+use crate::telemetry::metrics::AwsOperation;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::Client;
 use std::collections::BTreeMap;
@@ -31,13 +32,14 @@ impl SecretsManager {
     ) -> Result<Option<BTreeMap<String, SecretPayload>>, SecretsError> {
         let mut out = BTreeMap::new();
         for chunk in ids.chunks(BATCH_LIMIT) {
-            let response = match self
+            let response = self
                 .client
                 .batch_get_secret_value()
                 .set_secret_id_list(Some(chunk.to_vec()))
                 .send()
-                .await
-            {
+                .await;
+            count(AwsOperation::BatchGetSecretValue, &response);
+            let response = match response {
                 Ok(r) => r,
                 Err(err) if err.as_service_error().is_some() => {
                     log::info!(
@@ -100,27 +102,28 @@ impl SecretsManager {
             .secret_id(id)
             .set_version_stage(version_stage.map(str::to_string))
             .send()
-            .await
-            .map_err(|err| {
-                let id = id.to_string();
-                let detail = describe(&err);
-                // A 4xx is the service's final word; a 5xx, or a 2xx that could not be read (cut
-                // short), may pass.
-                let refused = err
-                    .raw_response()
-                    .is_some_and(|r| (400..500).contains(&r.status().as_u16()));
-                match (&err, err.code()) {
-                    (_, Some("ResourceNotFoundException")) => SecretsError::NotFound { id },
-                    (_, Some("AccessDeniedException")) => SecretsError::AccessDenied { id, detail },
-                    (_, Some("ThrottlingException" | "InternalServiceError")) => {
-                        SecretsError::Unavailable { id, detail }
-                    }
-                    (SdkError::ServiceError(_), _) if refused => SecretsError::Fetch { id, detail },
-                    (SdkError::ConstructionFailure(_), _) => SecretsError::Fetch { id, detail },
-                    // 5xx, dropped connections, timeouts, answers cut short.
-                    _ => SecretsError::Unavailable { id, detail },
+            .await;
+        count(AwsOperation::GetSecretValue, &response);
+        let response = response.map_err(|err| {
+            let id = id.to_string();
+            let detail = describe(&err);
+            // A 4xx is the service's final word; a 5xx, or a 2xx that could not be read (cut
+            // short), may pass.
+            let refused = err
+                .raw_response()
+                .is_some_and(|r| (400..500).contains(&r.status().as_u16()));
+            match (&err, err.code()) {
+                (_, Some("ResourceNotFoundException")) => SecretsError::NotFound { id },
+                (_, Some("AccessDeniedException")) => SecretsError::AccessDenied { id, detail },
+                (_, Some("ThrottlingException" | "InternalServiceError")) => {
+                    SecretsError::Unavailable { id, detail }
                 }
-            })?;
+                (SdkError::ServiceError(_), _) if refused => SecretsError::Fetch { id, detail },
+                (SdkError::ConstructionFailure(_), _) => SecretsError::Fetch { id, detail },
+                // 5xx, dropped connections, timeouts, answers cut short.
+                _ => SecretsError::Unavailable { id, detail },
+            }
+        })?;
         payload(
             id,
             response.secret_string(),

@@ -7,7 +7,7 @@ use crate::model::tfe::TrackedProcess;
 use serde::{Deserialize, Serialize};
 
 /// What said the node is to go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// IMDS `autoscaling/target-lifecycle-state` = Terminated: a terminate hook may be waiting.

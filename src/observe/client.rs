@@ -1,0 +1,101 @@
+//! Asking a running agent: one GET over its unix socket or a TCP listener, for `status`.
+
+use crate::config::Endpoint;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
+/// How long the running agent has to answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// An answer larger than this is not the agent's.
+const MAX_BODY: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {endpoint}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{endpoint} did not answer {path} within {TIMEOUT:?}")]
+    Timeout { endpoint: String, path: String },
+    #[error("{endpoint} answered {path} with an error: {detail}")]
+    Exchange {
+        endpoint: String,
+        path: String,
+        detail: String,
+    },
+}
+
+/// `GET path` on `endpoint`: the status code and the body.
+pub async fn get(endpoint: &Endpoint, path: &str) -> Result<(u16, String), ClientError> {
+    let name = endpoint.to_string();
+    tokio::time::timeout(TIMEOUT, exchange(endpoint, path, &name))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::Timeout {
+                endpoint: name.clone(),
+                path: path.to_string(),
+            })
+        })
+}
+
+async fn exchange(
+    endpoint: &Endpoint,
+    path: &str,
+    name: &str,
+) -> Result<(u16, String), ClientError> {
+    let connect = |source| ClientError::Connect {
+        endpoint: name.to_string(),
+        source,
+    };
+    let failed = |detail: String| ClientError::Exchange {
+        endpoint: name.to_string(),
+        path: path.to_string(),
+        detail,
+    };
+    let request = Request::get(path)
+        .header(hyper::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| failed(e.to_string()))?;
+    let response = match endpoint {
+        Endpoint::Tcp(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(connect)?;
+            send(TokioIo::new(stream), request).await
+        }
+        Endpoint::Unix(p) => {
+            let stream = tokio::net::UnixStream::connect(p).await.map_err(connect)?;
+            send(TokioIo::new(stream), request).await
+        }
+    }
+    .map_err(failed)?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn send<I>(
+    io: I,
+    request: Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
+}

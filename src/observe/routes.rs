@@ -1,0 +1,186 @@
+//! What each path answers. Unknown paths are 404, methods other than GET and HEAD 405; nothing
+//! here can print a secret value (the view holds none, the metrics' labels are closed sets).
+
+use super::listen::Scope;
+use crate::node::view::View;
+use crate::telemetry::loops;
+use crate::telemetry::loops::LoopReport;
+use crate::telemetry::metrics::{metrics, Format};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+/// `/status`: the view, with what is read at the moment of the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusDoc {
+    #[serde(flatten)]
+    pub view: View,
+    /// Unix seconds.
+    pub served_at: u64,
+    pub live: bool,
+    pub ready: bool,
+    pub loops: Vec<LoopReport>,
+}
+
+impl StatusDoc {
+    pub fn now(view: &View) -> Self {
+        let mut view = view.clone();
+        let m = metrics();
+        use crate::telemetry::metrics::HookKind;
+        (
+            view.launch_hook.heartbeats_sent,
+            view.launch_hook.heartbeats_failed,
+        ) = m.heartbeats_of(HookKind::Launch);
+        (
+            view.terminate_hook.heartbeats_sent,
+            view.terminate_hook.heartbeats_failed,
+        ) = m.heartbeats_of(HookKind::Terminate);
+        let loops = loops().check(tokio::time::Instant::now());
+        Self {
+            live: loops.iter().all(|l| !l.stuck),
+            ready: view.is_ready(),
+            served_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            view,
+            loops,
+        }
+    }
+}
+
+pub fn answer<B>(_scope: Scope, request: &Request<B>, view: &View) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    let verbose = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
+    let known = matches!(path, "/livez" | "/readyz" | "/status" | "/metrics");
+    if !known {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no such path: {path}; try /livez, /readyz, /status, /metrics\n"),
+        );
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} takes GET\n", path),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match path {
+        "/livez" => livez(verbose),
+        "/readyz" => readyz(view, verbose),
+        "/status" => {
+            let doc = StatusDoc::now(view);
+            let mut body = serde_json::to_vec_pretty(&doc).expect("the status always serializes");
+            body.push(b'\n');
+            respond(StatusCode::OK, "application/json", body)
+        }
+        _ => {
+            let accept = request
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = Format::from_accept(accept);
+            let m = metrics();
+            m.set_live(loops().stuck(tokio::time::Instant::now()).is_empty());
+            m.set_ready(view.is_ready());
+            respond(
+                StatusCode::OK,
+                format.content_type(),
+                m.encode(format).into_bytes(),
+            )
+        }
+    }
+}
+
+fn livez(verbose: bool) -> Response<Full<Bytes>> {
+    let reports = loops().check(tokio::time::Instant::now());
+    let stuck: Vec<&LoopReport> = reports.iter().filter(|r| r.stuck).collect();
+    let mut body = if stuck.is_empty() {
+        "ok\n".to_string()
+    } else {
+        let names: Vec<String> = stuck
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} (no tick for {:.0}s; stuck after {:.0}s)",
+                    r.name.as_str(),
+                    r.since_tick_seconds,
+                    r.stuck_after_seconds
+                )
+            })
+            .collect();
+        format!("stuck: {}\n", names.join(", "))
+    };
+    if verbose {
+        if reports.is_empty() {
+            body.push_str("no control loop is running\n");
+        }
+        for r in &reports {
+            body.push_str(&format!(
+                "[{}] {}: last tick {:.1}s ago, every {:.1}s, stuck after {:.0}s\n",
+                if r.stuck { "-" } else { "+" },
+                r.name.as_str(),
+                r.since_tick_seconds,
+                r.interval_seconds,
+                r.stuck_after_seconds
+            ));
+        }
+    }
+    let status = if stuck.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text(status, body)
+}
+
+fn readyz(view: &View, verbose: bool) -> Response<Full<Bytes>> {
+    let conditions = view.readiness();
+    let failing: Vec<String> = conditions
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    let mut body = if failing.is_empty() {
+        "ready\n".to_string()
+    } else {
+        format!("not ready: {}\n", failing.join("; "))
+    };
+    if verbose {
+        for c in &conditions {
+            body.push_str(&format!(
+                "[{}] {}: {}\n",
+                if c.ok { "+" } else { "-" },
+                c.name,
+                c.detail
+            ));
+        }
+    }
+    let status = if failing.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    text(status, body)
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body.into_bytes())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
