@@ -72,9 +72,11 @@ pub fn bind(endpoint: &Endpoint) -> Result<Listener, ListenError> {
         Endpoint::Tcp(addr) => {
             let socket = std::net::TcpListener::bind(addr).map_err(bind_error)?;
             socket.set_nonblocking(true).map_err(bind_error)?;
+            // Port 0 takes a free port: the log line says which.
+            let bound = socket.local_addr().map_err(bind_error)?;
             Ok(Listener::Tcp(
                 TcpListener::from_std(socket).map_err(bind_error)?,
-                name,
+                format!("http://{bound}"),
             ))
         }
         Endpoint::Unix(path) => {
