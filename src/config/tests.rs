@@ -136,3 +136,38 @@ fn settings_are_typed() {
     );
     assert_eq!(s.settings["redis_port"], "6379");
 }
+
+#[test]
+fn observe_listen_takes_one_address_a_list_a_socket_or_off() {
+    let listen = |value: &str| {
+        let text = EXAMPLE.replace("listen = \"127.0.0.1:18800\"", &format!("listen = {value}"));
+        settings(parse_str(&text).unwrap(), Path::new("agent.toml")).map(|s| s.listen)
+    };
+    let example = settings(parse_str(EXAMPLE).unwrap(), Path::new("agent.toml")).unwrap();
+    assert_eq!(
+        example.listen,
+        [Endpoint::Tcp("127.0.0.1:18800".parse().unwrap())]
+    );
+    let without = EXAMPLE.replace("listen = \"127.0.0.1:18800\"", "");
+    let default = settings(parse_str(&without).unwrap(), Path::new("agent.toml")).unwrap();
+    assert_eq!(default.listen, example.listen, "the default is loopback");
+    assert_eq!(listen("\"off\"").unwrap(), []);
+    assert_eq!(
+        listen("[\"[::1]:9\", \"unix:/run/tfe-node-agent/agent.sock\"]").unwrap(),
+        [
+            Endpoint::Tcp("[::1]:9".parse().unwrap()),
+            Endpoint::Unix("/run/tfe-node-agent/agent.sock".into())
+        ]
+    );
+    let err = listen("[\"localhost:80\", \"unix:agent.sock\", \"[::1]:9\", \"[::1]:9\"]")
+        .unwrap_err()
+        .to_string();
+    for says in [
+        "(3 problem(s))",
+        "config observe.listen: \"localhost:80\" is neither ADDR:PORT",
+        "config observe.listen: \"unix:agent.sock\": a unix socket needs an absolute file path",
+        "config observe.listen: \"[::1]:9\" is listed twice",
+    ] {
+        assert!(err.contains(says), "{says:?} not in: {err}");
+    }
+}

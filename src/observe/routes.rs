@@ -184,3 +184,89 @@ fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Res
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::asg::HookResult;
+    use crate::model::lifecycle::{Event, NodeState};
+    use http_body_util::BodyExt;
+
+    fn ask(method: &str, uri: &str, view: &View) -> (StatusCode, String) {
+        let request = Request::builder().method(method).uri(uri).body(()).unwrap();
+        let response = answer(Scope::ReadOnly, &request, view);
+        let status = response.status();
+        let body = body_of(response);
+        (status, body)
+    }
+
+    fn body_of(response: Response<Full<Bytes>>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt
+            .block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn in_service() -> View {
+        let mut state = NodeState::new("i-1");
+        for event in [
+            Event::InstallSucceeded {
+                release_sequence: 504,
+            },
+            Event::Healthy,
+            Event::LaunchReleased(Some(HookResult::Continue)),
+        ] {
+            state.apply(event).unwrap();
+        }
+        View::of_state(&state, 100, Some("launch"), Some("terminate"))
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_other_methods_405() {
+        let view = in_service();
+        let (status, body) = ask("GET", "/admin", &view);
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("/admin"), "{body}");
+        for method in ["POST", "PUT", "DELETE"] {
+            assert_eq!(
+                ask(method, "/readyz", &view).0,
+                StatusCode::METHOD_NOT_ALLOWED
+            );
+        }
+        assert_eq!(ask("HEAD", "/readyz", &view).0, StatusCode::OK);
+    }
+
+    #[test]
+    fn readyz_lists_each_condition_when_verbose() {
+        let (status, body) = ask("GET", "/readyz?verbose", &in_service());
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            "ready\n[+] in-service: phase in-service\n[+] launch-hook-released: answered CONTINUE\n[+] no-termination: none noticed\n"
+        );
+        let booting = View::of_state(&NodeState::new("i-1"), 100, Some("launch"), None);
+        let (status, body) = ask("GET", "/readyz", &booting);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "not ready: in-service: phase booting; launch-hook-released: not answered yet\n"
+        );
+    }
+
+    #[test]
+    fn status_is_the_view_with_nulls_for_what_later_releases_fill() {
+        let (status, body) = ask("GET", "/status", &in_service());
+        assert_eq!(status, StatusCode::OK);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(doc["phase"], "in-service");
+        assert_eq!(doc["ready"], true);
+        assert_eq!(doc["launch_hook"]["result"], "CONTINUE");
+        assert!(doc["cluster"].is_null() && doc["drift"].is_null(), "{doc}");
+        let parsed: StatusDoc = serde_json::from_str(&body).expect("status parses back");
+        assert_eq!(parsed.view.instance_id, "i-1");
+    }
+}

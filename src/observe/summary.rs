@@ -67,7 +67,7 @@ pub fn running(doc: &StatusDoc) -> String {
         );
     }
     if let Some(e) = &v.last_error {
-        let _ = writeln!(out, "last error {}", e.chain);
+        let _ = writeln!(out, "last error {} {}", at(e.at), e.chain);
     }
     out
 }
@@ -93,6 +93,12 @@ pub fn recorded(state: &NodeState, path: &Path) -> String {
         termination(&mut out, t);
     }
     out
+}
+
+/// Unix seconds as an RFC 3339 UTC time.
+fn at(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
 }
 
 fn termination(out: &mut String, t: &Termination) {

@@ -499,3 +499,76 @@ impl Metrics {
         self.start_time.set(p.start_time_seconds);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every label of every family at once (the worst case) stays under 150 series.
+    #[test]
+    fn the_whole_exposition_stays_under_150_series_whatever_happens() {
+        let m = Metrics::new();
+        m.set_info(504);
+        m.set_phase(Phase::InService);
+        for hook in HookKind::ALL {
+            for outcome in Outcome::ALL {
+                m.heartbeat(*hook, *outcome);
+            }
+            for result in Completion::ALL {
+                m.hook_completed(*hook, *result);
+            }
+        }
+        for op in AwsOperation::ALL {
+            m.aws_request(*op, Ok(()));
+            for code in AwsErrorCode::ALL {
+                m.aws_request(*op, Err(*code));
+            }
+        }
+        for outcome in ImdsOutcome::ALL {
+            m.imds_request(*outcome);
+        }
+        for source in [
+            Source::Asg,
+            Source::Spot,
+            Source::Rebalance,
+            Source::Maintenance,
+            Source::Shutdown,
+            Source::WarmPool,
+        ] {
+            m.termination_notice(source);
+        }
+        let text = m.encode(Format::Prometheus);
+        let series = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert!(series < 150, "{series} series:\n{text}");
+        assert!(
+            text.contains("tfe_node_agent_phase{phase=\"in-service\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tfe_node_agent_info{version=\""), "{text}");
+        assert!(
+            text.contains("tfe_node_agent_aws_errors_total{service=\"autoscaling\",operation=\"CompleteLifecycleAction\",code=\"throttling\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE tfe_node_agent_heartbeats_total counter"),
+            "{text}"
+        );
+        let open = m.encode(Format::OpenMetrics);
+        assert!(open.ends_with("# EOF\n"), "{open}");
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        assert_eq!(Format::from_accept(None), Format::Prometheus);
+        assert_eq!(
+            Format::from_accept(Some("text/plain;version=0.0.4;q=0.3,*/*;q=0.2")),
+            Format::Prometheus
+        );
+        assert_eq!(
+            Format::from_accept(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
+    }
+}
