@@ -8,6 +8,8 @@
 //! - `tfe_files`: the node's TFE files (secrets → validate → render → write).
 //! - `config`: agent.toml, checked into `Settings`.
 //! - `ports`: the `World` the flows are generic over; `adapters`: the real one.
+//! - `observe`: the HTTP API (`/livez`, `/readyz`, `/status`, `/metrics`), the systemd watchdog,
+//!   and `status`; `telemetry`: the metrics and the control loops' liveness they read.
 //! - `model`: the pure state machine and the domain's types; `sys`: small helpers.
 
 pub mod adapters;
