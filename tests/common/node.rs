@@ -228,6 +228,7 @@ impl Node {
                 "state_dir =",
                 &format!("file_owner = \"nobody\"\ntls_cert = \"{0}/cert.pem\"\ntls_key = \"{0}/key.pem\"\nstate_dir =", etc.display()),
             );
+        text = with_test_listen(text);
         for line in replacements.lines().filter(|l| !l.trim().is_empty()) {
             // "old => new" edits the example line by line.
             let (old, new) = line
@@ -364,6 +365,42 @@ impl Node {
     }
 }
 
+/// Where a test agent's HTTP API listens: a free loopback port of its own, so that agents run in
+/// parallel never fight over the default one. [`Agent::api_url`] reads back the port it took; a
+/// test edits this line (`TEST_LISTEN => listen = …`) to listen elsewhere.
+pub const TEST_LISTEN: &str = "listen = \"127.0.0.1:0\"";
+
+/// `text` (the example config) with `[observe] listen` set to [`TEST_LISTEN`]: the example's own
+/// `listen` line replaced, or the section added when the example has none.
+fn with_test_listen(text: String) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let header = lines.iter().position(|l| l.trim_start().starts_with("[observe]"));
+    match header {
+        None => {
+            lines.push(String::new());
+            lines.push("[observe]".into());
+            lines.push(TEST_LISTEN.into());
+        }
+        Some(h) => {
+            let end = lines[h + 1..]
+                .iter()
+                .position(|l| l.trim_start().starts_with('['))
+                .map_or(lines.len(), |i| h + 1 + i);
+            let listen = (h + 1..end).find(|&i| {
+                let l = lines[i].trim_start().trim_start_matches('#').trim_start();
+                l.starts_with("listen ") || l.starts_with("listen=")
+            });
+            match listen {
+                Some(i) => lines[i] = TEST_LISTEN.into(),
+                None => lines.insert(h + 1, TEST_LISTEN.into()),
+            }
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
 /// A running agent. Dropping it kills it.
 pub struct Agent {
     pub child: Child,
@@ -385,6 +422,20 @@ impl Agent {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits (bounded) for the agent to log where its HTTP API listens on TCP and returns that
+    /// base URL (`http://127.0.0.1:PORT`, the port it took for `:0`).
+    pub fn api_url(&self, timeout: Duration) -> String {
+        const SAYS: &str = "HTTP API listening on http://";
+        let text = self.wait_line(SAYS, timeout);
+        let line = text.lines().find(|l| l.contains(SAYS)).unwrap();
+        let at = line.find(SAYS).unwrap() + SAYS.len() - "http://".len();
+        line[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
     }
 
     pub fn stderr(&self) -> String {

@@ -1,0 +1,354 @@
+//! The agent's HTTP API, end to end: the real `run` against the Auto Scaling + IMDSv2 emulator,
+//! moto and the fake TFE tools, asked with a real HTTP client. `/readyz` and `/status` follow the
+//! node from boot to drain, `/livez` names a stalled loop, `/metrics` passes the Prometheus
+//! project's own Python parser, the unix socket is root's only, bad clients cannot hold up the
+//! agent's loops, `tfe-node-agent status` says what runs, and no secret value is ever served.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BOOT: Duration = Duration::from_secs(90);
+const DRAIN: Duration = Duration::from_secs(60);
+/// One request to the agent; it answers from memory in microseconds, so this only bounds a hang.
+const REQUEST: Duration = Duration::from_secs(10);
+
+/// Polls quickly so the tests do not wait on the defaults.
+const FAST: &str = r#"poll_interval = "1s" => poll_interval = "200ms"
+wait_state_timeout = "5m" => wait_state_timeout = "30s""#;
+
+/// Knobs that hold the boot in the readiness wait (the app "starts" an hour after the daemon),
+/// so the launch hook stays held with heartbeats until [`release`] lets the app start.
+fn holding(mut knobs: Value) -> Value {
+    knobs["app_started_after_s"] = json!(3600);
+    knobs
+}
+
+/// The app starts now (knobs take effect at the next tool call): the boot goes on to in service.
+fn release(node: &Node, mut knobs: Value) {
+    knobs["app_started_after_s"] = json!(0.8);
+    node.set_behaviour(knobs);
+}
+
+/// A launch hook with a 6 s HeartbeatTimeout: the agent beats every ~2 s.
+fn beating() -> Hooks {
+    Hooks {
+        launch_timeout: 6,
+        ..Hooks::default()
+    }
+}
+
+// ----------------------------------------------------------------------------------- HTTP client
+
+fn client() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(REQUEST).build()
+}
+
+/// `method url` with an optional Accept header: the status and the body, whatever the status.
+fn request(method: &str, url: &str, accept: Option<&str>) -> (u16, String, Option<String>) {
+    let mut req = client().request(method, url);
+    if let Some(a) = accept {
+        req = req.set("Accept", a);
+    }
+    let response = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let code = response.status();
+    let content_type = response.header("content-type").map(str::to_string);
+    (code, response.into_string().unwrap(), content_type)
+}
+
+fn get(url: &str) -> (u16, String) {
+    let (code, body, _) = request("GET", url, None);
+    (code, body)
+}
+
+fn status_doc(base: &str) -> Value {
+    let (code, body) = get(&format!("{base}/status"));
+    assert_eq!(code, 200, "/status: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"))
+}
+
+/// Polls `/status` (bounded) until `ok` holds; returns that document.
+fn wait_status(base: &str, what: &str, timeout: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let doc = status_doc(base);
+        if ok(&doc) {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/status: not {what} within {timeout:?}; last:\n{doc:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn phases(doc: &Value) -> Vec<String> {
+    doc["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every phase span but the last has ended, no span ends before it began, and each one begins
+/// where the one before ended.
+fn assert_spans_consistent(doc: &Value) {
+    let spans = doc["phases"].as_array().unwrap();
+    for (i, s) in spans.iter().enumerate() {
+        let began = s["began_at"].as_u64().unwrap();
+        if i + 1 == spans.len() {
+            assert!(s["ended_at"].is_null(), "the current phase is open: {doc:#}");
+            assert_eq!(s["phase"], doc["phase"], "{doc:#}");
+        } else {
+            let ended = s["ended_at"].as_u64().expect("an earlier phase has ended");
+            assert!(began <= ended, "{doc:#}");
+            assert_eq!(spans[i + 1]["began_at"].as_u64(), Some(ended), "{doc:#}");
+        }
+    }
+}
+
+/// What every `/status` holds whatever the phase.
+fn assert_status_basics(doc: &Value, node: &Node) {
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"), "{doc:#}");
+    assert_eq!(doc["instance_id"], node.instance_id.as_str(), "{doc:#}");
+    assert_eq!(doc["release_sequence"], 504, "{doc:#}");
+    assert!(doc["cluster"].is_null() && doc["drift"].is_null(), "{doc:#}");
+    assert_eq!(doc["launch_hook"]["name"], "tfe-launch", "{doc:#}");
+    assert_eq!(doc["terminate_hook"]["name"], "tfe-terminate", "{doc:#}");
+    assert_spans_consistent(doc);
+}
+
+fn assert_fingerprint(doc: &Value) {
+    let fp = doc["settings_fingerprint"].as_str().unwrap_or_else(|| panic!("{doc:#}"));
+    assert!(
+        fp.len() == 16 && fp.chars().all(|c| c.is_ascii_hexdigit()),
+        "settings_fingerprint is 16 hex digits: {fp:?}"
+    );
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for s in SHARED_SECRET_VALUES {
+        assert!(!text.contains(s), "a secret value appeared in {what}");
+    }
+}
+
+/// `listen` with a TCP port of the agent's choosing and a unix socket at `socket`.
+fn listen_tcp_and_unix(socket: &Path) -> String {
+    format!(
+        "{TEST_LISTEN} => listen = [\"127.0.0.1:0\", \"unix:{}\"]",
+        socket.display()
+    )
+}
+
+/// A `replicated` that, when asked for node-drain, first records what the agent's `/readyz`
+/// answers at that moment (into `readyz-at-drain`), then runs the fake tool as it was asked.
+fn replicated_asking_readyz(node: &Node) -> PathBuf {
+    let fake = repo().join("tests/fake-tfe/replicated");
+    let wrapper = node.path("replicated");
+    let script = format!(
+        "#!/bin/sh\ncase \" $* \" in *\" node-drain \"*)\n  curl -s -o /dev/null -m 5 -w '%{{http_code}}' \"$(cat {dir}/api-url)/readyz\" > {dir}/readyz-at-drain.tmp\n  mv {dir}/readyz-at-drain.tmp {dir}/readyz-at-drain ;;\nesac\nexec {fake} \"$@\"\n",
+        dir = node.dir.path().display(),
+        fake = fake.display()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+// ------------------------------------------------------------------ readyz and status, boot to end
+
+#[test]
+fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
+    let node = Node::with(beating(), shared_secret());
+    let knobs = json!({"install_duration_s": 2.0, "drain_duration_s": 3.0});
+    node.set_behaviour(holding(knobs.clone()));
+    let socket = node.path("run/agent.sock");
+    let wrapper = replicated_asking_readyz(&node);
+    let fake = repo().join("tests/fake-tfe/replicated");
+    node.write_config(&format!(
+        "{FAST}\n{}\n{}\" => {}\"",
+        listen_tcp_and_unix(&socket),
+        fake.display(),
+        wrapper.display()
+    ));
+    let mut agent = node.start(&["run"]);
+    let base = agent.api_url(BOOT);
+    std::fs::write(node.path("api-url"), &base).unwrap();
+    let mut served = String::new();
+
+    // Boot: never ready. Seen at least booting, then installed with the launch hook held.
+    let deadline = Instant::now() + BOOT;
+    let mut seen = Vec::new();
+    let doc = loop {
+        let (code, body) = get(&format!("{base}/readyz"));
+        let doc = status_doc(&base);
+        assert_eq!(code, 503, "/readyz during boot: {body}\n{doc:#}");
+        assert!(body.starts_with("not ready: "), "{body}");
+        assert_eq!(doc["ready"], false, "{doc:#}");
+        let phase = doc["phase"].as_str().unwrap().to_string();
+        if seen.last() != Some(&phase) {
+            seen.push(phase.clone());
+        }
+        if phase == "installed"
+            && doc["launch_hook"]["state"] == "held"
+            && doc["launch_hook"]["heartbeats_sent"].as_u64().unwrap() >= 1
+        {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no held launch hook in phase installed; last:\n{doc:#}\n{}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(seen.first().map(String::as_str), Some("booting"), "{seen:?}");
+    assert_status_basics(&doc, &node);
+    assert_fingerprint(&doc);
+    assert_eq!(phases(&doc), ["booting", "installed"], "{doc:#}");
+    assert_eq!(doc["group"], "tfe-asg", "{doc:#}");
+    assert_eq!(doc["installed_release"], 504, "{doc:#}");
+    assert!(doc["launch_hook"]["result"].is_null(), "{doc:#}");
+    assert_eq!(doc["launch_hook"]["heartbeats_failed"], 0, "{doc:#}");
+    assert!(doc["termination"].is_null(), "{doc:#}");
+    assert_eq!(doc["live"], true, "{doc:#}");
+    served.push_str(&doc.to_string());
+    let (code, verbose) = get(&format!("{base}/readyz?verbose"));
+    assert_eq!(code, 503);
+    for line in [
+        "[-] in-service: phase installed",
+        "[-] launch-hook-released: not answered yet",
+        "[+] no-termination: none noticed",
+    ] {
+        assert!(verbose.contains(line), "{line:?} in:\n{verbose}");
+    }
+    // The status command: the agent runs, the node is not ready (8).
+    let run = node.run(&["status"], REQUEST * 2);
+    run.assert_code(8);
+    assert!(run.stdout.contains("phase      installed"), "{}", run.stdout);
+    assert!(run.stdout.contains("ready      no"), "{}", run.stdout);
+    assert!(run.stdout.contains(&node.instance_id), "{}", run.stdout);
+    let run = node.run(&["status", "--json"], REQUEST * 2);
+    run.assert_code(8);
+    let json: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["phase"], "installed", "{json:#}");
+
+    // The launch hook released: ready.
+    release(&node, knobs.clone());
+    agent.wait_line("is in service", BOOT);
+    let (code, body) = get(&format!("{base}/readyz"));
+    assert_eq!((code, body.as_str()), (200, "ready\n"));
+    let doc = status_doc(&base);
+    assert_status_basics(&doc, &node);
+    assert_fingerprint(&doc);
+    assert_eq!(
+        phases(&doc),
+        ["booting", "installed", "ready", "in-service"],
+        "{doc:#}"
+    );
+    assert_eq!(doc["ready"], true, "{doc:#}");
+    assert_eq!(doc["launch_hook"]["state"], "released", "{doc:#}");
+    assert_eq!(doc["launch_hook"]["result"], "CONTINUE", "{doc:#}");
+    assert!(doc["termination"].is_null(), "{doc:#}");
+    served.push_str(&doc.to_string());
+    let run = node.run(&["status"], REQUEST * 2);
+    run.assert_code(0);
+    for line in ["phase      in-service", "ready      yes   live yes", "tfe-launch"] {
+        assert!(run.stdout.contains(line), "{line:?} in:\n{}", run.stdout);
+    }
+    served.push_str(&run.stdout);
+
+    // Scale-in: not ready from the notice on, already when node-drain starts.
+    node.scale_in(0.0);
+    let deadline = Instant::now() + DRAIN;
+    loop {
+        let (code, body) = get(&format!("{base}/readyz"));
+        if code == 503 {
+            assert!(body.contains("no-termination: asg"), "{body}");
+            break;
+        }
+        assert_eq!(code, 200, "{body}");
+        assert!(Instant::now() < deadline, "/readyz stayed 200 after the scale-in");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let at_drain = node.path("readyz-at-drain");
+    wait_for("node-drain's look at /readyz", DRAIN, || at_drain.exists());
+    assert_eq!(
+        std::fs::read_to_string(&at_drain).unwrap(),
+        "503",
+        "/readyz as node-drain started"
+    );
+    let doc = wait_status(&base, "draining with node-drain running", DRAIN, |d| {
+        d["phase"] == "draining" && d["termination"]["drain"]["state"] == "running"
+    });
+    assert_status_basics(&doc, &node);
+    assert_eq!(doc["ready"], false, "{doc:#}");
+    assert_eq!(doc["termination"]["source"], "asg", "{doc:#}");
+    assert!(doc["termination"]["noticed_at"].as_u64().unwrap() > 0);
+    assert_eq!(phases(&doc).last().unwrap(), "draining", "{doc:#}");
+    let notices = doc["notices"].as_array().unwrap();
+    assert!(
+        notices.iter().any(|n| n["source"] == "asg" && n["drains"] == true),
+        "{doc:#}"
+    );
+    served.push_str(&doc.to_string());
+
+    // Drained and released: still not ready; the terminate hook's result is shown.
+    agent.wait_line("terminate hook tfe-terminate released with CONTINUE", DRAIN);
+    let doc = wait_status(&base, "drained", DRAIN, |d| d["phase"] == "drained");
+    assert_status_basics(&doc, &node);
+    assert_eq!(
+        phases(&doc),
+        ["booting", "installed", "ready", "in-service", "draining", "drained"],
+        "{doc:#}"
+    );
+    assert_eq!(doc["terminate_hook"]["state"], "released", "{doc:#}");
+    assert_eq!(doc["terminate_hook"]["result"], "CONTINUE", "{doc:#}");
+    assert!(doc["terminate_hook"]["heartbeats_sent"].as_u64().unwrap() >= 1, "{doc:#}");
+    assert_eq!(doc["termination"]["drain"]["state"], "finished", "{doc:#}");
+    assert_eq!(get(&format!("{base}/readyz")).0, 503);
+    served.push_str(&doc.to_string());
+    let run = node.run(&["status"], REQUEST * 2);
+    run.assert_code(8);
+    assert!(run.stdout.contains("phase      drained"), "{}", run.stdout);
+    assert!(run.stdout.contains("going      asg"), "{}", run.stdout);
+    served.push_str(&run.stdout);
+    served.push_str(&get(&format!("{base}/metrics")).1);
+    assert_no_secret("/status, /metrics or the status command", &served);
+
+    // No agent: status says so (9) and prints what state.json records.
+    agent.signal(Signal::SIGTERM);
+    assert_eq!(agent.wait_exit(Duration::from_secs(20)), Some(0));
+    let run = node.run(&["status"], REQUEST * 2);
+    run.assert_code(9);
+    assert!(
+        run.stderr.contains("no running agent answered"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("recorded in "), "{}", run.stdout);
+    assert!(run.stdout.contains("phase      drained"), "{}", run.stdout);
+    let run = node.run(&["status", "--json"], REQUEST * 2);
+    run.assert_code(9);
+    let recorded: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(recorded["phase"], "drained", "{recorded:#}");
+    assert_eq!(recorded["instance_id"], node.instance_id.as_str());
+}
