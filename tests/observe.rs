@@ -352,3 +352,100 @@ fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
     assert_eq!(recorded["phase"], "drained", "{recorded:#}");
     assert_eq!(recorded["instance_id"], node.instance_id.as_str());
 }
+
+// --------------------------------------------------------------------------------- livez, stalled
+
+/// Kills the process group of every call the fake tools hung (the `hang` knob): the hung tool
+/// fails, as one killed from outside would.
+fn end_hung_calls(node: &Node) {
+    let pids = std::fs::read_to_string(node.fake_state().join("hang-children.pids")).unwrap();
+    for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        if let Ok(group) = nix::unistd::getpgid(Some(pid)) {
+            let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn livez_names_a_stalled_loop_and_recovers_when_it_ticks_again() {
+    let node = Node::new();
+    // The readiness poll (every 200 ms: stuck after the 10 s floor) hangs in its first probe.
+    node.set_behaviour(json!({"hang": ["replicatedctl system status"]}));
+    node.write_config(&format!(
+        "{FAST}\n{}",
+        listen_tcp_and_unix(&node.path("run/agent.sock"))
+    ));
+    let agent = node.start(&["run"]);
+    let base = agent.api_url(BOOT);
+    let pids = node.fake_state().join("hang-children.pids");
+    wait_for("a hung replicatedctl", BOOT, || pids.exists());
+    let hung_at = Instant::now();
+
+    // Just hung: still alive (the stall is younger than the threshold).
+    let (code, body) = get(&format!("{base}/livez"));
+    assert_eq!((code, body.as_str()), (200, "ok\n"), "right after the hang began");
+    let (code, verbose) = get(&format!("{base}/livez?verbose"));
+    assert_eq!(code, 200);
+    assert!(verbose.contains("[+] readiness: last tick"), "{verbose}");
+    assert!(verbose.contains("[+] launch-heartbeat: last tick"), "{verbose}");
+
+    // Past max(3 × 200 ms, 10 s) without a tick: 503 naming the readiness loop, and only it.
+    let deadline = hung_at + Duration::from_secs(40);
+    let body = loop {
+        let (code, body) = get(&format!("{base}/livez"));
+        if code == 503 {
+            break body;
+        }
+        assert_eq!(code, 200, "{body}");
+        assert!(Instant::now() < deadline, "/livez stayed 200 with a hung readiness probe");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stuck_after = hung_at.elapsed();
+    assert!(
+        stuck_after >= Duration::from_secs(9),
+        "stuck only past the 10 s floor (saw 503 after {stuck_after:?})"
+    );
+    assert!(body.starts_with("stuck: readiness (no tick for "), "{body}");
+    assert!(body.contains("stuck after 10s"), "{body}");
+    assert!(!body.contains("heartbeat"), "the heartbeats go on: {body}");
+    let (code, verbose) = get(&format!("{base}/livez?verbose"));
+    assert_eq!(code, 503);
+    assert!(verbose.contains("[-] readiness: last tick"), "{verbose}");
+    assert!(verbose.contains("[+] launch-heartbeat"), "{verbose}");
+    let doc = status_doc(&base);
+    assert_eq!(doc["live"], false, "{doc:#}");
+    let loops = doc["loops"].as_array().unwrap();
+    assert!(
+        loops.iter().any(|l| l["name"] == "readiness" && l["stuck"] == true),
+        "{doc:#}"
+    );
+    let run = node.run(&["status"], REQUEST * 2);
+    run.assert_code(8);
+    assert!(
+        run.stdout.contains("live no") && run.stdout.contains("stuck      readiness"),
+        "{}",
+        run.stdout
+    );
+
+    // The hung call ends (killed from outside, about 15 s in): the loop ticks again, 200.
+    node.set_behaviour(json!({}));
+    let wait = Duration::from_secs(15).saturating_sub(hung_at.elapsed());
+    std::thread::sleep(wait);
+    end_hung_calls(&node);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = get(&format!("{base}/livez"));
+        if code == 200 {
+            assert_eq!(body, "ok\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/livez stayed 503 after the stall ended: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    agent.wait_line("is in service", BOOT);
+    let (code, verbose) = get(&format!("{base}/livez?verbose"));
+    assert_eq!(code, 200, "{verbose}");
+    assert!(verbose.contains("[+] watcher: last tick"), "{verbose}");
+    assert!(!verbose.contains("readiness"), "the readiness loop ended: {verbose}");
+}
