@@ -449,3 +449,269 @@ fn livez_names_a_stalled_loop_and_recovers_when_it_ticks_again() {
     assert!(verbose.contains("[+] watcher: last tick"), "{verbose}");
     assert!(!verbose.contains("readiness"), "the readiness loop ended: {verbose}");
 }
+
+// -------------------------------------------------------------------------------------- metrics
+
+fn venv_python() -> PathBuf {
+    std::env::var_os("TFE_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv"))
+        .join("bin/python3")
+}
+
+/// The Prometheus project's Python parser over `text`: 0.0.4 text (`openmetrics` false) or
+/// OpenMetrics. Each family as (name, type, samples as (name, labels, value)).
+const PARSE: &str = r#"
+import json, math, sys
+text = sys.stdin.read()
+if sys.argv[1] == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
+out = []
+for f in text_string_to_metric_families(text):
+    samples = [[s.name, s.labels, s.value if math.isfinite(s.value) else str(s.value)]
+               for s in f.samples]
+    out.append({"name": f.name, "type": f.type, "samples": samples})
+print(json.dumps(out))
+"#;
+
+#[derive(Debug)]
+struct Family {
+    name: String,
+    kind: String,
+    /// (sample name, labels) → value.
+    samples: BTreeMap<(String, BTreeMap<String, String>), f64>,
+}
+
+fn parse_exposition(text: &str, openmetrics: bool) -> Vec<Family> {
+    let mut child = Command::new(venv_python())
+        .args(["-c", PARSE, if openmetrics { "openmetrics" } else { "text" }])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the venv's python3 (tests/setup.sh installs prometheus-client)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let run = Run::wait(child, Duration::from_secs(60));
+    assert_eq!(
+        run.code,
+        Some(0),
+        "prometheus_client refused the exposition:\n{}\n{text}",
+        run.stderr
+    );
+    let parsed: Value = serde_json::from_str(&run.stdout).unwrap();
+    parsed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| Family {
+            name: f["name"].as_str().unwrap().to_string(),
+            kind: f["type"].as_str().unwrap().to_string(),
+            samples: f["samples"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let labels = serde_json::from_value(s[1].clone()).unwrap();
+                    let value = s[2].as_f64().unwrap_or(f64::NAN);
+                    ((s[0].as_str().unwrap().to_string(), labels), value)
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn valid_label(name: &str) -> bool {
+    valid_name(name) && !name.contains(':') && !name.starts_with("__")
+}
+
+/// What every exposition must be: parsed, every name valid, every family typed, under 150
+/// series. Returns the samples by (name, labels).
+fn check_exposition(
+    text: &str,
+    openmetrics: bool,
+) -> BTreeMap<(String, BTreeMap<String, String>), (String, f64)> {
+    let families = parse_exposition(text, openmetrics);
+    let mut all = BTreeMap::new();
+    for f in &families {
+        assert!(valid_name(&f.name), "family name {:?}", f.name);
+        assert!(
+            f.kind != "unknown",
+            "family {} has no TYPE:\n{text}",
+            f.name
+        );
+        // The raw text declares it too (the parser would make up "unknown" otherwise).
+        // (The parser names a counter's family without `_total`; the text may say either.)
+        assert!(
+            text.lines().any(|l| {
+                l.starts_with(&format!("# TYPE {} ", f.name))
+                    || l.starts_with(&format!("# TYPE {}_total counter", f.name))
+            }),
+            "no `# TYPE {}` line:\n{text}",
+            f.name
+        );
+        for ((name, labels), value) in &f.samples {
+            assert!(valid_name(name), "sample name {name:?}");
+            for l in labels.keys() {
+                assert!(valid_label(l), "label name {l:?} of {name}");
+            }
+            let fresh = all.insert((name.clone(), labels.clone()), (f.kind.clone(), *value));
+            assert!(fresh.is_none(), "{name}{labels:?} twice");
+        }
+    }
+    let series = all.len();
+    assert!(series > 0 && series < 150, "{series} series:\n{text}");
+    all
+}
+
+fn value(
+    samples: &BTreeMap<(String, BTreeMap<String, String>), (String, f64)>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    samples
+        .get(&(name.to_string(), labels.clone()))
+        .unwrap_or_else(|| panic!("no series {name}{labels:?}"))
+        .1
+}
+
+#[test]
+fn metrics_parse_with_the_prometheus_parser_and_counters_only_grow() {
+    let node = Node::with(beating(), shared_secret());
+    node.set_behaviour(holding(json!({})));
+    node.write_config(FAST);
+    let agent = node.start(&["run"]);
+    let base = agent.api_url(BOOT);
+    wait_status(&base, "holding the launch hook with heartbeats", BOOT, |d| {
+        d["launch_hook"]["state"] == "held"
+            && d["launch_hook"]["heartbeats_sent"].as_u64().unwrap() >= 2
+    });
+
+    let (code, first_text, content_type) = request("GET", &format!("{base}/metrics"), None);
+    assert_eq!(code, 200);
+    let content_type = content_type.unwrap();
+    assert!(
+        content_type.starts_with("text/plain") && content_type.contains("version=0.0.4"),
+        "{content_type}"
+    );
+    let first = check_exposition(&first_text, false);
+    for family in [
+        "tfe_node_agent_info",
+        "tfe_node_agent_phase",
+        "tfe_node_agent_boot_duration_seconds",
+        "tfe_node_agent_install_duration_seconds",
+        "tfe_node_agent_drain_duration_seconds",
+        "tfe_node_agent_live",
+        "tfe_node_agent_ready",
+        "tfe_node_agent_heartbeats_total",
+        "tfe_node_agent_aws_requests_total",
+        "tfe_node_agent_imds_requests_total",
+        "tfe_node_agent_tfe_health_check_passing",
+        "tfe_node_agent_tfe_health_checks_failing",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            first_text.contains(&format!("\n{family}")),
+            "no {family} in:\n{first_text}"
+        );
+    }
+    // (hook_completions_total, termination_notices_total and aws_errors_total have no series
+    // before their first event: they are checked where one happened.)
+    assert!(
+        value(&first, "tfe_node_agent_heartbeats_total", &[("hook", "launch"), ("outcome", "ok")])
+            > 0.0
+    );
+    assert_eq!(
+        value(&first, "tfe_node_agent_phase", &[("phase", "installed")]),
+        1.0
+    );
+    assert_eq!(
+        value(&first, "tfe_node_agent_phase", &[("phase", "in-service")]),
+        0.0
+    );
+    assert!(value(&first, "process_resident_memory_bytes", &[]) > 0.0);
+    assert!(first_text.contains("tfe_node_agent_info{"), "{first_text}");
+    assert_no_secret("/metrics", &first_text);
+    // Every label value comes from a closed set: not this instance's id.
+    assert!(!first_text.contains(&node.instance_id), "{first_text}");
+
+    // In service: the phase moved, and no counter went down.
+    release(&node, json!({}));
+    agent.wait_line("is in service", BOOT);
+    let second_text = get(&format!("{base}/metrics")).1;
+    let second = check_exposition(&second_text, false);
+    assert_eq!(
+        value(&second, "tfe_node_agent_phase", &[("phase", "in-service")]),
+        1.0
+    );
+    assert_eq!(
+        value(&second, "tfe_node_agent_phase", &[("phase", "installed")]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &second,
+            "tfe_node_agent_hook_completions_total",
+            &[("hook", "launch"), ("result", "continue")]
+        ),
+        1.0
+    );
+    let mut counters = 0;
+    for (key, (kind, before)) in &first {
+        if kind != "counter" {
+            continue;
+        }
+        counters += 1;
+        let after = second
+            .get(key)
+            .unwrap_or_else(|| panic!("counter {key:?} vanished"))
+            .1;
+        assert!(after >= *before, "counter {key:?} went from {before} to {after}");
+    }
+    assert!(counters >= 5, "{counters} counter series");
+
+    // OpenMetrics when the scraper asks for it.
+    let (code, om_text, content_type) = request(
+        "GET",
+        &format!("{base}/metrics"),
+        Some("application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
+    assert_eq!(code, 200);
+    let content_type = content_type.unwrap();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(om_text.ends_with("# EOF\n"), "{om_text}");
+    let om = check_exposition(&om_text, true);
+    assert_eq!(
+        value(&om, "tfe_node_agent_phase", &[("phase", "in-service")]),
+        1.0
+    );
+    assert!(
+        value(&om, "tfe_node_agent_heartbeats_total", &[("hook", "launch"), ("outcome", "ok")])
+            > 0.0
+    );
+    assert_no_secret("/metrics", &(second_text + &om_text));
+}
