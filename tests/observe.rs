@@ -115,7 +115,10 @@ fn assert_spans_consistent(doc: &Value) {
     for (i, s) in spans.iter().enumerate() {
         let began = s["began_at"].as_u64().unwrap();
         if i + 1 == spans.len() {
-            assert!(s["ended_at"].is_null(), "the current phase is open: {doc:#}");
+            assert!(
+                s["ended_at"].is_null(),
+                "the current phase is open: {doc:#}"
+            );
             assert_eq!(s["phase"], doc["phase"], "{doc:#}");
         } else {
             let ended = s["ended_at"].as_u64().expect("an earlier phase has ended");
@@ -130,14 +133,19 @@ fn assert_status_basics(doc: &Value, node: &Node) {
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"), "{doc:#}");
     assert_eq!(doc["instance_id"], node.instance_id.as_str(), "{doc:#}");
     assert_eq!(doc["release_sequence"], 504, "{doc:#}");
-    assert!(doc["cluster"].is_null() && doc["drift"].is_null(), "{doc:#}");
+    assert!(
+        doc["cluster"].is_null() && doc["drift"].is_null(),
+        "{doc:#}"
+    );
     assert_eq!(doc["launch_hook"]["name"], "tfe-launch", "{doc:#}");
     assert_eq!(doc["terminate_hook"]["name"], "tfe-terminate", "{doc:#}");
     assert_spans_consistent(doc);
 }
 
 fn assert_fingerprint(doc: &Value) {
-    let fp = doc["settings_fingerprint"].as_str().unwrap_or_else(|| panic!("{doc:#}"));
+    let fp = doc["settings_fingerprint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{doc:#}"));
     assert!(
         fp.len() == 16 && fp.chars().all(|c| c.is_ascii_hexdigit()),
         "settings_fingerprint is 16 hex digits: {fp:?}"
@@ -220,7 +228,11 @@ fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(seen.first().map(String::as_str), Some("booting"), "{seen:?}");
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("booting"),
+        "{seen:?}"
+    );
     assert_status_basics(&doc, &node);
     assert_fingerprint(&doc);
     assert_eq!(phases(&doc), ["booting", "installed"], "{doc:#}");
@@ -243,7 +255,11 @@ fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
     // The status command: the agent runs, the node is not ready (8).
     let run = node.run(&["status"], REQUEST * 2);
     run.assert_code(8);
-    assert!(run.stdout.contains("phase      installed"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("phase      installed"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("ready      no"), "{}", run.stdout);
     assert!(run.stdout.contains(&node.instance_id), "{}", run.stdout);
     let run = node.run(&["status", "--json"], REQUEST * 2);
@@ -271,7 +287,11 @@ fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
     served.push_str(&doc.to_string());
     let run = node.run(&["status"], REQUEST * 2);
     run.assert_code(0);
-    for line in ["phase      in-service", "ready      yes   live yes", "tfe-launch"] {
+    for line in [
+        "phase      in-service",
+        "ready      yes   live yes",
+        "tfe-launch",
+    ] {
         assert!(run.stdout.contains(line), "{line:?} in:\n{}", run.stdout);
     }
     served.push_str(&run.stdout);
@@ -286,7 +306,10 @@ fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
             break;
         }
         assert_eq!(code, 200, "{body}");
-        assert!(Instant::now() < deadline, "/readyz stayed 200 after the scale-in");
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed 200 after the scale-in"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let at_drain = node.path("readyz-at-drain");
@@ -306,7 +329,9 @@ fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
     assert_eq!(phases(&doc).last().unwrap(), "draining", "{doc:#}");
     let notices = doc["notices"].as_array().unwrap();
     assert!(
-        notices.iter().any(|n| n["source"] == "asg" && n["drains"] == true),
+        notices
+            .iter()
+            .any(|n| n["source"] == "asg" && n["drains"] == true),
         "{doc:#}"
     );
     served.push_str(&doc.to_string());
@@ -317,12 +342,22 @@ fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
     assert_status_basics(&doc, &node);
     assert_eq!(
         phases(&doc),
-        ["booting", "installed", "ready", "in-service", "draining", "drained"],
+        [
+            "booting",
+            "installed",
+            "ready",
+            "in-service",
+            "draining",
+            "drained"
+        ],
         "{doc:#}"
     );
     assert_eq!(doc["terminate_hook"]["state"], "released", "{doc:#}");
     assert_eq!(doc["terminate_hook"]["result"], "CONTINUE", "{doc:#}");
-    assert!(doc["terminate_hook"]["heartbeats_sent"].as_u64().unwrap() >= 1, "{doc:#}");
+    assert!(
+        doc["terminate_hook"]["heartbeats_sent"].as_u64().unwrap() >= 1,
+        "{doc:#}"
+    );
     assert_eq!(doc["termination"]["drain"]["state"], "finished", "{doc:#}");
     assert_eq!(get(&format!("{base}/readyz")).0, 503);
     served.push_str(&doc.to_string());
@@ -331,7 +366,31 @@ fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
     assert!(run.stdout.contains("phase      drained"), "{}", run.stdout);
     assert!(run.stdout.contains("going      asg"), "{}", run.stdout);
     served.push_str(&run.stdout);
-    served.push_str(&get(&format!("{base}/metrics")).1);
+    let metrics = get(&format!("{base}/metrics")).1;
+    let samples = check_exposition(&metrics, false);
+    assert_eq!(
+        value(
+            &samples,
+            "tfe_node_agent_termination_notices_total",
+            &[("source", "asg")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "tfe_node_agent_hook_completions_total",
+            &[("hook", "terminate"), ("result", "continue")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "tfe_node_agent_phase", &[("phase", "drained")]),
+        1.0
+    );
+    assert!(value(&samples, "tfe_node_agent_drain_duration_seconds", &[]) > 0.0);
+    assert!(value(&samples, "tfe_node_agent_boot_duration_seconds", &[]) > 0.0);
+    served.push_str(&metrics);
     assert_no_secret("/status, /metrics or the status command", &served);
 
     // No agent: status says so (9) and prints what state.json records.
@@ -384,11 +443,18 @@ fn livez_names_a_stalled_loop_and_recovers_when_it_ticks_again() {
 
     // Just hung: still alive (the stall is younger than the threshold).
     let (code, body) = get(&format!("{base}/livez"));
-    assert_eq!((code, body.as_str()), (200, "ok\n"), "right after the hang began");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "ok\n"),
+        "right after the hang began"
+    );
     let (code, verbose) = get(&format!("{base}/livez?verbose"));
     assert_eq!(code, 200);
     assert!(verbose.contains("[+] readiness: last tick"), "{verbose}");
-    assert!(verbose.contains("[+] launch-heartbeat: last tick"), "{verbose}");
+    assert!(
+        verbose.contains("[+] launch-heartbeat: last tick"),
+        "{verbose}"
+    );
 
     // Past max(3 × 200 ms, 10 s) without a tick: 503 naming the readiness loop, and only it.
     let deadline = hung_at + Duration::from_secs(40);
@@ -398,7 +464,10 @@ fn livez_names_a_stalled_loop_and_recovers_when_it_ticks_again() {
             break body;
         }
         assert_eq!(code, 200, "{body}");
-        assert!(Instant::now() < deadline, "/livez stayed 200 with a hung readiness probe");
+        assert!(
+            Instant::now() < deadline,
+            "/livez stayed 200 with a hung readiness probe"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let stuck_after = hung_at.elapsed();
@@ -417,7 +486,9 @@ fn livez_names_a_stalled_loop_and_recovers_when_it_ticks_again() {
     assert_eq!(doc["live"], false, "{doc:#}");
     let loops = doc["loops"].as_array().unwrap();
     assert!(
-        loops.iter().any(|l| l["name"] == "readiness" && l["stuck"] == true),
+        loops
+            .iter()
+            .any(|l| l["name"] == "readiness" && l["stuck"] == true),
         "{doc:#}"
     );
     let run = node.run(&["status"], REQUEST * 2);
@@ -440,14 +511,20 @@ fn livez_names_a_stalled_loop_and_recovers_when_it_ticks_again() {
             assert_eq!(body, "ok\n");
             break;
         }
-        assert!(Instant::now() < deadline, "/livez stayed 503 after the stall ended: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "/livez stayed 503 after the stall ended: {body}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     agent.wait_line("is in service", BOOT);
     let (code, verbose) = get(&format!("{base}/livez?verbose"));
     assert_eq!(code, 200, "{verbose}");
     assert!(verbose.contains("[+] watcher: last tick"), "{verbose}");
-    assert!(!verbose.contains("readiness"), "the readiness loop ended: {verbose}");
+    assert!(
+        !verbose.contains("readiness"),
+        "the readiness loop ended: {verbose}"
+    );
 }
 
 // -------------------------------------------------------------------------------------- metrics
@@ -486,7 +563,11 @@ struct Family {
 
 fn parse_exposition(text: &str, openmetrics: bool) -> Vec<Family> {
     let mut child = Command::new(venv_python())
-        .args(["-c", PARSE, if openmetrics { "openmetrics" } else { "text" }])
+        .args([
+            "-c",
+            PARSE,
+            if openmetrics { "openmetrics" } else { "text" },
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -600,10 +681,15 @@ fn metrics_parse_with_the_prometheus_parser_and_counters_only_grow() {
     node.write_config(FAST);
     let agent = node.start(&["run"]);
     let base = agent.api_url(BOOT);
-    wait_status(&base, "holding the launch hook with heartbeats", BOOT, |d| {
-        d["launch_hook"]["state"] == "held"
-            && d["launch_hook"]["heartbeats_sent"].as_u64().unwrap() >= 2
-    });
+    wait_status(
+        &base,
+        "holding the launch hook with heartbeats",
+        BOOT,
+        |d| {
+            d["launch_hook"]["state"] == "held"
+                && d["launch_hook"]["heartbeats_sent"].as_u64().unwrap() >= 2
+        },
+    );
 
     let (code, first_text, content_type) = request("GET", &format!("{base}/metrics"), None);
     assert_eq!(code, 200);
@@ -639,8 +725,11 @@ fn metrics_parse_with_the_prometheus_parser_and_counters_only_grow() {
     // (hook_completions_total, termination_notices_total and aws_errors_total have no series
     // before their first event: they are checked where one happened.)
     assert!(
-        value(&first, "tfe_node_agent_heartbeats_total", &[("hook", "launch"), ("outcome", "ok")])
-            > 0.0
+        value(
+            &first,
+            "tfe_node_agent_heartbeats_total",
+            &[("hook", "launch"), ("outcome", "ok")]
+        ) > 0.0
     );
     assert_eq!(
         value(&first, "tfe_node_agent_phase", &[("phase", "installed")]),
@@ -687,7 +776,10 @@ fn metrics_parse_with_the_prometheus_parser_and_counters_only_grow() {
             .get(key)
             .unwrap_or_else(|| panic!("counter {key:?} vanished"))
             .1;
-        assert!(after >= *before, "counter {key:?} went from {before} to {after}");
+        assert!(
+            after >= *before,
+            "counter {key:?} went from {before} to {after}"
+        );
     }
     assert!(counters >= 5, "{counters} counter series");
 
@@ -710,8 +802,320 @@ fn metrics_parse_with_the_prometheus_parser_and_counters_only_grow() {
         1.0
     );
     assert!(
-        value(&om, "tfe_node_agent_heartbeats_total", &[("hook", "launch"), ("outcome", "ok")])
-            > 0.0
+        value(
+            &om,
+            "tfe_node_agent_heartbeats_total",
+            &[("hook", "launch"), ("outcome", "ok")]
+        ) > 0.0
     );
     assert_no_secret("/metrics", &(second_text + &om_text));
+}
+
+// ------------------------------------------------------------------- unix socket and bad clients
+
+/// One raw HTTP/1.1 GET over the unix socket: the status line.
+fn unix_get(socket: &Path, path: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(REQUEST)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+/// Connecting to the unix socket as uid/gid `id` (python3 started with that uid): the error, or
+/// None when it connected.
+fn connect_as(id: u32, socket: &Path) -> Option<String> {
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-c",
+        "import socket, sys\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect(sys.argv[1])\nexcept OSError as e:\n    print(type(e).__name__, e.errno)\n    sys.exit(3)\nprint('connected')",
+    ])
+    .arg(socket)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    if id != 0 {
+        cmd.uid(id).gid(id);
+    }
+    let run = Run::wait(cmd.spawn().unwrap(), REQUEST);
+    match run.code {
+        Some(0) => None,
+        Some(3) => Some(run.stdout.trim().to_string()),
+        other => panic!(
+            "python3 as uid {id}: {other:?}\n{}{}",
+            run.stdout, run.stderr
+        ),
+    }
+}
+
+/// The agent's resident memory (VmRSS), in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Samples the agent's RSS every 100 ms until dropped; `max()` is the highest seen.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut max = 0;
+            // Bounded: at most 10 minutes of samples.
+            for _ in 0..6000 {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                max = max.max(rss(pid));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            max
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn max(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Whether the server has closed `s` (EOF or reset) within `timeout`, reading and discarding
+/// whatever it sends first (a 4xx answer).
+fn closed_within(s: &mut TcpStream, timeout: Duration) -> (bool, String) {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (true, String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return (true, String::from_utf8_lossy(&got).into_owned()),
+        }
+    }
+    (false, String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Opens `n` TCP connections to `addr` from a python3 child (its own fd limit raised to fit),
+/// holds them `hold`, then closes them all. Returns the child; it prints `opened N failed M`
+/// once all are open and `closed` at the end.
+fn flood(addr: &str, n: u32, hold: Duration) -> std::process::Child {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    Command::new("python3")
+        .args([
+            "-c",
+            r#"
+import resource, socket, sys, time
+host, port, n, hold = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if soft != resource.RLIM_INFINITY and soft < n + 64:
+    want = n + 64 if hard == resource.RLIM_INFINITY else min(hard, n + 64)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+socks, failed = [], 0
+give_up = time.monotonic() + 60
+for _ in range(n):
+    if time.monotonic() > give_up:
+        break
+    try:
+        socks.append(socket.create_connection((host, port), timeout=10))
+    except OSError:
+        failed += 1
+print("opened %d failed %d" % (len(socks), failed), flush=True)
+time.sleep(hold)
+for s in socks:
+    s.close()
+print("closed", flush=True)
+"#,
+            host,
+            port,
+            &n.to_string(),
+            &hold.as_secs_f64().to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn the_unix_socket_is_root_only_and_bad_clients_do_not_hold_up_the_heartbeats() {
+    let node = Node::with(beating(), shared_secret());
+    node.set_behaviour(holding(json!({})));
+    // A directory anyone may enter: only the socket's own mode keeps others out.
+    let run_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(run_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = run_dir.path().join("agent.sock");
+    node.write_config(&format!(
+        "{FAST}\n{}\npoll_interval = \"200ms\" => poll_interval = \"1s\"",
+        listen_tcp_and_unix(&socket)
+    ));
+    let agent = node.start(&["run"]);
+    let base = agent.api_url(BOOT);
+    wait_status(&base, "holding the launch hook", BOOT, |d| {
+        d["launch_hook"]["state"] == "held"
+    });
+
+    // The socket: 0660, root's, and only root gets in.
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o7777, 0o660, "mode {:o}", meta.mode());
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    assert_eq!(connect_as(0, &socket), None, "root connects");
+    let refused = connect_as(65534, &socket).expect("uid 65534 must not connect");
+    assert!(refused.starts_with("PermissionError 13"), "{refused}");
+    assert_eq!(
+        unix_get(&socket, "/readyz"),
+        "HTTP/1.1 503 Service Unavailable"
+    );
+    assert_eq!(unix_get(&socket, "/livez"), "HTTP/1.1 200 OK");
+
+    // Unknown paths and other methods.
+    let (code, body, _) = request("GET", &format!("{base}/nope"), None);
+    assert_eq!(code, 404, "{body}");
+    for path in ["/status", "/readyz", "/metrics", "/livez"] {
+        let response = client().post(&format!("{base}{path}")).send_string("x");
+        let Err(ureq::Error::Status(code, r)) = response else {
+            panic!("POST {path}: {response:?}");
+        };
+        assert_eq!(code, 405, "POST {path}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "POST {path}");
+    }
+    let (code, _, _) = request("DELETE", &format!("{base}/status"), None);
+    assert_eq!(code, 405);
+
+    let addr = base.trim_start_matches("http://").to_string();
+    let pid = agent.child.id();
+    let rss_before = rss(pid);
+    let sampler = RssSampler::start(pid);
+    let since = node.emulator.events("api").len();
+    let bad_start = Instant::now();
+
+    // A request head over 8 KiB: 431 or a closed connection, never a hang.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_write_timeout(Some(REQUEST)).unwrap();
+    let head = format!(
+        "GET /status HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(16 * 1024)
+    );
+    let _ = s.write_all(head.as_bytes()); // the agent may close before all of it is sent
+    let (closed, answer) = closed_within(&mut s, Duration::from_secs(15));
+    assert!(
+        closed,
+        "a huge head left the connection open; got {answer:?}"
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    let huge_head = answer
+        .lines()
+        .next()
+        .unwrap_or("closed, no answer")
+        .to_string();
+    drop(s);
+
+    // A slowloris: one byte of the head a second. Closed at the 5 s header timeout (+ slack).
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let trickle =
+        b"GET /status HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let opened = Instant::now();
+    let mut closed_after = None;
+    for byte in trickle.iter().take(20) {
+        if s.write_all(&[*byte]).is_err() {
+            closed_after = Some(opened.elapsed());
+            break;
+        }
+        if closed_within(&mut s, Duration::from_secs(1)).0 {
+            closed_after = Some(opened.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("a slowloris was served for 20 s");
+    assert!(
+        closed_after < Duration::from_secs(15),
+        "slowloris closed after {closed_after:?}"
+    );
+    drop(s);
+
+    // 1000 connections at once, held 10 s.
+    let mut flooder = flood(&addr, 1000, Duration::from_secs(10));
+    let mut out = BufReader::new(flooder.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("opened "), "{line}");
+    let (opened, failed) = {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        (w[1].parse::<u32>().unwrap(), w[3].parse::<u32>().unwrap())
+    };
+    assert_eq!(opened + failed, 1000, "{line}");
+    let mut closed = String::new();
+    out.read_line(&mut closed).unwrap();
+    assert_eq!(closed.trim(), "closed");
+    wait_for("the flooder's exit", REQUEST, || {
+        flooder.try_wait().unwrap().is_some()
+    });
+
+    // Answers again once they are gone (the held connections end at the header timeout).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client().get(&format!("{base}/readyz")).call() {
+            Err(ureq::Error::Status(503, _)) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "/readyz does not answer after the flood: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let bad_took = bad_start.elapsed();
+    let max_rss = sampler.max();
+
+    // The boot goes on, and the heartbeats kept their schedule throughout.
+    release(&node, json!({}));
+    agent.wait_line("is in service", BOOT);
+    assert_eq!(get(&format!("{base}/readyz")).0, 200);
+    assert_eq!(
+        node.emulator.resolutions(),
+        launch_resolved("CONTINUE", "complete")
+    );
+    let beats: Vec<f64> = node.emulator.events("api")[since..]
+        .iter()
+        .filter(|e| e["action"] == "RecordLifecycleActionHeartbeat")
+        .map(|e| e["t"].as_f64().unwrap())
+        .collect();
+    // Every ~2 s (a third of the 6 s HeartbeatTimeout, ±10 %): never a gap of 2.5 intervals.
+    let gaps: Vec<f64> = beats.windows(2).map(|w| w[1] - w[0]).collect();
+    let longest = gaps.iter().cloned().fold(0.0, f64::max);
+    eprintln!(
+        "bad clients: {bad_took:?}; huge head: {huge_head}; slowloris closed after {closed_after:?}; {opened} of 1000 connections opened ({failed} failed); {} heartbeats, longest gap {longest:.2}s; RSS {} KiB before, {} KiB at most",
+        beats.len(),
+        rss_before / 1024,
+        max_rss / 1024
+    );
+    assert!(
+        beats.len() as f64 >= bad_took.as_secs_f64() / 2.2 - 1.0,
+        "{} heartbeats in {bad_took:?}",
+        beats.len()
+    );
+    assert!(longest < 5.0, "heartbeat gaps {gaps:?}");
+    assert!(max_rss < 64 * 1024 * 1024, "RSS reached {max_rss} bytes");
 }

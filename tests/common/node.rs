@@ -374,7 +374,9 @@ pub const TEST_LISTEN: &str = "listen = \"127.0.0.1:0\"";
 /// `listen` line replaced, or the section added when the example has none.
 fn with_test_listen(text: String) -> String {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let header = lines.iter().position(|l| l.trim_start().starts_with("[observe]"));
+    let header = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("[observe]"));
     match header {
         None => {
             lines.push(String::new());
@@ -431,11 +433,7 @@ impl Agent {
         let text = self.wait_line(SAYS, timeout);
         let line = text.lines().find(|l| l.contains(SAYS)).unwrap();
         let at = line.find(SAYS).unwrap() + SAYS.len() - "http://".len();
-        line[at..]
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_string()
+        line[at..].split_whitespace().next().unwrap().to_string()
     }
 
     pub fn stderr(&self) -> String {
