@@ -553,12 +553,16 @@ for f in text_string_to_metric_families(text):
 print(json.dumps(out))
 "#;
 
+type Labels = BTreeMap<String, String>;
+/// (sample name, labels) → (the family's type, value).
+type Samples = BTreeMap<(String, Labels), (String, f64)>;
+
 #[derive(Debug)]
 struct Family {
     name: String,
     kind: String,
     /// (sample name, labels) → value.
-    samples: BTreeMap<(String, BTreeMap<String, String>), f64>,
+    samples: BTreeMap<(String, Labels), f64>,
 }
 
 fn parse_exposition(text: &str, openmetrics: bool) -> Vec<Family> {
@@ -622,10 +626,7 @@ fn valid_label(name: &str) -> bool {
 
 /// What every exposition must be: parsed, every name valid, every family typed, under 150
 /// series. Returns the samples by (name, labels).
-fn check_exposition(
-    text: &str,
-    openmetrics: bool,
-) -> BTreeMap<(String, BTreeMap<String, String>), (String, f64)> {
+fn check_exposition(text: &str, openmetrics: bool) -> Samples {
     let families = parse_exposition(text, openmetrics);
     let mut all = BTreeMap::new();
     for f in &families {
@@ -659,12 +660,8 @@ fn check_exposition(
     all
 }
 
-fn value(
-    samples: &BTreeMap<(String, BTreeMap<String, String>), (String, f64)>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
-    let labels: BTreeMap<String, String> = labels
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let labels: Labels = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
