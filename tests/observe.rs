@@ -172,7 +172,13 @@ fn replicated_asking_readyz(node: &Node) -> PathBuf {
     let fake = repo().join("tests/fake-tfe/replicated");
     let wrapper = node.path("replicated");
     let script = format!(
-        "#!/bin/sh\ncase \" $* \" in *\" node-drain \"*)\n  curl -s -o /dev/null -m 5 -w '%{{http_code}}' \"$(cat {dir}/api-url)/readyz\" > {dir}/readyz-at-drain.tmp\n  mv {dir}/readyz-at-drain.tmp {dir}/readyz-at-drain ;;\nesac\nexec {fake} \"$@\"\n",
+        r#"#!/bin/sh
+case " $* " in *" node-drain "*)
+  curl -s -o /dev/null -m 5 -w '%{{http_code}}' "$(cat {dir}/api-url)/readyz" > {dir}/at-drain.tmp
+  mv {dir}/at-drain.tmp {dir}/readyz-at-drain ;;
+esac
+exec {fake} "$@"
+"#,
         dir = node.dir.path().display(),
         fake = fake.display()
     );
@@ -186,7 +192,7 @@ fn replicated_asking_readyz(node: &Node) -> PathBuf {
 #[test]
 fn readyz_and_status_follow_the_node_from_boot_through_service_to_drain() {
     let node = Node::with(beating(), shared_secret());
-    let knobs = json!({"install_duration_s": 2.0, "drain_duration_s": 3.0});
+    let knobs = json!({"install_duration_s": 3.0, "drain_duration_s": 3.0});
     node.set_behaviour(holding(knobs.clone()));
     let socket = node.path("run/agent.sock");
     let wrapper = replicated_asking_readyz(&node);
@@ -1064,6 +1070,10 @@ fn the_unix_socket_is_root_only_and_bad_clients_do_not_hold_up_the_heartbeats() 
         (w[1].parse::<u32>().unwrap(), w[3].parse::<u32>().unwrap())
     };
     assert_eq!(opened + failed, 1000, "{line}");
+    assert!(
+        opened >= 900,
+        "the kernel refused most of the flood: {line}"
+    );
     let mut closed = String::new();
     out.read_line(&mut closed).unwrap();
     assert_eq!(closed.trim(), "closed");
