@@ -527,15 +527,8 @@ mod tests {
         for outcome in ImdsOutcome::ALL {
             m.imds_request(*outcome);
         }
-        for source in [
-            Source::Asg,
-            Source::Spot,
-            Source::Rebalance,
-            Source::Maintenance,
-            Source::Shutdown,
-            Source::WarmPool,
-        ] {
-            m.termination_notice(source);
+        for source in Source::ALL {
+            m.termination_notice(*source);
         }
         let text = m.encode(Format::Prometheus);
         let series = text.lines().filter(|l| !l.starts_with('#')).count();

@@ -27,6 +27,15 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: &'static [Source] = &[
+        Source::Asg,
+        Source::Spot,
+        Source::Rebalance,
+        Source::Maintenance,
+        Source::Shutdown,
+        Source::WarmPool,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Asg => "asg",
