@@ -352,6 +352,29 @@ impl Metrics {
                     .get_or_create(&ImdsLabels { outcome: *outcome }),
             );
         }
+        for hook in HookKind::ALL {
+            for result in Completion::ALL {
+                drop(m.completions.get_or_create(&CompletionLabels {
+                    hook: *hook,
+                    result: *result,
+                }));
+            }
+        }
+        for source in Source::ALL {
+            drop(m.notices.get_or_create(&NoticeLabels {
+                source: SourceLabel(*source),
+            }));
+        }
+        for operation in AwsOperation::ALL {
+            for outcome in Outcome::ALL {
+                let service = operation.service();
+                drop(m.aws_requests.get_or_create(&AwsRequestLabels {
+                    service,
+                    operation: *operation,
+                    outcome: *outcome,
+                }));
+            }
+        }
         Metrics { registry, ..m }
     }
 
