@@ -10,8 +10,10 @@
 //!    loopback (the guest shares the host's network namespace). See `tests/common/e2e.rs`.
 //! 3. cloud-init installs the package, writes agent.toml and starts the unit; the agent boots the
 //!    node against the emulators and the launch hook gets CONTINUE.
+//!    The unit has its watchdog, and the HTTP API answers /readyz 200 on its default listener.
 //! 4. `systemctl poweroff` in the guest: the journal must show the agent's drain finished and the
-//!    unit stopped before the docker and replicated stand-in units stop.
+//!    unit stopped before the docker and replicated stand-in units stop, and the agent's
+//!    milestones with their journald fields (MESSAGE_ID, PHASE, INSTANCE_ID, ASG_NAME, HOOK_NAME).
 //!
 //! Needs root, systemd-nspawn, mmdebstrap and dpkg-scanpackages (tests/setup.sh installs them) and
 //! deb.debian.org for the first image build (about 100 s; cached afterwards).
@@ -244,6 +246,37 @@ fn cloud_init_installs_and_starts_the_agent_and_poweroff_drains_before_docker_st
         assert!(show.lines().any(|l| l == want), "want {want}, got:\n{show}");
     }
     assert_installed_and_configured(&guest.root);
+    // The unit's watchdog reached the agent's service (the agent pings it, see
+    // src/observe/watchdog.rs; a missed ping would have restarted it: NRestarts=0 above).
+    let watchdog = guest.exec(&[
+        "systemctl",
+        "show",
+        "-p",
+        "WatchdogUSec",
+        "tfe-node-agent.service",
+    ]);
+    let watchdog = String::from_utf8_lossy(&watchdog.stdout).trim().to_string();
+    assert!(
+        watchdog.starts_with("WatchdogUSec=")
+            && !["WatchdogUSec=0", "WatchdogUSec=infinity", "WatchdogUSec="]
+                .contains(&watchdog.as_str()),
+        "{watchdog:?}"
+    );
+    // The HTTP API on its default listener: the guest shares the host's loopback. /status names
+    // this node, so the answer is this agent's.
+    let api = "http://127.0.0.1:18800";
+    let ready = ureq::get(&format!("{api}/readyz")).call();
+    assert!(
+        matches!(&ready, Ok(r) if r.status() == 200),
+        "GET /readyz of a node in service: {ready:?}"
+    );
+    let status: serde_json::Value = ureq::get(&format!("{api}/status"))
+        .call()
+        .expect("GET /status")
+        .into_json()
+        .expect("/status is JSON");
+    assert_eq!(status["instance_id"], node.instance_id.as_str(), "{status}");
+    assert_eq!(status["phase"], "in-service", "{status}");
 
     let off = guest.exec(&["systemctl", "poweroff"]);
     assert!(off.status.success(), "systemctl poweroff: {off:?}");
@@ -252,6 +285,7 @@ fn cloud_init_installs_and_starts_the_agent_and_poweroff_drains_before_docker_st
     let total = started.elapsed();
 
     assert_served_then_drained_before_docker_stopped(&guest.root, &node);
+    assert_milestones_carry_journal_fields(&guest.root, &node);
     for secret in SHARED_SECRET_VALUES {
         assert!(
             !guest.console().contains(secret),

@@ -157,6 +157,7 @@ fn systemd_analyze_verify_rejects_broken_units() {
         ("Type=notify", "Type=notfiy", "notfiy"),
         ("TimeoutStopSec=5min", "TimeoutStopSec=soon", "soon"),
         ("KillMode=process", "KilMode=process", "KilMode"),
+        ("WatchdogSec=5min", "WatchdogSec=often", "often"),
         (
             "StateDirectoryMode=0700",
             "StateDirectoryMode=0x700",
@@ -272,6 +273,21 @@ fn unit_has_what_the_agent_relies_on() {
             "[Service] {key}={v} must be a finite time"
         );
     }
+
+    // The watchdog the agent pings while its loops tick (src/observe/watchdog.rs): set, finite,
+    // and long enough for one whole AWS call (3 tries of 20 s + backoff) inside a loop's turn.
+    let watchdog = one("Service", "WatchdogSec");
+    let seconds = match watchdog.strip_suffix("min") {
+        Some(m) => m.parse::<u64>().map(|m| m * 60),
+        None => watchdog.trim_end_matches('s').parse::<u64>(),
+    }
+    .unwrap_or_else(|e| panic!("[Service] WatchdogSec={watchdog}: {e}"));
+    assert!(
+        (2 * 70..=10 * 60).contains(&seconds),
+        "[Service] WatchdogSec={watchdog} should be between 140 s and 10 min"
+    );
+    assert_eq!(one("Service", "RuntimeDirectory"), "tfe-node-agent");
+    assert_eq!(one("Service", "RuntimeDirectoryMode"), "0750");
 
     // Stopped before docker and Replicated at shutdown, so the drain can still reach them.
     let after = words("Unit", "After");

@@ -17,6 +17,7 @@ use crate::ports::{
 use crate::sys::fsutil::FsError;
 use crate::sys::notify;
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
+use crate::telemetry::Milestone;
 use crate::tfe_files::install_args::install_args;
 use crate::tfe_files::{self, ConfigureError};
 use std::time::Duration;
@@ -84,7 +85,8 @@ pub async fn boot<W: World>(
     if let Err(error) = &result {
         recorder.failed(error);
         if !logged {
-            log::error!("boot failed: {}", crate::error_chain(error));
+            let message = format!("boot failed: {}", crate::error_chain(error));
+            recorder.milestone(Milestone::BootFailed, &message);
             recorder.say("boot failed");
         }
     }
@@ -101,7 +103,13 @@ pub async fn refuse_to_boot<W: World>(
     unreadable: StateError,
 ) -> BootError {
     let error = BootError::State(unreadable);
-    log::error!("boot failed: {}", crate::error_chain(&error));
+    // No recorder (the record is what cannot be read), so no PHASE; the id still finds it.
+    log::error!(
+        MESSAGE_ID = Milestone::BootFailed.message_id(),
+        INSTANCE_ID = identity.instance_id.as_str();
+        "boot failed: {}",
+        crate::error_chain(&error)
+    );
     notify::status("boot failed: unreadable state record");
     refuse_held_launch(
         world.asg(),
@@ -125,12 +133,15 @@ async fn run_boot<W: World>(
     let hook_name = cfg.lifecycle.launch_hook.as_deref();
     recorder.record(Event::BootStarted)?;
     let steps = recorder.state().boot_steps();
-    log::info!(
-        "boot of instance {} (private address {}, phase {:?}, install {}needed)",
-        identity.instance_id,
-        identity.private_ipv4,
-        recorder.phase(),
-        if steps.install { "" } else { "not " }
+    recorder.milestone(
+        Milestone::BootStarted,
+        &format!(
+            "boot of instance {} (private address {}, phase {:?}, install {}needed)",
+            identity.instance_id,
+            identity.private_ipv4,
+            recorder.phase(),
+            if steps.install { "" } else { "not " }
+        ),
     );
     let released_before = recorder.state().launch_hook;
 
@@ -213,10 +224,8 @@ async fn run_boot<W: World>(
                 }
                 Ok(()) => error,
             };
-            log::error!("boot failed: {}", crate::error_chain(&error));
-            recorder.say("boot failed");
             *logged = true;
-            record_failed(recorder)?;
+            fail_boot(recorder, &error, "boot failed")?;
             return Err(error);
         }
     };
@@ -240,17 +249,15 @@ async fn run_boot<W: World>(
                         source,
                     }
                 })?;
-                log_released(&h.action.hook, &r);
                 if let Released::AlreadyResolved { state: now } = &r {
                     if !launch_went_ahead(now.as_ref(), h.warm_pool) {
+                        log_released(None, &h.action.hook, &r);
                         let error = BootError::LaunchHookLost {
                             hook: h.action.hook.clone(),
                             state: now.as_ref().map_or("unknown".into(), ToString::to_string),
                         };
-                        log::error!("boot failed: {}", crate::error_chain(&error));
-                        recorder.say("boot failed: the launch hook was lost");
                         *logged = true;
-                        record_failed(recorder)?;
+                        fail_boot(recorder, &error, "boot failed: the launch hook was lost")?;
                         return Err(error);
                     }
                 }
@@ -259,6 +266,7 @@ async fn run_boot<W: World>(
                     let event = released_event(&recorder.state(), HookResult::Continue);
                     recorder.record(event)?;
                 }
+                log_released(Some(recorder), &h.action.hook, &r);
                 Some(r)
             }
             None if steps.release_launch_hook => {
@@ -274,21 +282,30 @@ async fn run_boot<W: World>(
         return Ok(BootOutcome { hook, released });
     };
 
-    log::error!("boot failed: {}", crate::error_chain(&error));
-    recorder.say("boot failed");
     *logged = true;
-    record_failed(recorder)?;
+    fail_boot(recorder, &error, "boot failed")?;
     if let Some(h) = &active {
         let result = cfg.lifecycle.on_failure.hook_result();
         let why = "because the boot failed ([lifecycle].on_failure)";
         if let Some(r) = hook::release_saying_why(world.asg(), world.clock(), h, result, why).await
         {
-            log_released(&h.action.hook, &r);
             let event = released_event(&recorder.state(), result);
-            recorder.record(event)?;
+            let recorded = recorder.record(event);
+            log_released(Some(recorder), &h.action.hook, &r);
+            recorded?;
         }
     }
     Err(error)
+}
+
+/// Records a failed boot, then says so (with the error's whole chain) and publishes `status`. A
+/// failed save is returned after the line is logged: the boot's own error must not go unsaid.
+fn fail_boot(recorder: &Recorder, error: &BootError, status: &str) -> Result<(), BootError> {
+    let recorded = record_failed(recorder);
+    let message = format!("boot failed: {}", crate::error_chain(error));
+    recorder.milestone(Milestone::BootFailed, &message);
+    recorder.say(status);
+    recorded
 }
 
 /// Records a failed boot; a phase that cannot fail (a boot of an in-service node that only
@@ -339,7 +356,7 @@ pub async fn refuse_held_launch<A: AutoScaling, C: Clock>(
         Ok(LaunchHook::Active(h)) => {
             let result = lifecycle.on_failure.hook_result();
             if let Some(r) = hook::release_saying_why(asg, clock, &h, result, why).await {
-                log_released(&h.action.hook, &r);
+                log_released(None, &h.action.hook, &r);
             }
         }
         Ok(other) => describe_hook(&other),
@@ -396,8 +413,13 @@ async fn prepare<W: World>(
     recorder.say("fetching secrets");
     let node = tfe_files::load(world.secrets(), world.clock(), cfg).await?;
     recorder.rendered(node.fingerprint());
+    recorder.milestone(Milestone::SecretsFetched, "secrets fetched and valid");
     recorder.say("writing config files");
     let files = tfe_files::write(cfg, &node)?;
+    recorder.milestone(
+        Milestone::FilesWritten,
+        &format!("config files written ({})", files.len()),
+    );
 
     if recorder.state().boot_steps().install {
         recorder.say("running install.sh");
@@ -407,10 +429,13 @@ async fn prepare<W: World>(
             args: install_args(&cfg.install, &identity.private_ipv4),
             timeout: cfg.install.timeout,
         };
-        log::info!(
-            "running {} {}",
-            command.script.display(),
-            command.args.join(" ")
+        recorder.milestone(
+            Milestone::InstallStarted,
+            &format!(
+                "running {} {}",
+                command.script.display(),
+                command.args.join(" ")
+            ),
         );
         recorder.installing();
         world
@@ -418,11 +443,11 @@ async fn prepare<W: World>(
             .install(&command)
             .await
             .map_err(BootError::Install)?;
-        log::info!("install.sh finished");
         tfe_files::restrict_after_install(cfg, &files).map_err(BootError::Restrict)?;
         recorder.record(Event::InstallSucceeded {
             release_sequence: node.release_sequence,
         })?;
+        recorder.milestone(Milestone::InstallFinished, "install.sh finished");
     } else {
         log::info!(
             "install.sh already succeeded on this instance (release {}); not running it again",
@@ -448,6 +473,7 @@ async fn prepare<W: World>(
     )
     .await?;
     recorder.record(Event::Healthy)?;
+    recorder.milestone(Milestone::Ready, readiness::READY);
     Ok(())
 }
 
@@ -473,14 +499,20 @@ fn describe_hook(hook: &LaunchHook) {
     }
 }
 
-fn log_released(hook: &str, released: &Released) {
+/// Says how a release of the launch hook ended; a release that took effect is a milestone when
+/// there is a `recorder` (record the release before calling this).
+fn log_released(recorder: Option<&Recorder>, hook: &str, released: &Released) {
+    let said = |message: String| match recorder {
+        Some(r) => r.milestone(Milestone::LaunchReleased, &message),
+        None => log::info!("{message}"),
+    };
     match released {
-        Released::Completed(r) => log::info!("launch hook {hook} released with {}", r.as_str()),
+        Released::Completed(r) => said(format!("launch hook {hook} released with {}", r.as_str())),
         Released::AlreadyResolved { state } if launch_went_ahead(state.as_ref(), true) => {
-            log::info!(
+            said(format!(
                 "launch hook {hook} was already resolved and the instance is {}: an earlier try of this release took effect (its answer was lost)",
                 state.as_ref().map_or("unknown".into(), ToString::to_string)
-            );
+            ));
         }
         Released::AlreadyResolved { state } => log::warn!(
             "launch hook {hook} had no active action any more (timed out or resolved elsewhere); instance is now {}",

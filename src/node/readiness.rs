@@ -6,6 +6,9 @@ use crate::ports::{Clock, TfeTools};
 use crate::telemetry::{loops, metrics, LoopName};
 use std::time::Duration;
 
+/// What the caller logs once it recorded that TFE is ready.
+pub const READY: &str = "TFE is ready: system ready, app started, health-check passed";
+
 #[derive(Debug, thiserror::Error)]
 #[error("TFE was not ready after {}; last seen: {last}", humantime::format_duration(*waited))]
 pub struct ReadinessError {
@@ -36,10 +39,8 @@ pub async fn wait_until_ready<T: TfeTools, C: Clock>(
             )),
         };
         match seen {
-            Ok(()) => {
-                log::info!("TFE is ready: system ready, app started, health-check passed");
-                return Ok(());
-            }
+            // The caller says so (`READY`) once it has recorded it.
+            Ok(()) => return Ok(()),
             Err(now) => {
                 if now != last {
                     log::info!("waiting for TFE: {now}");

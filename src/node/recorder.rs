@@ -16,6 +16,7 @@ use crate::node::state::{StateError, StateStore};
 use crate::node::view::{HookState, LastError, NoticeView, View};
 use crate::sys::notify;
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
+use crate::telemetry::Milestone;
 use std::cell::{Cell, Ref, RefCell};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -156,6 +157,58 @@ impl Recorder {
         }
     }
 
+    /// Logs `message` as a milestone of the node's life: under systemd, the journal entry carries
+    /// `MESSAGE_ID` (the milestone's stable id), `PHASE` (the recorded phase), `INSTANCE_ID`, and
+    /// `ASG_NAME` / `HOOK_NAME` (the hook the milestone belongs to) once they are known. On stderr
+    /// it is the plain line. Record the event first, then call this: whoever reads the line may
+    /// rely on the state file. The entry's code location is the caller's.
+    #[track_caller]
+    pub fn milestone(&self, m: Milestone, message: &str) {
+        self.milestone_at(m.level(), m, message);
+    }
+
+    /// [`Recorder::milestone`] at another level than the milestone's own: a drain that failed is
+    /// still the end of the drain, and an error.
+    #[track_caller]
+    pub fn milestone_at(&self, level: log::Level, m: Milestone, message: &str) {
+        if level > log::max_level() {
+            return;
+        }
+        let phase = self.phase().as_str();
+        let instance_id = self.state.borrow().instance_id.clone();
+        let (group, hook) = {
+            let v = self.view.borrow();
+            let hook = match m.hook() {
+                HookKind::Launch => &v.launch_hook,
+                HookKind::Terminate => &v.terminate_hook,
+            };
+            (v.group.clone(), hook.name.clone())
+        };
+        let mut fields = vec![
+            ("MESSAGE_ID", m.message_id()),
+            ("PHASE", phase),
+            ("INSTANCE_ID", instance_id.as_str()),
+        ];
+        if let Some(group) = &group {
+            fields.push(("ASG_NAME", group));
+        }
+        if let Some(hook) = &hook {
+            fields.push(("HOOK_NAME", hook));
+        }
+        let caller = std::panic::Location::caller();
+        log::logger().log(
+            &log::Record::builder()
+                .args(format_args!("{message}"))
+                .level(level)
+                .target(module_path!())
+                .module_path_static(Some(module_path!()))
+                .file_static(Some(caller.file()))
+                .line(Some(caller.line()))
+                .key_values(&fields)
+                .build(),
+        );
+    }
+
     /// install.sh starts now (its duration is measured to `InstallSucceeded`).
     pub fn installing(&self) {
         self.install_started.set(Some(Instant::now()));
@@ -279,6 +332,91 @@ mod tests {
         assert_eq!(recorder.snapshot(), before);
         assert_eq!(store.load("i-1").unwrap(), before);
         assert_eq!(view.borrow().phase, Phase::Installed);
+    }
+
+    /// The records that carry a `MESSAGE_ID`, with their key-values, as a journal logger sees them.
+    struct Capture(std::sync::Mutex<Vec<Entry>>);
+
+    /// Level, message, key-values.
+    type Entry = (log::Level, String, Vec<(String, String)>);
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+
+        fn log(&self, record: &log::Record) {
+            struct Fields(Vec<(String, String)>);
+            impl<'kvs> log::kv::VisitSource<'kvs> for Fields {
+                fn visit_pair(
+                    &mut self,
+                    key: log::kv::Key<'kvs>,
+                    value: log::kv::Value<'kvs>,
+                ) -> Result<(), log::kv::Error> {
+                    self.0.push((key.to_string(), value.to_string()));
+                    Ok(())
+                }
+            }
+            let mut fields = Fields(Vec::new());
+            record.key_values().visit(&mut fields).unwrap();
+            if fields.0.iter().any(|(k, _)| k == "MESSAGE_ID") {
+                let entry = (record.level(), record.args().to_string(), fields.0);
+                self.0.lock().unwrap().push(entry);
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+
+    #[test]
+    fn a_milestone_carries_its_id_the_phase_and_what_is_known_of_the_node() {
+        // The only logger the unit tests install (a process holds one).
+        let _ = log::set_logger(&CAPTURE);
+        log::set_max_level(log::LevelFilter::Info);
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::open(StateStore::new(&dir.path().join("state")), "i-kv").unwrap();
+        recorder.configured(&crate::testing::parse(crate::testing::EXAMPLE_CONFIG));
+        recorder.record(Event::BootStarted).unwrap();
+        recorder.milestone(Milestone::BootStarted, "boot of instance i-kv");
+        recorder.hook_found(HookKind::Launch, HookState::Held, Some("asg-kv"));
+        recorder.milestone(Milestone::BootFailed, "boot failed: i-kv");
+
+        let entries: Vec<_> = CAPTURE
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, f)| f.contains(&("INSTANCE_ID".into(), "i-kv".into())))
+            .cloned()
+            .collect();
+        let field = |i: usize, key: &str| {
+            entries[i]
+                .2
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert_eq!(entries[0].0, log::Level::Info);
+        assert_eq!(entries[0].1, "boot of instance i-kv");
+        assert_eq!(
+            field(0, "MESSAGE_ID").as_deref(),
+            Some(Milestone::BootStarted.message_id())
+        );
+        assert_eq!(field(0, "PHASE").as_deref(), Some("booting"));
+        assert_eq!(field(0, "HOOK_NAME").as_deref(), Some("tfe-launch"));
+        // Not known before the hook's lookup found the group.
+        assert_eq!(field(0, "ASG_NAME"), None);
+
+        assert_eq!(entries[1].0, log::Level::Error);
+        assert_eq!(
+            field(1, "MESSAGE_ID").as_deref(),
+            Some(Milestone::BootFailed.message_id())
+        );
+        assert_eq!(field(1, "ASG_NAME").as_deref(), Some("asg-kv"));
+        assert_eq!(field(1, "HOOK_NAME").as_deref(), Some("tfe-launch"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::ports::{Clock, Host, Identity, World};
 use crate::sys::notify;
 use crate::sys::shutdown::{self, ShutdownRx};
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
+use crate::telemetry::Milestone;
 use std::time::Duration;
 
 /// How long a boot cut short by a termination looks for the launch hook to abandon.
@@ -92,8 +93,8 @@ pub async fn run<W: World>(
             }
         };
         if let Some(seen) = seen {
-            log::warn!("{} during boot: abandoning the boot", seen.detail);
-            if let Err(code) = record_notice(world, recorder, &seen) {
+            let said = format!("{} during boot: abandoning the boot", seen.detail);
+            if let Err(code) = record_notice(world, recorder, &seen, &said) {
                 return code;
             }
             abandon_launch(world, cfg, recorder).await;
@@ -125,7 +126,8 @@ pub async fn run<W: World>(
         tokio::select! {
             change = watcher.next_change() => match change {
                 Change::Drain(seen) => {
-                    if let Err(code) = record_notice(world, recorder, &seen) {
+                    let said = format!("termination noticed: {}", seen.detail);
+                    if let Err(code) = record_notice(world, recorder, &seen, &said) {
                         return code;
                     }
                 }
@@ -148,8 +150,8 @@ pub async fn run<W: World>(
             signal = shutdown::wait(signals) => {
                 let going = recorder.state().termination.is_some();
                 if !going && world.host().system_stopping().await {
-                    log::warn!("signal {signal}: the system is shutting down with no ASG termination; draining within [termination].shutdown_drain_timeout");
-                    if let Err(code) = record_notice(world, recorder, &shutdown_notice(signal, cfg, world.clock())) {
+                    let said = format!("signal {signal}: the system is shutting down with no ASG termination; draining within [termination].shutdown_drain_timeout");
+                    if let Err(code) = record_notice(world, recorder, &shutdown_notice(signal, cfg, world.clock()), &said) {
                         return code;
                     }
                     continue;
@@ -170,7 +172,13 @@ fn shutdown_notice<C: Clock>(signal: i32, cfg: &Settings, clock: &C) -> Seen {
     }
 }
 
-fn record_notice<W: World>(world: &W, recorder: &Recorder, seen: &Seen) -> Result<(), Exit> {
+/// Records the notice, then says `said` (the termination-noticed milestone).
+fn record_notice<W: World>(
+    world: &W,
+    recorder: &Recorder,
+    seen: &Seen,
+    said: &str,
+) -> Result<(), Exit> {
     let notice = Notice {
         source: seen.source,
         detail: seen.detail.clone(),
@@ -181,12 +189,15 @@ fn record_notice<W: World>(world: &W, recorder: &Recorder, seen: &Seen) -> Resul
     recorder
         .record(Event::TerminationNoticed(notice))
         .map_err(|e| {
+            log::warn!("{said}");
             log::error!("{}", crate::error_chain(&e));
             match e {
                 RecordError::Refused(_) => Exit::Internal,
                 RecordError::Save(_) => Exit::LocalIo,
             }
-        })
+        })?;
+    recorder.milestone_at(log::Level::Warn, Milestone::TerminationNoticed, said);
+    Ok(())
 }
 
 /// A boot cut short by a termination: the launch hook, if still held, gets ABANDON.
@@ -223,13 +234,16 @@ async fn abandon_launch<W: World>(world: &W, cfg: &Settings, recorder: &Recorder
     let released =
         hook::release_saying_why(world.asg(), world.clock(), &h, HookResult::Abandon, why).await;
     if let Some(r) = released {
-        log::warn!(
-            "launch hook {} released with ABANDON ({r:?}): the node will not enter service",
-            h.action.hook
+        let recorded = recorder.record(Event::LaunchReleased(Some(HookResult::Abandon)));
+        recorder.milestone_at(
+            log::Level::Warn,
+            Milestone::LaunchReleased,
+            &format!(
+                "launch hook {} released with ABANDON ({r:?}): the node will not enter service",
+                h.action.hook
+            ),
         );
-        if let Err(RecordError::Save(e)) =
-            recorder.record(Event::LaunchReleased(Some(HookResult::Abandon)))
-        {
+        if let Err(RecordError::Save(e)) = recorded {
             log::error!("{}", crate::error_chain(&e));
         }
     }
@@ -291,6 +305,7 @@ async fn serve_launch_again<W: World>(
                 log::error!("{}", crate::error_chain(&e));
                 return Err(Exit::LocalIo);
             }
+            recorder.milestone(Milestone::Ready, readiness::READY);
             HookResult::Continue
         }
         Err(e) => {
@@ -304,13 +319,17 @@ async fn serve_launch_again<W: World>(
     let deadline = hook::release_deadline(world.clock(), &h.info);
     match hook::release(world.asg(), world.clock(), &h.action, result, deadline).await {
         Ok(r) => {
-            log::info!(
-                "launch hook {} released again with {} ({r:?})",
-                h.action.hook,
-                result.as_str()
-            );
             let event = boot::released_event(&recorder.state(), result);
-            match recorder.record(event) {
+            let recorded = recorder.record(event);
+            recorder.milestone(
+                Milestone::LaunchReleased,
+                &format!(
+                    "launch hook {} released again with {} ({r:?})",
+                    h.action.hook,
+                    result.as_str()
+                ),
+            );
+            match recorded {
                 Ok(()) => {}
                 Err(RecordError::Save(e)) => {
                     log::error!("{}", crate::error_chain(&e));

@@ -17,7 +17,7 @@ use crate::node::state::StateError;
 use crate::node::view::HookState;
 use crate::ports::{AutoScaling, Clock, HookAction, TfeTools, World};
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
-use crate::telemetry::{loops, LoopName};
+use crate::telemetry::{loops, LoopName, Milestone};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -162,6 +162,8 @@ async fn drain_node<W: World>(
         }
         other => other,
     };
+    // Whether the drain ended in this run (else an earlier agent's outcome is only repeated).
+    let ended_now = !matches!(step, DrainStep::Done(_));
     let outcome = match step {
         DrainStep::Done(outcome) => outcome,
         DrainStep::Start if nothing_to_drain.is_some() => {
@@ -177,10 +179,13 @@ async fn drain_node<W: World>(
                 // And recorded before it is said: whoever reads the log line may rely on the
                 // state file.
                 record(recorder, Event::DrainStarted(process.clone()))?;
-                log::info!(
-                    "node-drain started (pid {}); limit {} ({why})",
-                    process.pid,
-                    humantime::format_duration(limit)
+                recorder.milestone(
+                    Milestone::DrainStarted,
+                    &format!(
+                        "node-drain started (pid {}); limit {} ({why})",
+                        process.pid,
+                        humantime::format_duration(limit)
+                    ),
                 );
                 recorder.say("draining: node-drain running");
                 let outcome = match world.tfe().release_drain(&process) {
@@ -207,10 +212,15 @@ async fn drain_node<W: World>(
             outcome
         }
     };
-    if outcome.succeeded() {
-        log::info!("{}", outcome.describe());
+    let level = if outcome.succeeded() {
+        log::Level::Info
     } else {
-        log::error!("{}", outcome.describe());
+        log::Level::Error
+    };
+    if ended_now {
+        recorder.milestone_at(level, Milestone::DrainFinished, &outcome.describe());
+    } else {
+        log::log!(level, "{}", outcome.describe());
     }
     if stop_app && cfg.drain.stop_app && outcome == DrainOutcome::Drained {
         stop_app_and_wait(world, cfg, recorder, budget).await?;
@@ -356,10 +366,13 @@ async fn release_terminate_hook<W: World>(
                 recorder,
                 Event::TerminateHookDone(HookOutcome::Released { result: r }),
             )?;
-            log::info!(
-                "terminate hook {} released with {}",
-                hook.action.hook,
-                r.as_str()
+            recorder.milestone(
+                Milestone::TerminateReleased,
+                &format!(
+                    "terminate hook {} released with {}",
+                    hook.action.hook,
+                    r.as_str()
+                ),
             );
             Ok(())
         }

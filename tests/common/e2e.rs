@@ -256,6 +256,93 @@ pub fn journal(root: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The agent's milestones in the guest's journal carry their journald fields: `MESSAGE_ID` (the
+/// milestone's fixed id, so `journalctl MESSAGE_ID=…` finds it), `PHASE` (as recorded when it was
+/// logged), `INSTANCE_ID`, and `ASG_NAME` / `HOOK_NAME` once known. For a node that booted, served
+/// and drained at a poweroff (no ASG termination, so no terminate hook released).
+pub fn assert_milestones_carry_journal_fields(root: &Path, node: &Node) {
+    use tfe_node_agent::telemetry::Milestone;
+    let journal = journal(root);
+    let field = |e: &Value, k: &str| e[k].as_str().map(str::to_string);
+    let entries = |m: Milestone| -> Vec<&Value> {
+        journal
+            .iter()
+            .filter(|e| e["MESSAGE_ID"] == m.message_id())
+            .collect()
+    };
+    let one = |m: Milestone| -> &Value {
+        let found = entries(m);
+        assert_eq!(
+            found.len(),
+            1,
+            "want one journal entry with MESSAGE_ID {} ({}), got {found:?}",
+            m.message_id(),
+            m.as_str()
+        );
+        found[0]
+    };
+    // ASG_NAME: unknown at the boot's start, known from the launch release on; in between it
+    // depends on whether the hook's lookup (beside the work) answered first.
+    const ABSENT: &[Option<&str>] = &[None];
+    const EITHER: &[Option<&str>] = &[None, Some("tfe-asg")];
+    const KNOWN: &[Option<&str>] = &[Some("tfe-asg")];
+    let want = [
+        (Milestone::BootStarted, "booting", ABSENT, "tfe-launch"),
+        (Milestone::SecretsFetched, "booting", EITHER, "tfe-launch"),
+        (Milestone::FilesWritten, "booting", EITHER, "tfe-launch"),
+        (Milestone::InstallStarted, "booting", EITHER, "tfe-launch"),
+        (
+            Milestone::InstallFinished,
+            "installed",
+            EITHER,
+            "tfe-launch",
+        ),
+        (Milestone::Ready, "ready", EITHER, "tfe-launch"),
+        (Milestone::LaunchReleased, "in-service", KNOWN, "tfe-launch"),
+        (
+            Milestone::TerminationNoticed,
+            "draining",
+            KNOWN,
+            "tfe-terminate",
+        ),
+        (Milestone::DrainStarted, "draining", KNOWN, "tfe-terminate"),
+        // A shutdown's drain is done with node-drain alone (no terminate hook to answer).
+        (Milestone::DrainFinished, "drained", KNOWN, "tfe-terminate"),
+    ];
+    for (m, phase, groups, hook) in want {
+        let e = one(m);
+        let what = format!("{} entry {e}", m.as_str());
+        assert_eq!(e["SYSLOG_IDENTIFIER"], "tfe-node-agent", "{what}");
+        assert_eq!(field(e, "PHASE").as_deref(), Some(phase), "{what}");
+        assert_eq!(
+            field(e, "INSTANCE_ID"),
+            Some(node.instance_id.clone()),
+            "{what}"
+        );
+        assert!(groups.contains(&field(e, "ASG_NAME").as_deref()), "{what}");
+        assert_eq!(field(e, "HOOK_NAME").as_deref(), Some(hook), "{what}");
+    }
+    assert_eq!(
+        message(one(Milestone::LaunchReleased)),
+        "launch hook tfe-launch released with CONTINUE"
+    );
+    for m in [Milestone::TerminateReleased, Milestone::BootFailed] {
+        assert!(entries(m).is_empty(), "unexpected {} entry", m.as_str());
+    }
+    // journald indexes the field: a match on it finds the entry.
+    let id = Milestone::BootStarted.message_id();
+    let out = run(Command::new("journalctl")
+        .arg("-D")
+        .arg(root.join("var/log/journal"))
+        .args(["-o", "cat", "--no-pager"])
+        .arg(format!("MESSAGE_ID={id}")));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().count() == 1 && text.starts_with("boot of instance "),
+        "journalctl MESSAGE_ID={id}: {text:?}"
+    );
+}
+
 fn message(entry: &Value) -> &str {
     entry["MESSAGE"].as_str().unwrap_or("")
 }
