@@ -13,18 +13,25 @@ fresh instance, state dir and fake TFE state per run, it measures:
 T0 is the wall clock just before the notice; T1 is the fake node-drain's own "start" record in
 $FAKE_TFE_STATE/calls.jsonl (wall clock, written once its Python is up), and also the agent's
 "node-drain started" log line (ms timestamps). Run it with tests/bench/termination.sh.
-Env: BENCH_RUNS (10), BENCH_IDLE_SECONDS (60), KEEP_BENCH_DIR=1 keeps the temp dir, BENCH_ONLY
-(comma-separated parts of asg-1s,asg-200ms,sigterm,idle,render; default all)."""
+  6. (issue 11) idle `run` with the HTTP API listening (`idle-http`; `idle` has it off), and the
+     latency of /livez, /status and /metrics over BENCH_HTTP_REQUESTS sequential requests, kept-alive
+     and one connection per request, in service (`http-idle`) and while the launch hook is
+     heartbeated (`http-heartbeat`).
+Env: BENCH_RUNS (10), BENCH_IDLE_SECONDS (60), BENCH_HTTP_REQUESTS (2000), KEEP_BENCH_DIR=1 keeps
+the temp dir, BENCH_ONLY (comma-separated parts of asg-1s,asg-200ms,sigterm,idle,idle-http,
+http-idle,http-heartbeat,render; default all)."""
 
-import datetime, json, os, platform, random, re, resource, shutil, signal, socket, statistics, subprocess, sys
+import datetime, json, math, os, platform, random, re, resource, shutil, signal, socket, statistics, subprocess, sys
 import tempfile, threading, time, urllib.request
+import http.client as http_client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.environ.get("TFE_TEST_VENV", os.path.join(ROOT, ".venv"))
 AGENT = os.environ.get("TFE_NODE_AGENT_BIN", os.path.join(ROOT, "target/release/tfe-node-agent"))
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
 IDLE_S = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
-ONLY = [p for p in os.environ.get("BENCH_ONLY", "").split(",") if p]  # asg-1s,asg-200ms,sigterm,idle,render
+HTTP_REQUESTS = int(os.environ.get("BENCH_HTTP_REQUESTS", "2000"))
+ONLY = [p for p in os.environ.get("BENCH_ONLY", "").split(",") if p]  # see the docstring
 KNOBS = {"replicated_user": "nobody", "drain_duration_s": 0.2, "install_duration_s": 0.2,
          "system_ready_after_s": 0.3, "app_started_after_s": 0.8, "app_stop_duration_s": 0.1}
 BOOT_TIMEOUT, DRAIN_TIMEOUT = 90, 60
@@ -72,22 +79,25 @@ def set_keys(text, section, keys):
 class Node:
     """One fresh instance in the emulator, its own dirs and config, and the agent `run` on it."""
 
-    def __init__(self, bench, name, termination=None, systemctl=None, run=True):
+    def __init__(self, bench, name, termination=None, systemctl=None, run=True, listen="127.0.0.1:0",
+                 group="tfe-asg", knobs=None, readiness_poll="200ms"):
         self.dir = os.path.join(bench.work, name)
         etc, self.fake = os.path.join(self.dir, "etc"), os.path.join(self.dir, "fake-tfe")
         os.makedirs(self.fake)
-        json.dump(dict(KNOBS, replicated_conf=os.path.join(etc, "replicated.conf")),
+        json.dump(dict(KNOBS, **(knobs or {}), replicated_conf=os.path.join(etc, "replicated.conf")),
                   open(os.path.join(self.fake, "behaviour.json"), "w"))
         bench.n += 1
         self.inst = http("POST", bench.emu + "/_emulator/instances",
-                         {"group": "tfe-asg", "private_ip": f"10.0.{bench.n // 250}.{bench.n % 250 + 5}"})
+                         {"group": group, "private_ip": f"10.0.{bench.n // 250}.{bench.n % 250 + 5}"})
         q, tools = json.dumps, os.path.join(ROOT, "tests/fake-tfe")
         text = open(os.path.join(ROOT, "packaging/agent.toml.example")).read()
         text = set_keys(text, "install", {"script": q(f"{tools}/install.sh")})
         text = set_keys(text, "tools", {"replicatedctl": q(f"{tools}/replicatedctl"),
                                         "replicated": q(f"{tools}/replicated"),
                                         **({"systemctl": q(systemctl)} if systemctl else {})})
-        text = set_keys(text, "readiness", {"poll_interval": q("200ms")})
+        text = set_keys(text, "readiness", {"poll_interval": q(readiness_poll)})
+        # Port 0 (the agent logs the port it took), so no other agent on the machine is in the way.
+        text = set_keys(text, "observe", {"listen": q(listen)})
         text = set_keys(text, "paths", {
             "replicated_conf": q(f"{etc}/replicated.conf"), "settings": q(f"{etc}/ptfe-settings.json"),
             "license": q(f"{etc}/ptfe-license.rli"), "tls_cert": q(f"{etc}/cert.pem"),
@@ -127,6 +137,13 @@ class Node:
             sys.stderr.write("".join(self.lines[-30:]))
             raise
         return datetime.datetime.fromisoformat(hit.split()[0]).timestamp()
+
+    def api(self):
+        """(host, port) of the agent's HTTP API, from its "HTTP API listening on" line."""
+        hit = wait("agent line 'HTTP API listening on http://'",
+                   lambda: next((l for l in self.lines if "HTTP API listening on http://" in l), None), 10)
+        host, port = re.search(r"listening on http://([^\s/]+):(\d+)", hit).groups()
+        return host, int(port)
 
     def drain_started(self):
         """The fake node-drain's own start record (wall clock)."""
@@ -201,8 +218,10 @@ def task_ns(pid):
     return out
 
 
-def idle(bench):
-    node = Node(bench, "idle")
+def idle(bench, name="idle", listen="off"):
+    """`run` once in service and left alone for IDLE_S; `listen` is its [observe].listen (no
+    request is made to it)."""
+    node = Node(bench, name, listen=listen)
     url = f"{bench.emu}/_emulator/instances/{node.inst['id']}"
     try:
         node.line("is in service", BOOT_TIMEOUT)
@@ -220,13 +239,114 @@ def idle(bench):
     exact_s = sum(ns - a["task_ns"].get(tid, 0) for tid, ns in b["task_ns"].items()) / 1e9
     ended = len(set(a["task_ns"]) - set(b["task_ns"]))
     per_path = {p: n - imds_a.get(p, 0) for p, n in imds_b.items() if n - imds_a.get(p, 0)}
-    return {"window_s": round(wall, 2), "rss_end_kib": b["rss_kib"], "rss_max_sampled_kib": max(max_rss, b["rss_kib"]),
+    return {"listen": listen, "window_s": round(wall, 2), "rss_end_kib": b["rss_kib"], "rss_max_sampled_kib": max(max_rss, b["rss_kib"]),
             "rss_anon_end_kib": b["anon_kib"], "rss_file_end_kib": b["file_kib"],
             "vm_hwm_kib": b["hwm_kib"], "threads": b["threads"], "cpu_s": round(cpu, 3),
             "cpu_pct_of_one_core": round(100 * cpu / wall, 3),
             "cpu_s_schedstat": round(exact_s, 4), "cpu_pct_schedstat": round(100 * exact_s / wall, 4),
             "threads_ended_in_window": ended, "imds_requests": sum(per_path.values()),
             "imds_requests_per_s": round(sum(per_path.values()) / wall, 3), "imds_by_path": per_path}
+
+
+HTTP_PATHS = [("/livez", {}), ("/status", {}), ("/metrics", {}),
+              ("/metrics", {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"})]
+HTTP_TIME_LIMIT = 120  # s per batch of HTTP_REQUESTS; a batch past it stops early and says so
+
+
+def quantile(xs, q):
+    """Nearest-rank quantile of a non-empty list."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, math.ceil(len(xs) * q) - 1))]
+
+
+def requests(pid, host, port, path, headers, keepalive):
+    """HTTP_REQUESTS sequential GETs with http.client: on one kept-alive connection (connected before
+    the clock starts; a connection the server ends, e.g. at its 30 s lifetime, is reopened and that
+    request not counted) or one connection per request (connect, request, read, close: all timed).
+    Client-side round trips in µs, and the agent's own CPU (schedstat) over the batch."""
+    us, reconnects, size, status = [], 0, 0, None
+    conn = http_client.HTTPConnection(host, port, timeout=10)
+    conn.connect()
+    cpu0, start = sum(task_ns(pid).values()), time.monotonic()
+    for _ in range(HTTP_REQUESTS):
+        if time.monotonic() - start > HTTP_TIME_LIMIT:
+            break
+        t0 = time.perf_counter_ns()
+        try:
+            if not keepalive:
+                conn = http_client.HTTPConnection(host, port, timeout=10)
+            conn.request("GET", path, headers=headers)
+            r = conn.getresponse()
+            body = r.read()
+        except (http_client.RemoteDisconnected, ConnectionError, http_client.BadStatusLine):
+            if not keepalive:
+                raise
+            reconnects += 1
+            conn.close()
+            conn = http_client.HTTPConnection(host, port, timeout=10)
+            conn.connect()
+            continue
+        t1 = time.perf_counter_ns()
+        if r.status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {r.status}")
+        if not keepalive:
+            conn.close()
+        us.append((t1 - t0) / 1000)
+        size, status = len(body), r.status
+    wall = time.monotonic() - start
+    cpu = (sum(task_ns(pid).values()) - cpu0) / 1e3
+    conn.close()
+    return {"requests": len(us), "reconnects": reconnects, "body_bytes": size, "wall_s": round(wall, 2),
+            "p50_us": round(quantile(us, 0.5)), "p99_us": round(quantile(us, 0.99)),
+            "max_us": round(max(us)), "mean_us": round(statistics.mean(us)),
+            "agent_cpu_us_per_request": round(cpu / max(1, len(us)), 1)}
+
+
+def http_latency(bench, name, heartbeat=False):
+    """/livez (the floor: client, loopback, hyper), /status and /metrics (0.0.4 and OpenMetrics),
+    each HTTP_REQUESTS sequential requests kept-alive and then one connection per request, against
+    `run` in service and idle, or (heartbeat) still booting with its launch hook held: group
+    tfe-asg-hb's HeartbeatTimeout of 3 s makes a heartbeat every second, and the fake app never
+    starts, so the readiness loop keeps polling (every 5 s) and the hook stays held."""
+    node = Node(bench, name, group="tfe-asg-hb" if heartbeat else "tfe-asg",
+                knobs={"app_started_after_s": 3600.0} if heartbeat else None,
+                readiness_poll="5s" if heartbeat else "200ms")
+    try:
+        host, port = node.api()
+        status = lambda: json.loads(urllib.request.urlopen(f"http://{host}:{port}/status", timeout=10).read())
+        if heartbeat:
+            wait("two launch hook heartbeats", lambda: status()["launch_hook"]["heartbeats_sent"] >= 2, BOOT_TIMEOUT)
+        else:
+            node.line("is in service", BOOT_TIMEOUT)
+        pid = node.proc.pid
+        time.sleep(1)
+        events0 = http("GET", f"{bench.emu}/_emulator/events?kind=api")["next"]
+        beats0, rss0 = status()["launch_hook"]["heartbeats_sent"], proc_status(pid)["rss_kib"]
+        t0, batches = time.monotonic(), []
+        for path, headers in HTTP_PATHS:
+            for keepalive in (True, False):
+                b = requests(pid, host, port, path, headers, keepalive)
+                b.update(path=path, format="openmetrics" if "openmetrics" in headers.get("Accept", "") else None,
+                         connection="kept-alive" if keepalive else "per-request")
+                batches.append(b)
+                say(f"{name} {path}{' (OpenMetrics)' if b['format'] else ''} {b['connection']}: "
+                    f"p50 {b['p50_us']} µs, p99 {b['p99_us']} µs over {b['requests']} requests")
+        window = time.monotonic() - t0
+        end = proc_status(pid)
+        out = {"batches": batches, "window_s": round(window, 1), "rss_before_kib": rss0,
+               "rss_after_kib": end["rss_kib"], "vm_hwm_kib": end["hwm_kib"]}
+        if heartbeat:
+            doc = status()
+            events = http("GET", f"{bench.emu}/_emulator/events?kind=api&since={events0}")["events"]
+            t = [e["t"] for e in events if e.get("action") == "RecordLifecycleActionHeartbeat"]
+            gaps = [b - a for a, b in zip(t, t[1:])]
+            out.update(heartbeats_sent=doc["launch_hook"]["heartbeats_sent"] - beats0,
+                       heartbeats_at_emulator=len(t), heartbeat_gap_max_s=round(max(gaps), 3) if gaps else None,
+                       heartbeat_gap_median_s=round(statistics.median(gaps), 3) if gaps else None,
+                       launch_hook=doc.get("launch_hook"), phase=doc.get("phase"))
+    finally:
+        node.stop()
+    return out
 
 
 def render(bench):
@@ -288,6 +408,10 @@ class Bench:
              "default_result": "ABANDON"},
             {"name": "tfe-terminate", "transition": "autoscaling:EC2_INSTANCE_TERMINATING", "heartbeat_timeout": 60,
              "default_result": "CONTINUE"}]})
+        # A launch hook heartbeated every second (HeartbeatTimeout / 3), for http-heartbeat.
+        http("POST", self.emu + "/_emulator/groups", {"name": "tfe-asg-hb", "hooks": [
+            {"name": "tfe-launch", "transition": "autoscaling:EC2_INSTANCE_LAUNCHING", "heartbeat_timeout": 3,
+             "default_result": "ABANDON"}]})
 
     def close(self):
         for p in reversed(self.procs):
@@ -325,6 +449,9 @@ def main():
                      bench, "sigterm", lambda n: n.proc.send_signal(signal.SIGTERM), systemctl=systemctl,
                      first="received signal")),
                  "idle": ("idle", lambda: idle(bench)),
+                 "idle-http": ("idle_http", lambda: idle(bench, "idle-http", "127.0.0.1:0")),
+                 "http-idle": ("http_idle", lambda: http_latency(bench, "http-idle")),
+                 "http-heartbeat": ("http_heartbeat", lambda: http_latency(bench, "http-heartbeat", True)),
                  "render": ("render", lambda: render(bench))}
         for part in ONLY or parts:
             key, run = parts[part]
@@ -345,9 +472,9 @@ def main():
               f"   (agent log line: median {s['agent_logged']['median_ms']:.0f}, max {s['agent_logged']['max_ms']:.0f})")
         if (f := s.get("agent_first_line")):
             print(f"  {'':<40} agent logged {f['line']!r}: median {f['median_ms']:.0f}, max {f['max_ms']:.0f} ms")
-    if (i := res.get("idle")):
+    for i in filter(None, (res.get("idle"), res.get("idle_http"))):
         tick = 100 / os.sysconf("SC_CLK_TCK") / i["window_s"]
-        print(f"  idle `run` over {i['window_s']:.0f}s: RSS {i['rss_end_kib']} KiB ({i['rss_end_kib'] / 1024:.1f} MiB) "
+        print(f"  idle `run` ([observe].listen {i['listen']!r}) over {i['window_s']:.0f}s: RSS {i['rss_end_kib']} KiB ({i['rss_end_kib'] / 1024:.1f} MiB) "
               f"at end ({i['rss_anon_end_kib']} KiB anonymous, {i['rss_file_end_kib']} KiB file pages), "
               f"max sampled {i['rss_max_sampled_kib']} KiB, VmHWM {i['vm_hwm_kib']} KiB, {i['threads']} threads")
         ended = f", {i['threads_ended_in_window']} threads ended in the window: not counted" \
@@ -355,6 +482,22 @@ def main():
         print(f"    CPU {i['cpu_s_schedstat'] * 1000:.1f} ms = {i['cpu_pct_schedstat']:.4f} % of one core (schedstat{ended}); "
               f"{i['cpu_s']:.2f} s = {i['cpu_pct_of_one_core']:.3f} % in clock ticks ({tick:.3f} % each)")
         print(f"    IMDS {i['imds_requests']} requests = {i['imds_requests_per_s']:.2f}/s {i['imds_by_path']}")
+    for key, what in [("http_idle", "in service, idle"), ("http_heartbeat", "launch hook held, heartbeat every 1 s")]:
+        if not (h := res.get(key)):
+            continue
+        print(f"  HTTP API, {what} ({HTTP_REQUESTS} sequential requests each, µs round trip at the client):")
+        for b in h["batches"]:
+            what_path = b["path"] + (" (OpenMetrics)" if b["format"] else "")
+            print(f"    {what_path:<24} {b['connection']:<11} p50 {b['p50_us']:6d}  p99 {b['p99_us']:6d}  "
+                  f"max {b['max_us']:6d}  agent CPU {b['agent_cpu_us_per_request']:6.1f} µs/request  "
+                  f"({b['body_bytes']} bytes{', %d reconnects' % b['reconnects'] if b['reconnects'] else ''})")
+        print(f"    RSS {h['rss_before_kib']} KiB before, {h['rss_after_kib']} KiB after the {h['window_s']:.0f}s of "
+              f"requests (VmHWM {h['vm_hwm_kib']} KiB)")
+        if "heartbeats_at_emulator" in h:
+            print(f"    heartbeats during it: {h['heartbeats_sent']} sent (its /status), {h['heartbeats_at_emulator']} "
+                  f"at the emulator, gap median "
+                  f"{h['heartbeat_gap_median_s']} s, max {h['heartbeat_gap_max_s']} s; hook at the end: "
+                  f"{(h['launch_hook'] or {}).get('state')!r}, phase {h['phase']!r}")
     if (r := res.get("render")):
         print(f"  render --dry-run: median {r['median_ms']:.1f} ms wall, {r['cpu']['median_ms']:.1f} ms CPU "
               f"(max {r['max_ms']:.1f} / {r['cpu']['max_ms']:.1f})")

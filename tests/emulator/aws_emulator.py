@@ -634,6 +634,9 @@ class Handler(BaseHTTPRequestHandler):
     """Shared HTTP/1.1 plumbing: always Content-Length, so keep-alive works for hyper."""
 
     protocol_version = "HTTP/1.1"
+    # An answer goes out in two sends (head, then body); with Nagle on, the body of every answer
+    # after the first on a kept-alive connection waited for the client's delayed ACK (~40 ms).
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):
         log.debug("%s %s", self.address_string(), fmt % args)
