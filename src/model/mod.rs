@@ -3,6 +3,7 @@
 //! the other folders but `sys`.
 
 pub mod asg;
+pub mod cluster;
 pub mod lifecycle;
 pub mod problem;
 pub mod tfe;

@@ -5,6 +5,7 @@
 
 mod autoscaling;
 mod clock;
+pub mod cluster;
 mod host;
 mod imds;
 mod secrets;

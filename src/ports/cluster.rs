@@ -1,0 +1,78 @@
+//! The cluster store: the external Redis that every node of an Active/Active cluster already
+//! shares with TFE. The real one is `crate::adapters::redis`.
+
+use crate::model::cluster::{ClusterIdentity, MemberRecord, Snapshot};
+use crate::sys::secret::Secret;
+use std::future::Future;
+use std::time::Duration;
+
+/// Where the store is: TFE's own `redis_*` settings, and `[cluster]`.
+#[derive(Debug, Clone)]
+pub struct StoreTarget {
+    pub host: String,
+    pub port: u16,
+    /// AUTH with this when `redis_use_password_auth = "1"`.
+    pub password: Option<Secret>,
+    /// `redis_use_tls = "1"`: TLS 1.2+, verified against the system roots or `ca_bundle`.
+    pub tls: bool,
+    /// PEM; replaces the system roots when given.
+    pub ca_bundle: Option<String>,
+    pub database: u32,
+    /// Every key the agent writes starts with this (`tfe-node-agent:`).
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Cannot connect, TLS handshake, AUTH, or the connection broke: says which, naming the
+    /// address, never the password.
+    #[error("cluster store {address}: {detail}")]
+    Unavailable { address: String, detail: String },
+    /// The store answered something the agent cannot read (another program's keys?).
+    #[error("cluster store {address}: unreadable {what}: {detail}")]
+    Unreadable {
+        address: String,
+        what: String,
+        detail: String,
+    },
+}
+
+/// Opens stores: the target is known only once the secrets are (the password is one).
+pub trait ClusterStores: Sync {
+    type Store: ClusterStore;
+    /// A store that connects on first use (and reconnects with backoff after that).
+    fn open(&self, target: StoreTarget) -> Self::Store;
+}
+
+pub trait ClusterStore: Send + Sync {
+    /// One round trip: writes `me` (kept `keep_for`, stamped with the store's clock), indexes
+    /// it, forgets index entries older than `keep_for`, and reads the identity and every member.
+    fn heartbeat(
+        &self,
+        me: &MemberRecord,
+        keep_for: Duration,
+    ) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
+
+    /// The identity and every member, writing nothing.
+    fn read(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
+
+    /// Creates `identity` unless one exists (atomically); returns the one that exists after.
+    fn claim_identity(
+        &self,
+        identity: &ClusterIdentity,
+    ) -> impl Future<Output = Result<ClusterIdentity, StoreError>> + Send;
+
+    /// Records that the cluster now runs `release_sequence` (a repave: no member was live), if
+    /// the identity is still `cluster_id`.
+    fn set_release(
+        &self,
+        cluster_id: &str,
+        release_sequence: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes `instance_id` out of the cluster (its terminate hook was released).
+    fn leave(&self, instance_id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes the identity (an operator's deliberate reset: new database, new enc_password).
+    fn reset_identity(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
