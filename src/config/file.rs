@@ -5,6 +5,7 @@
 //! reported in one pass.
 
 use crate::model::asg::HookResult;
+use crate::model::cluster::TooManyPolicy;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +36,75 @@ pub struct AgentConfig {
     pub paths: PathsSection,
     #[serde(default)]
     pub observe: ObserveSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: membership in TFE's own external Redis, and the join guard.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterSection {
+    /// Default: on when the settings name a Redis (`redis_host`), as Active/Active requires.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Every key the agent writes starts with this; TFE's own keys never do.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    #[serde(default)]
+    pub database: u32,
+    #[serde(default = "default_cluster_heartbeat", with = "humantime_serde_compat")]
+    pub heartbeat_interval: Duration,
+    /// A node not seen for this long is stale.
+    #[serde(default = "default_node_ttl", with = "humantime_serde_compat")]
+    pub node_ttl: Duration,
+    /// More live nodes than this is a finding (or a refusal to join, with `on_too_many`).
+    #[serde(default)]
+    pub max_nodes: Option<u32>,
+    #[serde(default)]
+    pub on_too_many: TooManyPolicy,
+    /// The settings that must match on every node (fingerprinted, never stored).
+    #[serde(default = "default_must_match")]
+    pub must_match: Vec<String>,
+}
+
+fn default_key_prefix() -> String {
+    "tfe-node-agent:".into()
+}
+fn default_cluster_heartbeat() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_node_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+/// HashiCorp's list of the settings every Active/Active node must share.
+fn default_must_match() -> Vec<String> {
+    [
+        "enc_password",
+        "install_id",
+        "root_secret",
+        "user_token",
+        "archivist_token",
+        "cookie_hash",
+        "registry_session_encryption_key",
+        "registry_session_secret_key",
+        "internal_api_token",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            key_prefix: default_key_prefix(),
+            database: 0,
+            heartbeat_interval: default_cluster_heartbeat(),
+            node_ttl: default_node_ttl(),
+            max_nodes: None,
+            on_too_many: TooManyPolicy::default(),
+            must_match: default_must_match(),
+        }
+    }
 }
 
 /// `[observe]`: where the HTTP API (`/livez`, `/readyz`, `/status`, `/metrics`) listens.

@@ -5,7 +5,7 @@
 //! that need the secrets too live in `crate::tfe_files::validate`.
 
 use super::file::{
-    AgentConfig, AwsSection, DrainSection, InstallSection, LifecycleSection, PathsSection,
+    AgentConfig, AwsSection, ClusterSection, DrainSection, InstallSection, LifecycleSection, PathsSection,
     ReadinessSection, SecretsSection, TerminationSection, ToolsSection,
 };
 use crate::model::problem::{Origin, Problem};
@@ -30,6 +30,7 @@ pub struct Settings {
     pub paths: PathsSection,
     /// Where the HTTP API listens; empty: `"off"`.
     pub listen: Vec<Endpoint>,
+    pub cluster: ClusterSection,
 }
 
 /// One place the HTTP API listens.
@@ -210,6 +211,22 @@ impl Settings {
             ));
         }
 
+        let c = &file.cluster;
+        if c.heartbeat_interval.is_zero() || c.node_ttl < c.heartbeat_interval * 2 {
+            problems.push(Problem::new(
+                "",
+                Origin::config("cluster.node_ttl"),
+                "must be at least twice cluster.heartbeat_interval (and that above zero): one lost heartbeat must not make a node stale",
+            ));
+        }
+        if c.key_prefix.is_empty() {
+            problems.push(Problem::new(
+                "",
+                Origin::config("cluster.key_prefix"),
+                "must not be empty: the agent's keys must never collide with TFE's own",
+            ));
+        }
+
         let addresses = file.observe.listen.addresses();
         let mut listen = Vec::new();
         if addresses != ["off"] {
@@ -255,6 +272,7 @@ impl Settings {
             drain: file.drain,
             paths: file.paths,
             listen,
+            cluster: file.cluster,
         })
     }
 }

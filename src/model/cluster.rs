@@ -50,3 +50,12 @@ pub struct Snapshot {
     /// The store's clock at the read (unix seconds).
     pub now: u64,
 }
+
+/// What a node does when joining would make more than `max_nodes` live nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TooManyPolicy {
+    #[default]
+    Warn,
+    Refuse,
+}
