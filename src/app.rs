@@ -2,6 +2,7 @@
 
 use crate::adapters::aws::{self, AutoScalingClient, Imds, SecretsManager};
 use crate::adapters::host::SystemHost;
+use crate::adapters::redis::RedisStores;
 use crate::adapters::tfe::CliTfe;
 use crate::cli::{Cli, Command};
 use crate::config::{self, AgentConfig, Endpoint, Settings};
@@ -20,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-type RealWorld = Parts<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock, SystemHost>;
+type RealWorld =
+    Parts<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock, SystemHost, RedisStores>;
 
 pub async fn run(cli: Cli) -> Exit {
     let file = match config::load(&cli.config) {
@@ -98,6 +100,7 @@ async fn world(cfg: &Settings, imds: Imds, region: &str) -> RealWorld {
         tfe: CliTfe::new(&cfg.tools, cfg.install.sha256.clone(), &cfg.paths.state_dir),
         clock: TokioClock,
         host: SystemHost::new(&cfg.tools.systemctl),
+        stores: RedisStores,
     }
 }
 

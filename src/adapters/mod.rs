@@ -3,4 +3,5 @@
 
 pub(crate) mod aws;
 pub(crate) mod host;
+pub mod redis;
 pub mod tfe;

@@ -12,6 +12,7 @@ mod secrets;
 mod tfe;
 
 pub use autoscaling::*;
+pub use cluster::{ClusterStore, ClusterStores};
 pub use clock::*;
 pub use host::*;
 pub use imds::*;
@@ -28,6 +29,7 @@ pub trait World: Sync {
     type Tfe: TfeTools;
     type Clock: Clock;
     type Host: Host;
+    type Stores: ClusterStores;
 
     fn secrets(&self) -> &Self::Secrets;
     fn asg(&self) -> &Self::Asg;
@@ -35,21 +37,23 @@ pub trait World: Sync {
     fn tfe(&self) -> &Self::Tfe;
     fn clock(&self) -> &Self::Clock;
     fn host(&self) -> &Self::Host;
+    fn stores(&self) -> &Self::Stores;
 }
 
 /// A [`World`] made of one value per port: the real one (`crate::app`) and the fake one
 /// (`crate::testing`) are both this struct.
 #[derive(Debug)]
-pub struct Parts<S, A, M, T, C, H> {
+pub struct Parts<S, A, M, T, C, H, K> {
     pub secrets: S,
     pub asg: A,
     pub imds: M,
     pub tfe: T,
     pub clock: C,
     pub host: H,
+    pub stores: K,
 }
 
-impl<S, A, M, T, C, H> World for Parts<S, A, M, T, C, H>
+impl<S, A, M, T, C, H, K> World for Parts<S, A, M, T, C, H, K>
 where
     S: SecretSource,
     A: AutoScaling,
@@ -57,6 +61,7 @@ where
     T: TfeTools,
     C: Clock,
     H: Host,
+    K: ClusterStores,
 {
     type Secrets = S;
     type Asg = A;
@@ -64,6 +69,7 @@ where
     type Tfe = T;
     type Clock = C;
     type Host = H;
+    type Stores = K;
 
     fn secrets(&self) -> &S {
         &self.secrets
@@ -82,5 +88,8 @@ where
     }
     fn host(&self) -> &H {
         &self.host
+    }
+    fn stores(&self) -> &K {
+        &self.stores
     }
 }

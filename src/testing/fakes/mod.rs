@@ -5,12 +5,14 @@
 //! record every call with its (tokio) time, so a test asserts on what the flow did.
 
 mod asg;
+mod cluster;
 mod host;
 mod imds;
 mod secrets;
 mod tfe;
 
 pub use asg::*;
+pub use cluster::*;
 pub use host::*;
 pub use imds::*;
 pub use secrets::*;
@@ -31,7 +33,8 @@ pub const LAUNCH_HOOK: &str = "tfe-launch";
 pub const TERMINATE_HOOK: &str = "tfe-terminate";
 
 /// The world of the unit tests: every port faked, tokio's clock (paused in the tests).
-pub type FakeWorld = Parts<FakeSecrets, FakeAsg, FakeImds, FakeTfe, TokioClock, FakeHost>;
+pub type FakeWorld =
+    Parts<FakeSecrets, FakeAsg, FakeImds, FakeTfe, TokioClock, FakeHost, FakeStores>;
 
 /// A [`FakeWorld`] of default fakes: valid secrets, an instance waiting on its launch hook
 /// (`Pending:Wait`), an on-demand instance IMDS has nothing to say about, TFE that installs at
@@ -43,6 +46,7 @@ pub fn world() -> FakeWorldBuilder {
         imds: FakeImds::on_demand(),
         tfe: FakeTfe::ready(),
         host: FakeHost::default(),
+        stores: FakeStores::default(),
     }
 }
 
@@ -52,6 +56,7 @@ pub struct FakeWorldBuilder {
     imds: FakeImds,
     tfe: FakeTfe,
     host: FakeHost,
+    stores: FakeStores,
 }
 
 impl FakeWorldBuilder {
@@ -75,6 +80,10 @@ impl FakeWorldBuilder {
         self.host = host;
         self
     }
+    pub fn stores(mut self, stores: FakeStores) -> Self {
+        self.stores = stores;
+        self
+    }
     pub fn build(self) -> FakeWorld {
         Parts {
             secrets: self.secrets,
@@ -83,6 +92,7 @@ impl FakeWorldBuilder {
             tfe: self.tfe,
             clock: TokioClock,
             host: self.host,
+            stores: self.stores,
         }
     }
 }

@@ -1,0 +1,156 @@
+//! An in-memory cluster store with Redis's semantics as the agent uses them: records kept for a
+//! while and stamped with the store's clock, an identity created at most once, a store that can
+//! be down. Every store opened from one [`FakeStores`] shares its data (the nodes of one cluster).
+
+use crate::model::cluster::{ClusterIdentity, MemberRecord, Snapshot};
+use crate::ports::cluster::{ClusterStore, ClusterStores, StoreError, StoreTarget};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The store's clock at its creation (unix seconds); it runs with tokio's (paused) clock.
+const EPOCH: u64 = 1_800_000_000;
+
+#[derive(Debug, Default)]
+pub struct FakeCluster {
+    pub identity: Option<ClusterIdentity>,
+    /// Record and the instant it expires.
+    pub members: BTreeMap<String, (MemberRecord, Instant)>,
+    pub down: bool,
+    /// Every call, in order ("heartbeat i-1", "claim", …).
+    pub calls: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeStores {
+    pub data: Arc<Mutex<FakeCluster>>,
+    started: Instant,
+}
+
+impl Default for FakeStores {
+    fn default() -> Self {
+        Self {
+            data: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+impl FakeStores {
+    /// A store that answers nothing (Redis down).
+    pub fn down() -> Self {
+        let stores = Self::default();
+        stores.data.lock().unwrap().down = true;
+        stores
+    }
+
+    /// Another node's record, as if it had just heartbeat.
+    pub fn add_member(&self, mut record: MemberRecord, keep_for: Duration) {
+        let store = self.open_store();
+        record.last_seen = store.unix_now();
+        self.data.lock().unwrap().members.insert(
+            record.instance_id.clone(),
+            (record, Instant::now() + keep_for),
+        );
+    }
+
+    fn open_store(&self) -> FakeStore {
+        FakeStore {
+            data: self.data.clone(),
+            started: self.started,
+        }
+    }
+}
+
+impl ClusterStores for FakeStores {
+    type Store = FakeStore;
+    fn open(&self, _target: StoreTarget) -> FakeStore {
+        self.open_store()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeStore {
+    data: Arc<Mutex<FakeCluster>>,
+    started: Instant,
+}
+
+impl FakeStore {
+    fn unix_now(&self) -> u64 {
+        EPOCH + self.started.elapsed().as_secs()
+    }
+
+    fn call(&self, what: String) -> Result<std::sync::MutexGuard<'_, FakeCluster>, StoreError> {
+        let mut data = self.data.lock().unwrap();
+        data.calls.push(what);
+        if data.down {
+            return Err(StoreError::Unavailable {
+                address: "fake:6379".into(),
+                detail: "connection refused".into(),
+            });
+        }
+        let now = Instant::now();
+        data.members.retain(|_, (_, until)| *until > now);
+        Ok(data)
+    }
+
+    fn snapshot(&self, data: &FakeCluster) -> Snapshot {
+        Snapshot {
+            identity: data.identity.clone(),
+            members: data.members.values().map(|(r, _)| r.clone()).collect(),
+            now: self.unix_now(),
+        }
+    }
+}
+
+impl ClusterStore for FakeStore {
+    async fn heartbeat(
+        &self,
+        me: &MemberRecord,
+        keep_for: Duration,
+    ) -> Result<Snapshot, StoreError> {
+        let now = self.unix_now();
+        let mut data = self.call(format!("heartbeat {} {:?}", me.instance_id, me.phase))?;
+        let mut record = me.clone();
+        record.last_seen = now;
+        data.members.insert(
+            record.instance_id.clone(),
+            (record, Instant::now() + keep_for),
+        );
+        Ok(self.snapshot(&data))
+    }
+
+    async fn read(&self) -> Result<Snapshot, StoreError> {
+        let data = self.call("read".into())?;
+        Ok(self.snapshot(&data))
+    }
+
+    async fn claim_identity(
+        &self,
+        identity: &ClusterIdentity,
+    ) -> Result<ClusterIdentity, StoreError> {
+        let mut data = self.call(format!("claim {}", identity.cluster_id))?;
+        Ok(data.identity.get_or_insert_with(|| identity.clone()).clone())
+    }
+
+    async fn set_release(&self, cluster_id: &str, release_sequence: u64) -> Result<(), StoreError> {
+        let mut data = self.call(format!("set-release {release_sequence}"))?;
+        if let Some(id) = data.identity.as_mut().filter(|i| i.cluster_id == cluster_id) {
+            id.release_sequence = release_sequence;
+        }
+        Ok(())
+    }
+
+    async fn leave(&self, instance_id: &str) -> Result<(), StoreError> {
+        let mut data = self.call(format!("leave {instance_id}"))?;
+        data.members.remove(instance_id);
+        Ok(())
+    }
+
+    async fn reset_identity(&self) -> Result<(), StoreError> {
+        let mut data = self.call("reset".into())?;
+        data.identity = None;
+        Ok(())
+    }
+}
