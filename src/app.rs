@@ -4,15 +4,19 @@ use crate::adapters::aws::{self, AutoScalingClient, Imds, SecretsManager};
 use crate::adapters::host::SystemHost;
 use crate::adapters::redis::RedisStores;
 use crate::adapters::tfe::CliTfe;
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, ClusterCommand, Command};
 use crate::config::{self, AgentConfig, Endpoint, Settings};
+use crate::model::cluster::ClusterView;
 use crate::node::boot;
+use crate::node::cluster;
 pub use crate::node::exit::Exit;
 use crate::node::recorder::Recorder;
 use crate::node::service;
 use crate::node::state::StateStore;
 use crate::observe::{self, summary, StatusDoc};
-use crate::ports::{Identity, ImdsError, InstanceMetadata, Parts, TokioClock};
+use crate::ports::{
+    ClusterStore, ClusterStores, Identity, ImdsError, InstanceMetadata, Parts, TokioClock,
+};
 use crate::sys::retry::Backoff;
 use crate::sys::shutdown;
 use crate::tfe_files;
@@ -46,6 +50,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Boot => boot_once(&cfg).await,
         Command::Run => run_service(&cfg).await,
         Command::Status { json } => status(&cfg, json).await,
+        Command::Cluster { json, action } => cluster_command(&cfg, json, action).await,
     }
 }
 
@@ -255,6 +260,87 @@ fn start_api(cfg: &Settings, recorder: &Recorder) {
                 crate::error_chain(&e)
             ),
         }
+    }
+}
+
+/// `cluster`: the cluster view from the store this node's settings name (the secrets are read
+/// for the Redis password), or `cluster reset-identity`.
+async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterCommand>) -> Exit {
+    let imds = Imds::new();
+    let region = match region(cfg, &imds).await {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let w = world(cfg, imds, &region).await;
+    let node = match tfe_files::load(&w.secrets, &w.clock, cfg).await {
+        Ok(n) => n,
+        Err(e) => return fail(Exit::of_configure(&e), &e),
+    };
+    let Some(target) = cluster::store_target(&cfg.cluster, &node) else {
+        eprintln!(
+            "no cluster store: [cluster].enabled is false, or no redis_host setting names a Redis"
+        );
+        return Exit::Config;
+    };
+    let address = format!("{}:{}", target.host, target.port);
+    let store = w.stores.open(target);
+    if let Some(ClusterCommand::ResetIdentity { yes }) = action {
+        return reset_identity(&store, &address, yes).await;
+    }
+    match store.read().await {
+        Ok(snapshot) => {
+            let view = ClusterView::assess(&snapshot, cfg.cluster.node_ttl, cfg.cluster.max_nodes);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&view).expect("the view serializes")
+                );
+            } else {
+                print!("{}", summary::cluster(&view));
+            }
+            if view.consistent {
+                Exit::Ok
+            } else {
+                Exit::Cluster
+            }
+        }
+        Err(e) => fail(Exit::ClusterStore, &e),
+    }
+}
+
+async fn reset_identity<S: ClusterStore>(store: &S, address: &str, yes: bool) -> Exit {
+    let current = match store.read().await {
+        Ok(s) => s.identity,
+        Err(e) => return fail(Exit::ClusterStore, &e),
+    };
+    let Some(identity) = current else {
+        println!("cluster store {address} has no cluster identity; nothing to reset");
+        return Exit::Ok;
+    };
+    if !yes {
+        eprintln!(
+            "This deletes cluster {} (release {}) from {address}. Do it only after moving to a new database with a new enc_password: nodes with the old enc_password can then join again.\nType the cluster id to confirm:",
+            identity.cluster_id, identity.release_sequence
+        );
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() || line.trim() != identity.cluster_id {
+            eprintln!("not confirmed; nothing changed");
+            return Exit::Usage;
+        }
+    }
+    match store.reset_identity().await {
+        Ok(()) => {
+            log::warn!(
+                "cluster identity {} deleted from {address} by an operator",
+                identity.cluster_id
+            );
+            println!(
+                "cluster identity {} deleted; the next node to boot creates a new one",
+                identity.cluster_id
+            );
+            Exit::Ok
+        }
+        Err(e) => fail(Exit::ClusterStore, &e),
     }
 }
 

@@ -43,4 +43,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every node of the cluster from the shared Redis, and what does not match. Exit 0: the
+    /// cluster is consistent; 10: it is not; 11: the store cannot be read.
+    Cluster {
+        /// Print the view as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<ClusterCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Delete the cluster's identity, deliberately: only after a new database and a new
+    /// enc_password. The next node to boot creates a new one.
+    ResetIdentity {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }

@@ -6,13 +6,35 @@ use std::time::Duration;
 pub struct RedisStores;
 #[derive(Debug, Clone)]
 pub struct RedisStore(String);
-fn down(s: &RedisStore) -> StoreError { StoreError::Unavailable { address: s.0.clone(), detail: "not wired".into() } }
-impl ClusterStores for RedisStores { type Store = RedisStore; fn open(&self, t: StoreTarget) -> RedisStore { RedisStore(format!("{}:{}", t.host, t.port)) } }
+fn down(s: &RedisStore) -> StoreError {
+    StoreError::Unavailable {
+        address: s.0.clone(),
+        detail: "not wired".into(),
+    }
+}
+impl ClusterStores for RedisStores {
+    type Store = RedisStore;
+    fn open(&self, t: StoreTarget) -> RedisStore {
+        RedisStore(format!("{}:{}", t.host, t.port))
+    }
+}
 impl ClusterStore for RedisStore {
-    async fn heartbeat(&self, _: &MemberRecord, _: Duration) -> Result<Snapshot, StoreError> { Err(down(self)) }
-    async fn read(&self) -> Result<Snapshot, StoreError> { Err(down(self)) }
-    async fn claim_identity(&self, _: &ClusterIdentity) -> Result<ClusterIdentity, StoreError> { Err(down(self)) }
-    async fn set_release(&self, _: &str, _: u64) -> Result<(), StoreError> { Err(down(self)) }
-    async fn leave(&self, _: &str) -> Result<(), StoreError> { Err(down(self)) }
-    async fn reset_identity(&self) -> Result<(), StoreError> { Err(down(self)) }
+    async fn heartbeat(&self, _: &MemberRecord, _: Duration) -> Result<Snapshot, StoreError> {
+        Err(down(self))
+    }
+    async fn read(&self) -> Result<Snapshot, StoreError> {
+        Err(down(self))
+    }
+    async fn claim_identity(&self, _: &ClusterIdentity) -> Result<ClusterIdentity, StoreError> {
+        Err(down(self))
+    }
+    async fn set_release(&self, _: &str, _: u64) -> Result<(), StoreError> {
+        Err(down(self))
+    }
+    async fn leave(&self, _: &str) -> Result<(), StoreError> {
+        Err(down(self))
+    }
+    async fn reset_identity(&self) -> Result<(), StoreError> {
+        Err(down(self))
+    }
 }

@@ -5,8 +5,8 @@
 //! that need the secrets too live in `crate::tfe_files::validate`.
 
 use super::file::{
-    AgentConfig, AwsSection, ClusterSection, DrainSection, InstallSection, LifecycleSection, PathsSection,
-    ReadinessSection, SecretsSection, TerminationSection, ToolsSection,
+    AgentConfig, AwsSection, ClusterSection, DrainSection, InstallSection, LifecycleSection,
+    PathsSection, ReadinessSection, SecretsSection, TerminationSection, ToolsSection,
 };
 use crate::model::problem::{Origin, Problem};
 use std::collections::BTreeMap;

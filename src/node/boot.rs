@@ -6,6 +6,7 @@
 use crate::config::{LifecycleSection, Settings};
 use crate::model::asg::{HookResult, LifecycleState};
 use crate::model::lifecycle::{Event, IllegalTransition, LaunchAnswer, NodeState};
+use crate::node::cluster::{self, JoinRefused};
 use crate::node::hook::{self, LaunchHook, Released};
 use crate::node::readiness::{self, ReadinessError};
 use crate::node::recorder::{RecordError, Recorder};
@@ -45,6 +46,8 @@ pub enum BootError {
     Lifecycle(#[source] IllegalTransition),
     #[error("launch hook {hook} was resolved without this agent (its HeartbeatTimeout passed, or someone else answered it) and the instance is {state}: it will not enter service")]
     LaunchHookLost { hook: String, state: String },
+    #[error(transparent)]
+    JoinRefused(#[from] JoinRefused),
     #[error("releasing the launch lifecycle hook with {result} failed")]
     Release {
         result: &'static str,
@@ -285,8 +288,17 @@ async fn run_boot<W: World>(
     *logged = true;
     fail_boot(recorder, &error, "boot failed")?;
     if let Some(h) = &active {
-        let result = cfg.lifecycle.on_failure.hook_result();
-        let why = "because the boot failed ([lifecycle].on_failure)";
+        // A node refused by its cluster never serves, whatever on_failure says.
+        let (result, why) = match &error {
+            BootError::JoinRefused(_) => (
+                HookResult::Abandon,
+                "because the cluster refused this node (the join guard)",
+            ),
+            _ => (
+                cfg.lifecycle.on_failure.hook_result(),
+                "because the boot failed ([lifecycle].on_failure)",
+            ),
+        };
         if let Some(r) = hook::release_saying_why(world.asg(), world.clock(), h, result, why).await
         {
             let event = released_event(&recorder.state(), result);
@@ -413,6 +425,14 @@ async fn prepare<W: World>(
     recorder.say("fetching secrets");
     let node = tfe_files::load(world.secrets(), world.clock(), cfg).await?;
     recorder.rendered(node.fingerprint());
+    // Before anything is written: a node that must not join its cluster writes nothing.
+    if let Some(membership) = cluster::guard(world, cfg, &node, identity, recorder).await? {
+        tokio::spawn(cluster::run_membership(
+            membership,
+            recorder.subscribe(),
+            recorder.publisher(),
+        ));
+    }
     recorder.milestone(Milestone::SecretsFetched, "secrets fetched and valid");
     recorder.say("writing config files");
     let files = tfe_files::write(cfg, &node)?;

@@ -26,6 +26,11 @@ pub enum Exit {
     NotReady = 8,
     /// `status`: no agent answers (what state.json records is shown).
     NoAgent = 9,
+    /// The join guard refused this node (`boot`/`run`), or `cluster` found the cluster
+    /// inconsistent.
+    Cluster = 10,
+    /// `cluster`: the cluster store could not be read.
+    ClusterStore = 11,
 }
 
 impl From<Exit> for ExitCode {
@@ -53,6 +58,7 @@ impl Exit {
             BootError::Readiness(_) => Exit::ReadinessTimeout,
             BootError::Restrict(_) | BootError::State(_) => Exit::LocalIo,
             BootError::Lifecycle(_) => Exit::Internal,
+            BootError::JoinRefused(_) => Exit::Cluster,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! releases lifecycle hooks, `readiness` waits for TFE, `state` persists what happened.
 
 pub mod boot;
+pub mod cluster;
 pub mod exit;
 pub mod hook;
 pub mod readiness;

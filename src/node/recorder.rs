@@ -18,6 +18,7 @@ use crate::sys::notify;
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
 use crate::telemetry::Milestone;
 use std::cell::{Cell, Ref, RefCell};
+use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -36,7 +37,7 @@ pub enum RecordError {
 pub struct Recorder {
     state: RefCell<NodeState>,
     store: StateStore,
-    view: watch::Sender<View>,
+    view: Arc<watch::Sender<View>>,
     boot_started: Cell<Option<Instant>>,
     install_started: Cell<Option<Instant>>,
     drain_started: Cell<Option<Instant>>,
@@ -57,7 +58,7 @@ impl Recorder {
         Self {
             state: RefCell::new(state),
             store,
-            view: watch::Sender::new(view),
+            view: Arc::new(watch::Sender::new(view)),
             boot_started: Cell::new(None),
             install_started: Cell::new(None),
             drain_started: Cell::new(None),
@@ -80,6 +81,16 @@ impl Recorder {
             v.terminate_hook = fresh.terminate_hook;
             v.release_sequence = Some(release);
         });
+    }
+
+    /// Lets a task of its own (the membership loop) publish its part of the view.
+    pub fn publisher(&self) -> ViewPublisher {
+        ViewPublisher(self.view.clone())
+    }
+
+    /// When the agent started on this instance as far as this process knows (unix seconds).
+    pub fn launched_at(&self) -> u64 {
+        self.view.borrow().agent_started_at
     }
 
     /// The view the HTTP API serves, always the latest.
@@ -275,6 +286,17 @@ impl Recorder {
     pub fn rendered(&self, fingerprint: String) {
         self.view
             .send_modify(|v| v.settings_fingerprint = Some(fingerprint));
+    }
+}
+
+/// What another task of the agent may publish into the view: only its own part.
+#[derive(Debug, Clone)]
+pub struct ViewPublisher(Arc<watch::Sender<View>>);
+
+impl ViewPublisher {
+    /// The cluster as the membership loop last saw it.
+    pub fn cluster(&self, cluster: Option<serde_json::Value>) {
+        self.0.send_modify(|v| v.cluster = cluster);
     }
 }
 

@@ -1,6 +1,7 @@
 //! What `tfe-node-agent status` prints: a few lines a person reads at a glance.
 
 use super::StatusDoc;
+use crate::model::cluster::ClusterView;
 use crate::model::lifecycle::{DrainRecord, NodeState, Termination};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -118,4 +119,44 @@ fn termination(out: &mut String, t: &Termination) {
     if let Some(h) = &t.hook {
         let _ = writeln!(out, "terminate  {h:?}");
     }
+}
+
+/// `tfe-node-agent cluster`: one line per node, then the findings.
+pub fn cluster(view: &ClusterView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cluster {} (release {}): {} live, {} stale",
+        view.cluster_id.as_deref().unwrap_or("(no identity)"),
+        view.release_sequence
+            .map_or("unknown".into(), |r| r.to_string()),
+        view.live,
+        view.stale
+    );
+    let _ = writeln!(
+        out,
+        "{:<21} {:<15} {:<11} {:<12} {:>7} {:<8} {:>9}",
+        "INSTANCE", "IP", "AZ", "PHASE", "RELEASE", "AGENT", "SEEN"
+    );
+    for n in &view.nodes {
+        let _ = writeln!(
+            out,
+            "{:<21} {:<15} {:<11} {:<12} {:>7} {:<8} {:>8}s{}",
+            n.record.instance_id,
+            n.record.private_ip,
+            n.record.availability_zone,
+            n.record.phase.as_str(),
+            n.record.release_sequence,
+            n.record.agent_version,
+            n.seconds_since_seen,
+            if n.stale { " STALE" } else { "" }
+        );
+    }
+    if view.findings.is_empty() {
+        let _ = writeln!(out, "consistent");
+    }
+    for f in &view.findings {
+        let _ = writeln!(out, "finding: {}", f.describe());
+    }
+    out
 }

@@ -39,7 +39,7 @@ pub enum StoreError {
 
 /// Opens stores: the target is known only once the secrets are (the password is one).
 pub trait ClusterStores: Sync {
-    type Store: ClusterStore;
+    type Store: ClusterStore + 'static;
     /// A store that connects on first use (and reconnects with backoff after that).
     fn open(&self, target: StoreTarget) -> Self::Store;
 }

@@ -7,6 +7,7 @@ pub struct Identity {
     pub instance_id: String,
     pub region: String,
     pub private_ipv4: String,
+    pub availability_zone: String,
 }
 
 #[derive(Debug, thiserror::Error)]

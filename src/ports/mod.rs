@@ -12,8 +12,8 @@ mod secrets;
 mod tfe;
 
 pub use autoscaling::*;
-pub use cluster::{ClusterStore, ClusterStores};
 pub use clock::*;
+pub use cluster::{ClusterStore, ClusterStores};
 pub use host::*;
 pub use imds::*;
 pub use secrets::*;

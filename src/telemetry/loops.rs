@@ -22,6 +22,8 @@ pub enum LoopName {
     TerminateHeartbeat,
     /// The wait for node-drain (and for `replicatedctl app stop`) to finish.
     Drain,
+    /// This node's record in the cluster store (`[cluster].heartbeat_interval`).
+    Cluster,
 }
 
 impl LoopName {
@@ -32,6 +34,7 @@ impl LoopName {
             LoopName::LaunchHeartbeat => "launch-heartbeat",
             LoopName::TerminateHeartbeat => "terminate-heartbeat",
             LoopName::Drain => "drain",
+            LoopName::Cluster => "cluster",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and the model's own), never from an instance id, a hook token, an event id or free text, so
 //! the whole exposition stays under 150 series whatever happens to the node.
 
+use crate::model::cluster::ClusterView;
 use crate::model::lifecycle::{Phase, Source};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -155,6 +156,16 @@ struct ImdsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterNodeLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MismatchLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NoticeLabels {
     source: SourceLabel,
 }
@@ -179,6 +190,10 @@ pub struct Metrics {
     health_passing: Gauge,
     health_failing: Gauge,
     notices: Family<NoticeLabels, Counter>,
+    cluster_nodes: Family<ClusterNodeLabels, Gauge>,
+    cluster_mismatches: Family<MismatchLabels, Gauge>,
+    cluster_store_up: Gauge,
+    join_refusals: Counter,
     resident_memory: Gauge,
     cpu_seconds: Counter<f64, AtomicU64>,
     open_fds: Gauge,
@@ -236,6 +251,10 @@ impl Metrics {
             health_passing: Gauge::default(),
             health_failing: Gauge::default(),
             notices: Family::default(),
+            cluster_nodes: Family::default(),
+            cluster_mismatches: Family::default(),
+            cluster_store_up: Gauge::default(),
+            join_refusals: Counter::default(),
             resident_memory: Gauge::default(),
             cpu_seconds: Counter::default(),
             open_fds: Gauge::default(),
@@ -486,6 +505,30 @@ impl Metrics {
                 source: SourceLabel(source),
             })
             .inc();
+    }
+
+    pub fn cluster_store_up(&self, up: bool) {
+        self.cluster_store_up.set(i64::from(up));
+    }
+
+    pub fn join_refused(&self) {
+        self.join_refusals.inc();
+    }
+
+    /// The cluster as this node last read it.
+    pub fn cluster(&self, view: &ClusterView) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.cluster_nodes
+            .get_or_create(&ClusterNodeLabels { state: "live" })
+            .set(count(view.live));
+        self.cluster_nodes
+            .get_or_create(&ClusterNodeLabels { state: "stale" })
+            .set(count(view.stale));
+        for (kind, n) in view.mismatch_counts() {
+            self.cluster_mismatches
+                .get_or_create(&MismatchLabels { kind })
+                .set(count(n));
+        }
     }
 
     /// The exposition in `format`, with the process metrics read now.

@@ -275,6 +275,9 @@ impl InstanceMetadata for Imds {
                 .get_static("/latest/meta-data/placement/region")
                 .await?,
             private_ipv4: self.get_static("/latest/meta-data/local-ipv4").await?,
+            availability_zone: self
+                .get_static("/latest/meta-data/placement/availability-zone")
+                .await?,
         })
     }
 

@@ -131,12 +131,19 @@ impl ClusterStore for FakeStore {
         identity: &ClusterIdentity,
     ) -> Result<ClusterIdentity, StoreError> {
         let mut data = self.call(format!("claim {}", identity.cluster_id))?;
-        Ok(data.identity.get_or_insert_with(|| identity.clone()).clone())
+        Ok(data
+            .identity
+            .get_or_insert_with(|| identity.clone())
+            .clone())
     }
 
     async fn set_release(&self, cluster_id: &str, release_sequence: u64) -> Result<(), StoreError> {
         let mut data = self.call(format!("set-release {release_sequence}"))?;
-        if let Some(id) = data.identity.as_mut().filter(|i| i.cluster_id == cluster_id) {
+        if let Some(id) = data
+            .identity
+            .as_mut()
+            .filter(|i| i.cluster_id == cluster_id)
+        {
             id.release_sequence = release_sequence;
         }
         Ok(())

@@ -103,6 +103,7 @@ pub fn identity() -> Identity {
         instance_id: INSTANCE.into(),
         region: "us-east-1".into(),
         private_ipv4: "10.0.0.5".into(),
+        availability_zone: "us-east-1a".into(),
     }
 }
 
