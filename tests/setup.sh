@@ -24,6 +24,9 @@ need systemd-analyze systemd   # tests/systemd_unit.rs checks the unit with syst
 need cloud-init cloud-init     # tests/cloud_init.rs checks cloud-init/*.yaml with cloud-init schema
 need dpkg-deb dpkg             # tests/package.rs inspects the .deb
 need rpm rpm                   # tests/package.rs inspects the .rpm (rpm -qlp, --scripts, --configfiles)
+need redis-server redis-server # tests/cluster_store.rs runs the cluster store against it (redis-cli comes with it)
+need redis-cli redis-tools
+need openssl openssl           # tests/cluster_store.rs makes the TLS peer's CA and certificate
 # tests/e2e_nspawn.rs: boots a Debian guest (tests/e2e/image.sh) and serves the .deb from an apt repo
 need systemd-nspawn systemd-container
 need mmdebstrap mmdebstrap

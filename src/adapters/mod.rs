@@ -1,5 +1,6 @@
 //! The real outside world behind `crate::ports`: AWS (Secrets Manager, Auto Scaling, IMDSv2), the
-//! TFE tools (install.sh, replicatedctl, `replicated admin`) and the host (boot id, systemd).
+//! TFE tools (install.sh, replicatedctl, `replicated admin`), the host (boot id, systemd) and the
+//! cluster store (Redis).
 
 pub(crate) mod aws;
 pub(crate) mod host;

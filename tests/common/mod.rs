@@ -3,8 +3,9 @@
 //! Every process started here is killed when its handle drops; every wait is bounded.
 //!
 //! One file per peer: `processes` (spawning, bounded waits, files and pids), `moto`, `emulator`,
+//! `redis` (redis-server for the cluster store; not re-exported, its tests say `common::redis`),
 //! and `node` (one node's world and the agent run in it). Everything is re-exported here, so a
-//! test says `common::Node` or `use common::*`.
+//! test says `common::Node` or `use common::*` (all but `redis`).
 #![allow(dead_code)]
 
 pub mod e2e;
@@ -15,6 +16,7 @@ pub mod moto;
 pub mod node;
 pub mod packages;
 pub mod processes;
+pub mod redis;
 pub mod template;
 
 pub use emulator::*;
