@@ -105,7 +105,7 @@ async fn world(cfg: &Settings, imds: Imds, region: &str) -> RealWorld {
         tfe: CliTfe::new(&cfg.tools, cfg.install.sha256.clone(), &cfg.paths.state_dir),
         clock: TokioClock,
         host: SystemHost::new(&cfg.tools.systemctl),
-        stores: RedisStores,
+        stores: RedisStores::default(),
     }
 }
 
