@@ -1,6 +1,7 @@
 //! Fetch → decode → validate → render → write: the node's config files from its secrets. Nothing is
 //! written unless everything validated, and every file is written atomically.
 
+pub mod fingerprint;
 pub mod install_args;
 pub mod render;
 pub mod secret_bundle;
