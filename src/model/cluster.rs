@@ -68,6 +68,9 @@ pub struct ClusterView {
     pub cluster_id: Option<String>,
     /// The release the identity records.
     pub release_sequence: Option<u64>,
+    /// Members seen within the node TTL (whatever their phase), and the others.
+    pub live: usize,
+    pub stale: usize,
     /// Every member the index still lists, live or stale, by instance id.
     pub nodes: Vec<NodeView>,
     /// Most serious first.
@@ -124,6 +127,7 @@ pub enum Finding {
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // One line for the log and `cluster`: instance ids and setting names, never a value.
         match self {
             Finding::IdentityMissing { live } => write!(
                 f,
@@ -180,15 +184,11 @@ pub struct ReleaseGroup {
     pub nodes: Vec<String>,
 }
 
-/// The view in numbers, for the metrics (`cluster_nodes{state}`, `cluster_mismatches{kind}`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClusterCounts {
-    pub live: usize,
-    pub stale: usize,
-    /// 1 when live nodes run more than one release (or another than the identity's), else 0.
-    pub release_mismatches: usize,
-    /// How many settings differ between live nodes (or from the identity's enc_password).
-    pub fingerprint_mismatches: usize,
+impl Finding {
+    /// The finding in one line (as `Display`).
+    pub fn describe(&self) -> String {
+        self.to_string()
+    }
 }
 
 impl NodeView {
@@ -307,21 +307,28 @@ impl ClusterView {
         ClusterView {
             cluster_id: identity.map(|id| id.cluster_id.clone()),
             release_sequence: identity.map(|id| id.release_sequence),
+            live: live.len(),
+            stale: nodes.len() - live.len(),
             consistent: findings.is_empty(),
             nodes,
             findings,
         }
     }
 
-    pub fn counts(&self) -> ClusterCounts {
-        let stale = self.nodes.iter().filter(|n| n.stale).count();
+    /// For `cluster_mismatches{kind}`: whether live nodes disagree on the release (0 or 1), and
+    /// on how many settings they (or they and the identity's enc_password) disagree.
+    pub fn mismatch_counts(&self) -> [(&'static str, usize); 2] {
         let count = |pred: fn(&Finding) -> bool| self.findings.iter().filter(|f| pred(f)).count();
-        ClusterCounts {
-            live: self.nodes.len() - stale,
-            stale,
-            release_mismatches: count(|f| matches!(f, Finding::ReleaseMismatch { .. })),
-            fingerprint_mismatches: count(|f| matches!(f, Finding::FingerprintMismatch { .. })),
-        }
+        [
+            (
+                "release",
+                count(|f| matches!(f, Finding::ReleaseMismatch { .. })),
+            ),
+            (
+                "fingerprint",
+                count(|f| matches!(f, Finding::FingerprintMismatch { .. })),
+            ),
+        ]
     }
 }
 
@@ -365,11 +372,10 @@ pub enum Verdict {
     Join,
     /// The repave: the identity records another release and no live member runs any release
     /// but this node's (usually: none is live). Join, and record `release_sequence` in the
-    /// identity with `set_release`. `previous` lets the caller say so, loudly if it is a
-    /// downgrade (TFE's migrations only go forward).
+    /// identity with `set_release` (the identity in the snapshot says what it was: say so,
+    /// loudly if this is a downgrade — TFE's migrations only go forward).
     JoinAndRecordRelease {
         release_sequence: u64,
-        previous: u64,
     },
     /// No identity and no live member: the first node of a new cluster. The caller waits one
     /// node TTL (a node that booted just before this one shows up by then), reads again, and
@@ -491,7 +497,6 @@ pub fn join_verdict(
         Some(identity) if identity.release_sequence != me.release_sequence => {
             Verdict::JoinAndRecordRelease {
                 release_sequence: me.release_sequence,
-                previous: identity.release_sequence,
             }
         }
         Some(_) => Verdict::Join,
