@@ -8,7 +8,7 @@ pub mod secret_bundle;
 pub mod validate;
 
 use self::render::{Redaction, RenderedFile};
-use self::validate::TfeConfig;
+pub use self::validate::{SettingValue, TfeConfig};
 use crate::config::Settings;
 pub use crate::model::problem::Problems;
 use crate::ports::{Clock, SecretPayload, SecretSource, SecretsError};
