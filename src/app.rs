@@ -285,7 +285,7 @@ async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterComma
     let address = format!("{}:{}", target.host, target.port);
     let store = w.stores.open(target);
     if let Some(ClusterCommand::ResetIdentity { yes }) = action {
-        return reset_identity(&store, &address, yes).await;
+        return reset_identity(&store, &address, cfg.cluster.node_ttl, yes).await;
     }
     match store.read().await {
         Ok(snapshot) => {
@@ -308,15 +308,27 @@ async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterComma
     }
 }
 
-async fn reset_identity<S: ClusterStore>(store: &S, address: &str, yes: bool) -> Exit {
-    let current = match store.read().await {
-        Ok(s) => s.identity,
+async fn reset_identity<S: ClusterStore>(
+    store: &S,
+    address: &str,
+    node_ttl: Duration,
+    yes: bool,
+) -> Exit {
+    let snapshot = match store.read().await {
+        Ok(s) => s,
         Err(e) => return fail(Exit::ClusterStore, &e),
     };
-    let Some(identity) = current else {
+    let Some(identity) = snapshot.identity.clone() else {
         println!("cluster store {address} has no cluster identity; nothing to reset");
         return Exit::Ok;
     };
+    // Live members restore the identity they joined on their next heartbeat: a reset is for a
+    // cluster with none left (after scaling the group to 0).
+    let live = ClusterView::assess(&snapshot, node_ttl, None).live;
+    if live > 0 {
+        eprintln!("{live} node(s) of cluster {} are live and would restore its identity at their next heartbeat: scale the group to 0 first (`tfe-node-agent cluster` lists them)", identity.cluster_id);
+        return Exit::Cluster;
+    }
     if !yes {
         eprintln!(
             "This deletes cluster {} (release {}) from {address}. Do it only after moving to a new database with a new enc_password: nodes with the old enc_password can then join again.\nType the cluster id to confirm:",

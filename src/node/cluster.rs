@@ -59,6 +59,8 @@ pub struct Membership<S> {
     /// The must-match values (fingerprinted again when the cluster's salt changes).
     values: BTreeMap<String, Secret>,
     salt: Option<String>,
+    /// The identity this node joined: restored if the store loses it.
+    joined: Option<ClusterIdentity>,
     cfg: ClusterSection,
 }
 
@@ -106,6 +108,7 @@ pub async fn guard<W: World>(
         },
         values,
         salt: None,
+        joined: None,
         cfg: cfg.cluster.clone(),
     };
     let snapshot = match read(world, &membership.store).await {
@@ -124,6 +127,7 @@ pub async fn guard<W: World>(
         return Ok(Some(membership));
     };
     membership.fingerprint_with(&cluster.salt).await;
+    membership.joined = Some(cluster.clone());
     let candidate = Candidate {
         instance_id: membership.me.instance_id.clone(),
         release_sequence: membership.me.release_sequence,
@@ -195,33 +199,49 @@ async fn claim_if_first<W: World, S: ClusterStore>(
                 && s.now.saturating_sub(m.last_seen) <= ttl.as_secs()
         })
     };
-    let snapshot = if live(&snapshot) {
-        // Live members but no identity: the store lost it (a FLUSHALL, an eviction). Recreated
-        // with this node's values; the members' own fingerprints then show any disagreement.
-        log::warn!("cluster store {address} has members but no cluster identity (flushed or evicted?): recreating it");
-        snapshot
+    // Live members but no identity: the store lost it (a FLUSHALL, an eviction). Each live
+    // member restores the identity it joined on its next heartbeat; wait for that. No member at
+    // all: another first node may be starting; wait one node TTL for it.
+    let (wait, why) = if live(&snapshot) {
+        (
+            membership.cfg.heartbeat_interval * 2,
+            "has members but no cluster identity (flushed or evicted?): waiting for them to restore it",
+        )
     } else {
-        log::info!(
-            "cluster store {address} has no cluster yet: waiting {} (one node TTL) in case another first node is starting, then claiming it",
-            humantime::format_duration(ttl)
-        );
-        world.clock().sleep(ttl).await;
-        match read(world, &membership.store).await {
-            Ok(s) if s.identity.is_some() => return s,
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!(
-                    "re-reading the cluster store failed: {}",
-                    crate::error_chain(&e)
-                );
-                return snapshot;
-            }
+        (
+            ttl,
+            "has no cluster yet: waiting one node TTL in case another first node is starting, then claiming it",
+        )
+    };
+    log::info!(
+        "cluster store {address} {why} ({})",
+        humantime::format_duration(wait)
+    );
+    world.clock().sleep(wait).await;
+    let snapshot = match read(world, &membership.store).await {
+        Ok(s) if s.identity.is_some() => return s,
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!(
+                "re-reading the cluster store failed: {}",
+                crate::error_chain(&e)
+            );
+            return snapshot;
         }
     };
-    let salt = fingerprint::new_salt();
+    let (salt, cluster_id) = match (fingerprint::new_salt(), fingerprint::new_salt()) {
+        (Ok(salt), Ok(id)) => (salt, id),
+        (Err(e), _) | (_, Err(e)) => {
+            log::warn!(
+                "cannot create a cluster identity: {}; going on without one (the next node tries again)",
+                crate::error_chain(&e)
+            );
+            return snapshot;
+        }
+    };
     membership.fingerprint_with(&salt).await;
     let mine = ClusterIdentity {
-        cluster_id: fingerprint::new_salt(),
+        cluster_id,
         salt,
         enc_password: membership
             .me
@@ -321,9 +341,27 @@ pub async fn run_membership<S: ClusterStore + 'static>(
                 if last_error.take().is_some() {
                     log::info!("the cluster store answers again");
                 }
-                if let Some(salt) = snapshot.identity.as_ref().map(|i| i.salt.clone()) {
-                    // A new identity (the store was flushed): fingerprints with its salt.
-                    membership.fingerprint_with(&salt).await;
+                match (&snapshot.identity, &membership.joined) {
+                    (Some(identity), _) => {
+                        // A new identity (an operator's reset): fingerprints with its salt.
+                        let salt = identity.salt.clone();
+                        membership.fingerprint_with(&salt).await;
+                    }
+                    (None, Some(joined)) => {
+                        // The store lost it (FLUSHALL, eviction): restore the one this node
+                        // joined, unless another member did first.
+                        match membership.store.claim_identity(joined).await {
+                            Ok(_) => log::warn!(
+                                "the cluster store had lost cluster identity {}: restored it",
+                                joined.cluster_id
+                            ),
+                            Err(e) => log::warn!(
+                                "restoring the cluster identity failed: {}",
+                                crate::error_chain(&e)
+                            ),
+                        }
+                    }
+                    (None, None) => {}
                 }
                 let cluster = ClusterView::assess(
                     &snapshot,

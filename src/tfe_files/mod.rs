@@ -1,13 +1,14 @@
 //! Fetch → decode → validate → render → write: the node's config files from its secrets. Nothing is
 //! written unless everything validated, and every file is written atomically.
 
+pub mod fingerprint;
 pub mod install_args;
 pub mod render;
 pub mod secret_bundle;
 pub mod validate;
 
 use self::render::{Redaction, RenderedFile};
-use self::validate::TfeConfig;
+pub use self::validate::{SettingValue, TfeConfig};
 use crate::config::Settings;
 pub use crate::model::problem::Problems;
 use crate::ports::{Clock, SecretPayload, SecretSource, SecretsError};
