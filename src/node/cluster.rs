@@ -400,8 +400,13 @@ pub async fn run_membership<S: ClusterStore + 'static>(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            // A phase change is told at once (draining, drained).
-            _ = view.changed() => {}
+            // A phase change is told at once (draining, drained); the loop's own publishing
+            // changes the view too, so only the phase wakes it.
+            changed = view.wait_for(|v| v.phase != phase) => {
+                if changed.is_err() {
+                    return; // the recorder is gone: the agent is ending
+                }
+            }
         }
     }
 }

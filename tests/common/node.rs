@@ -231,7 +231,10 @@ impl Node {
         text = with_test_listen(text);
         // Test agents join no cluster (the example names a Redis) unless a test turns it on
         // (`enabled = false => enabled = true`, with the redis_* settings pointed at its Redis).
-        assert!(text.contains("\n[cluster]"), "the example has a [cluster] section");
+        assert!(
+            text.contains("\n[cluster]"),
+            "the example has a [cluster] section"
+        );
         text = text.replacen("\n[cluster]", "\n[cluster]\nenabled = false\n#", 1);
         for line in replacements.lines().filter(|l| !l.trim().is_empty()) {
             // "old => new" edits the example line by line.

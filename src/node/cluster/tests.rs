@@ -70,8 +70,17 @@ async fn the_first_node_waits_one_ttl_then_creates_the_cluster_and_heartbeats() 
 
     run(&w, &cfg, &rec).await.expect("the boot succeeds");
 
-    assert!(start.elapsed() >= cfg.cluster.node_ttl, "waited one node TTL");
-    let identity = stores.data.lock().unwrap().identity.clone().expect("created");
+    assert!(
+        start.elapsed() >= cfg.cluster.node_ttl,
+        "waited one node TTL"
+    );
+    let identity = stores
+        .data
+        .lock()
+        .unwrap()
+        .identity
+        .clone()
+        .expect("created");
     assert_eq!(identity.release_sequence, 504);
     assert_eq!(
         identity.enc_password,
@@ -121,7 +130,11 @@ async fn a_node_with_another_enc_password_is_refused_before_anything_is_written(
     assert_eq!(rec.recorder.phase(), Phase::BootFailed);
     let view = rec.recorder.subscribe();
     let last = view.borrow().last_error.clone().expect("shown in /status");
-    assert!(last.chain.contains("enc_password differs"), "{}", last.chain);
+    assert!(
+        last.chain.contains("enc_password differs"),
+        "{}",
+        last.chain
+    );
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert!(
         !stores.data.lock().unwrap().members.contains_key(INSTANCE),
@@ -130,8 +143,7 @@ async fn a_node_with_another_enc_password_is_refused_before_anything_is_written(
 }
 
 #[tokio::test(start_paused = true)]
-async fn another_release_is_refused_while_a_member_runs_the_old_one_and_accepted_once_it_is_gone()
-{
+async fn another_release_is_refused_while_a_member_runs_the_old_one_and_accepted_once_it_is_gone() {
     let stores = FakeStores::default();
     let rec = Recorded::new(states::fresh());
     let cfg = clustered(&rec);
@@ -154,7 +166,14 @@ async fn another_release_is_refused_while_a_member_runs_the_old_one_and_accepted
     let w = fakes::world().stores(stores.clone()).build();
     run(&w, &cfg, &rec).await.expect("joins");
     assert_eq!(
-        stores.data.lock().unwrap().identity.as_ref().unwrap().release_sequence,
+        stores
+            .data
+            .lock()
+            .unwrap()
+            .identity
+            .as_ref()
+            .unwrap()
+            .release_sequence,
         504
     );
 }
@@ -169,7 +188,10 @@ async fn a_store_that_is_down_degrades_the_view_and_never_stops_the_boot() {
 
     run(&w, &cfg, &rec).await.expect("the boot succeeds");
 
-    assert!(start.elapsed() < Duration::from_secs(60), "no long wait on the store");
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "no long wait on the store"
+    );
     assert_eq!(rec.recorder.phase(), Phase::InService);
     assert_eq!(w.tfe.installs().len(), 1);
 }
