@@ -25,10 +25,9 @@ async fn run(world: &FakeWorld, cfg: &Settings, rec: &Recorded) -> Result<(), Bo
     .map(drop)
 }
 
-/// The identity a cluster created by a node with these settings (and `enc_password`) holds.
-fn identity_of(cfg: &Settings, enc_password: &str, release: u64) -> ClusterIdentity {
+/// A cluster's identity, created with `enc_password` and `release`.
+fn identity_of(enc_password: &str, release: u64) -> ClusterIdentity {
     let salt = "00112233445566778899aabbccddeeff".to_string();
-    let _ = cfg;
     ClusterIdentity {
         cluster_id: "c-1".into(),
         enc_password: fingerprint::fingerprint(&salt, "enc_password", enc_password),
@@ -95,7 +94,7 @@ async fn the_first_node_waits_one_ttl_then_creates_the_cluster_and_heartbeats() 
     assert_eq!(me.fingerprints.len(), cfg.cluster.must_match.len());
     assert!(me.fingerprints.values().all(|f| f.len() == 16));
     let secret = our_enc_password();
-    let text = serde_json::to_string(&*me).unwrap();
+    let text = serde_json::to_string(me).unwrap();
     assert!(!text.contains(&secret), "no value in the record");
 }
 
@@ -105,7 +104,7 @@ async fn a_node_with_another_enc_password_is_refused_before_anything_is_written(
     let w = fakes::world().stores(stores.clone()).build();
     let rec = Recorded::new(states::fresh());
     let cfg = clustered(&rec);
-    stores.data.lock().unwrap().identity = Some(identity_of(&cfg, "another-enc-password", 504));
+    stores.data.lock().unwrap().identity = Some(identity_of("another-enc-password", 504));
 
     let error = run(&w, &cfg, &rec).await.expect_err("refused");
 
@@ -147,7 +146,7 @@ async fn another_release_is_refused_while_a_member_runs_the_old_one_and_accepted
     let stores = FakeStores::default();
     let rec = Recorded::new(states::fresh());
     let cfg = clustered(&rec);
-    stores.data.lock().unwrap().identity = Some(identity_of(&cfg, &our_enc_password(), 503));
+    stores.data.lock().unwrap().identity = Some(identity_of(&our_enc_password(), 503));
     stores.add_member(member("i-old", 503), Duration::from_secs(60));
 
     let w = fakes::world().stores(stores.clone()).build();
