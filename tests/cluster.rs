@@ -335,12 +335,26 @@ fn two_nodes_keep_their_records_and_identity_through_client_kill_flushall_and_a_
     let nodes: Vec<Node> = (0..2)
         .map(|_| cluster_node(&moto, &Store::plain(&redis), ""))
         .collect();
-    let (agents, _urls) = start_all(&nodes);
+    let (agents, urls) = start_all(&nodes);
     let ids = ids_of(&nodes);
     let view = wait_view(&nodes[0], "both live", FEW_BEATS, |code, v| {
         code == 0 && consistent_with(v, &ids)
     });
     let cluster_id = view["cluster_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        agents
+            .iter()
+            .filter(|a| a.stderr().contains("this node created cluster"))
+            .count(),
+        1,
+        "two first nodes started together: one creates the cluster"
+    );
+    for url in &urls {
+        wait_status(url, "showing both nodes", FEW_BEATS, |s| {
+            s["cluster"]["cluster_id"] == cluster_id.as_str()
+                && consistent_with(&s["cluster"], &ids)
+        });
+    }
 
     // CLIENT KILL of every agent connection: each reconnects and its record keeps being refreshed.
     let before: BTreeSet<String> = redis.clients().into_iter().collect();
