@@ -194,9 +194,15 @@ def main():
         print("-" * 100, flush=True)
         say(f"node 1: tfe-node-agent run exited {rc} on SIGTERM")
         fake_state = first["fake_state"]
+        # Node 2 served throughout; stopping its agent (not a system shutdown) leaves it serving.
+        still = nodes[1]["agent"].poll() is None
+        nodes[1]["agent"].send_signal(signal.SIGTERM)
+        nodes[1]["agent"].wait(timeout=30)
+        time.sleep(0.2)
 
         # --- what the Auto Scaling service saw -------------------------------------------------
         say("timeline as the Auto Scaling + IMDS emulator recorded it:")
+        number = {n["inst"]["id"]: f"node {n['n']}" for n in nodes}
         for e in http("GET", emu + "/_emulator/events")["events"]:
             if e["kind"] == "api":
                 detail = f"{e['action']} -> {e['status']}" + (f" {e['error_code']}" if e["error_code"] else "")
@@ -210,7 +216,7 @@ def main():
                 detail = f"IMDS target-lifecycle-state {e['from_target']} -> {e['to_target']}"
             else:
                 continue  # one "imds" event per IMDS request: every poll, too many to list
-            print(f"    t={e['t']:7.2f}s  {e['kind']:<9} {detail}")
+            print(f"    t={e['t']:7.2f}s  {number.get(e.get('instance'), ''):<7} {e['kind']:<9} {detail}")
         calls = [json.loads(l) for l in open(os.path.join(fake_state, "calls.jsonl"))]
         installs = [c for c in calls if c["tool"] == "install.sh" and c["event"] == "start"]
         say(f"install.sh ran {len(installs)} time(s): {' '.join(installs[0]['argv']) if installs else '-'}")
@@ -227,7 +233,6 @@ def main():
         events = http("GET", emu + "/_emulator/events?kind=lifecycle")["events"]
         results = [{e["hook"]: e["result"] for e in events if e["instance"] == n["inst"]["id"]} for n in nodes]
         state = http("GET", emu + "/_emulator/instances/" + inst["id"])["lifecycle_state"]
-        still = nodes[1]["agent"].poll() is None
         if (rc == 0 and results == [{"tfe-launch": "CONTINUE", "tfe-terminate": "CONTINUE"}, {"tfe-launch": "CONTINUE"}]
                 and not leaked and drains["drains_started"] == 1 and drains["drains_completed"] == 1
                 and both.returncode == 0 and view and view["live"] == 2 and one.returncode == 0 and still):
