@@ -26,8 +26,9 @@ pub struct Redis {
     /// The CA that signed the server's certificate (PEM), when TLS.
     pub ca_pem: Option<String>,
     ca_file: Option<PathBuf>,
+    options: RedisOptions,
     dir: tempfile::TempDir,
-    _proc: Proc,
+    proc: Proc,
 }
 
 fn need(tool: &str) {
@@ -183,11 +184,33 @@ impl Redis {
                 password: options.password.clone(),
                 ca_pem,
                 ca_file,
+                options,
                 dir,
-                _proc: proc,
+                proc,
             };
         }
         panic!("redis-server did not start on any of 5 ports");
+    }
+
+    /// Kills the server (SIGKILL: nothing is saved anyway) and starts it again on the same port
+    /// with the same config: every client's connection is cut and every key is gone.
+    pub fn restart(&mut self) {
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+        // The port was just ours; a parallel test binding it in between is a tiny window, retried.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(proc) = launch(self.dir.path(), self.port, &self.options) {
+                self.proc = proc;
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start again on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The server's log (warnings, client errors).
