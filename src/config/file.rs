@@ -75,21 +75,21 @@ fn default_cluster_heartbeat() -> Duration {
 fn default_node_ttl() -> Duration {
     Duration::from_secs(30)
 }
-/// HashiCorp's list of the settings every Active/Active node must share.
+/// HashiCorp's list of the settings every Active/Active node must share (`[cluster].must_match`).
+pub const MUST_MATCH: &[&str] = &[
+    "enc_password",
+    "install_id",
+    "root_secret",
+    "user_token",
+    "archivist_token",
+    "cookie_hash",
+    "registry_session_encryption_key",
+    "registry_session_secret_key",
+    "internal_api_token",
+];
+
 fn default_must_match() -> Vec<String> {
-    [
-        "enc_password",
-        "install_id",
-        "root_secret",
-        "user_token",
-        "archivist_token",
-        "cookie_hash",
-        "registry_session_encryption_key",
-        "registry_session_secret_key",
-        "internal_api_token",
-    ]
-    .map(String::from)
-    .to_vec()
+    MUST_MATCH.iter().map(|k| k.to_string()).collect()
 }
 
 impl Default for ClusterSection {

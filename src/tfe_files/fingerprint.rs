@@ -7,19 +7,6 @@ use crate::tfe_files::validate::TfeConfig;
 use std::collections::BTreeMap;
 use std::io::Read;
 
-/// HashiCorp's list of the settings every Active/Active node must share.
-pub const MUST_MATCH: &[&str] = &[
-    "enc_password",
-    "install_id",
-    "root_secret",
-    "user_token",
-    "archivist_token",
-    "cookie_hash",
-    "registry_session_encryption_key",
-    "registry_session_secret_key",
-    "internal_api_token",
-];
-
 /// scrypt's cost: N = 2^14, r = 8, p = 1 takes 128·N·r = 16 MiB and 50–90 ms of one core per
 /// fingerprint in an optimized build (docs/development/benchmarks.md). A node computes one per
 /// must-match setting per salt (9 by default, well inside the guard's 2 s), while each guess of

@@ -49,10 +49,13 @@ fn a_fingerprint_is_stable_and_differs_per_value_setting_and_salt() {
 #[test]
 fn a_nodes_fingerprints_cover_the_must_match_settings_and_never_show_a_value() {
     let tfe = testing::tfe_config(EXAMPLE_CONFIG, valid_shared(), vec![]).unwrap();
-    let mut keys: Vec<String> = MUST_MATCH.iter().map(|k| k.to_string()).collect();
+    let mut keys: Vec<String> = crate::config::MUST_MATCH
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
     keys.push("not_a_setting_this_node_has".into());
     let prints = fingerprints(&tfe, SALT, &keys);
-    let mut expected = MUST_MATCH.to_vec();
+    let mut expected = crate::config::MUST_MATCH.to_vec();
     expected.sort_unstable();
     assert_eq!(
         prints.keys().map(String::as_str).collect::<Vec<_>>(),
