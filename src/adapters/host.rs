@@ -24,14 +24,6 @@ pub fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Seconds since the epoch, for records that must survive restarts and reboots (the adapters'
-/// own; the flows ask the `Clock` port).
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The [`Host`] port: the boot id from the kernel, "is the system stopping" from systemctl.
 #[derive(Debug, Clone)]
 pub struct SystemHost {

@@ -15,6 +15,7 @@ use crate::model::lifecycle::{Event, HookOutcome, IllegalTransition, NodeState, 
 use crate::node::state::{StateError, StateStore};
 use crate::node::view::{HookState, LastError, NoticeView, View};
 use crate::sys::notify;
+use crate::sys::time::unix_now;
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
 use crate::telemetry::Milestone;
 use std::cell::{Cell, Ref, RefCell};
@@ -317,12 +318,6 @@ fn push_notice(v: &mut View, source: Source, detail: &str, at: u64, drains: bool
         at,
         drains,
     });
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

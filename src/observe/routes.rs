@@ -41,9 +41,7 @@ impl StatusDoc {
         Self {
             live: loops.iter().all(|l| !l.stuck),
             ready: view.is_ready(),
-            served_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            served_at: crate::sys::time::unix_now(),
             view,
             loops,
         }

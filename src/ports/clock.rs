@@ -23,8 +23,6 @@ impl Clock for TokioClock {
         tokio::time::sleep(duration)
     }
     fn unix_now(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+        crate::sys::time::unix_now()
     }
 }

@@ -10,6 +10,7 @@ use super::TfeError;
 use crate::adapters::host;
 use crate::model::tfe::{DrainState, TrackedProcess};
 use crate::ports::InstallCommand;
+use crate::sys::time::unix_now;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -47,7 +48,7 @@ pub(super) async fn install(
     let (process, gate) = files.start(Path::new("/bin/bash"), &args, plan.script.parent())?;
     let record = InstallRecord {
         instance_id: plan.instance_id.clone(),
-        started_at: host::unix_now(),
+        started_at: unix_now(),
         process,
     };
     // Dropping this future (a termination during boot, a signal) stops the install with it;
@@ -105,7 +106,7 @@ async fn adopt(
             return None;
         }
     };
-    let age = host::unix_now().saturating_sub(record.started_at);
+    let age = unix_now().saturating_sub(record.started_at);
     match files.state(&record.process) {
         DrainState::Running => {
             log::warn!(
@@ -151,7 +152,7 @@ async fn wait(
     plan: &InstallCommand,
 ) -> Result<(), TfeError> {
     // Counted from the recorded start: an adopted run has used part of its time already.
-    let used = Duration::from_secs(host::unix_now().saturating_sub(record.started_at));
+    let used = Duration::from_secs(unix_now().saturating_sub(record.started_at));
     let deadline = tokio::time::Instant::now() + plan.timeout.saturating_sub(used);
     loop {
         match files.state(&record.process) {

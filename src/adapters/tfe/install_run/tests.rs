@@ -67,7 +67,7 @@ async fn a_run_left_by_a_dead_agent_is_waited_for() {
     gate.go().unwrap();
     let record = InstallRecord {
         instance_id: "i-1".into(),
-        started_at: host::unix_now(),
+        started_at: unix_now(),
         process,
     };
     std::fs::write(
