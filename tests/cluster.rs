@@ -181,18 +181,6 @@ fn start_all(nodes: &[Node]) -> (Vec<Agent>, Vec<String>) {
     (agents, urls)
 }
 
-/// The redis-server's clock (unix seconds): the one the agents' records are stamped with.
-fn server_time(redis: &Redis) -> u64 {
-    redis
-        .cli(&["TIME"])
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// The `last_seen` of `instance_id`'s record as stored (None: no record).
 fn last_seen(redis: &Redis, instance_id: &str) -> Option<u64> {
     let text = redis.cli(&["GET", &format!("tfe-node-agent:node:{instance_id}")]);
@@ -362,7 +350,7 @@ fn two_nodes_keep_their_records_and_identity_through_client_kill_flushall_and_a_
     for id in &before {
         redis.cli(&["CLIENT", "KILL", "ID", id]);
     }
-    let killed_at = server_time(&redis);
+    let killed_at = redis.server_time();
     wait_for("records refreshed after CLIENT KILL", FEW_BEATS, || {
         nodes
             .iter()

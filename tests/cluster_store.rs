@@ -60,17 +60,6 @@ fn identity(cluster_id: &str) -> ClusterIdentity {
     }
 }
 
-fn server_time(redis: &Redis) -> u64 {
-    redis
-        .cli(&["TIME"])
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn ids(members: &[MemberRecord]) -> Vec<&str> {
     let mut ids: Vec<&str> = members.iter().map(|m| m.instance_id.as_str()).collect();
     ids.sort();
@@ -91,12 +80,12 @@ async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool)
 async fn heartbeats_are_stamped_by_the_server_and_read_back_by_everyone() {
     let redis = Redis::plain();
     let (a, b) = (open(target(&redis)), open(target(&redis)));
-    let before = server_time(&redis);
+    let before = redis.server_time();
     let first = a.heartbeat(&record("i-a"), KEEP).await.unwrap();
     assert_eq!(ids(&first.members), ["i-a"]);
     let second = b.heartbeat(&record("i-b"), KEEP).await.unwrap();
     assert_eq!(ids(&second.members), ["i-a", "i-b"]);
-    let after = server_time(&redis);
+    let after = redis.server_time();
 
     let snapshot = a.read().await.unwrap();
     assert_eq!(snapshot.identity, None);
@@ -138,11 +127,11 @@ async fn records_expire_after_keep_for_and_old_index_entries_are_pruned() {
     let redis = Redis::plain();
     let store = open(target(&redis));
     // An index entry last seen an hour ago, its record long gone.
-    let old = (server_time(&redis) - 3600).to_string();
+    let old = (redis.server_time() - 3600).to_string();
     redis.cli(&["ZADD", &format!("{PREFIX}nodes"), &old, "i-ghost"]);
     // A record the read cannot parse is skipped, not fatal.
     redis.cli(&["SET", &format!("{PREFIX}node:i-junk"), "{not json"]);
-    let now = server_time(&redis).to_string();
+    let now = redis.server_time().to_string();
     redis.cli(&["ZADD", &format!("{PREFIX}nodes"), &now, "i-junk"]);
 
     let snapshot = store.heartbeat(&record("i-a"), KEEP).await.unwrap();

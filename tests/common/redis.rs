@@ -227,6 +227,17 @@ impl Redis {
         )
     }
 
+    /// The server's clock (unix seconds): the one the agents' records are stamped with.
+    pub fn server_time(&self) -> u64 {
+        self.cli(&["TIME"])
+            .lines()
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// `redis-cli ARGS` against this server (TLS and password as needed); its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         self.try_cli(args)
