@@ -5,7 +5,8 @@
 
 use crate::config::{ClusterSection, Settings};
 use crate::model::cluster::{
-    join_verdict, Candidate, ClusterIdentity, ClusterView, MemberRecord, Refusal, Snapshot, Verdict,
+    join_verdict, Candidate, ClusterIdentity, ClusterView, Finding, MemberRecord, Refusal,
+    Snapshot, Verdict,
 };
 use crate::model::lifecycle::Phase;
 use crate::node::recorder::{Recorder, ViewPublisher};
@@ -375,7 +376,8 @@ pub async fn run_membership<S: ClusterStore + 'static>(
                     membership.cfg.max_nodes,
                 );
                 metrics().cluster(&cluster);
-                let findings = serde_json::to_string(&cluster.findings).unwrap_or_default();
+                // Said once per change: a stale node's age grows every heartbeat, not its finding.
+                let findings = unaged(&cluster.findings);
                 if last_findings.as_ref() != Some(&findings) {
                     for f in &cluster.findings {
                         log::warn!("cluster: {}", f.describe());
@@ -409,6 +411,20 @@ pub async fn run_membership<S: ClusterStore + 'static>(
             }
         }
     }
+}
+
+/// `findings` with the ages of stale nodes left out (what the log compares).
+fn unaged(findings: &[Finding]) -> Vec<Finding> {
+    findings
+        .iter()
+        .map(|f| match f {
+            Finding::Stale { instance_id, .. } => Finding::Stale {
+                instance_id: instance_id.clone(),
+                seconds_since_seen: 0,
+            },
+            other => other.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
