@@ -2,6 +2,7 @@
 
 use crate::adapters::aws::{self, AutoScalingClient, Imds, SecretsManager};
 use crate::adapters::host::SystemHost;
+use crate::adapters::probes::SystemProbes;
 use crate::adapters::redis::RedisStores;
 use crate::adapters::tfe::CliTfe;
 use crate::cli::{Cli, ClusterCommand, Command};
@@ -25,8 +26,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-type RealWorld =
-    Parts<SecretsManager, AutoScalingClient, Imds, CliTfe, TokioClock, SystemHost, RedisStores>;
+type RealWorld = Parts<
+    SecretsManager,
+    AutoScalingClient,
+    Imds,
+    CliTfe,
+    TokioClock,
+    SystemHost,
+    RedisStores,
+    SystemProbes,
+>;
 
 pub async fn run(cli: Cli) -> Exit {
     let file = match config::load(&cli.config) {
@@ -106,6 +115,7 @@ async fn world(cfg: &Settings, imds: Imds, region: &str) -> RealWorld {
         clock: TokioClock,
         host: SystemHost::new(&cfg.tools.systemctl),
         stores: RedisStores::default(),
+        probes: SystemProbes::default(),
     }
 }
 

@@ -4,5 +4,6 @@
 
 pub(crate) mod aws;
 pub(crate) mod host;
+pub mod probes;
 pub mod redis;
 pub mod tfe;

@@ -6,6 +6,7 @@
 
 use crate::model::asg::HookResult;
 use crate::model::cluster::TooManyPolicy;
+use crate::model::preflight::CheckId;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,6 +39,56 @@ pub struct AgentConfig {
     pub observe: ObserveSection,
     #[serde(default)]
     pub cluster: ClusterSection,
+    #[serde(default)]
+    pub preflight: PreflightSection,
+}
+
+/// `[preflight]`: the dependency checks run before install.sh (and by `tfe-node-agent preflight`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PreflightSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Each check's own time limit.
+    #[serde(default = "default_check_timeout", with = "humantime_serde_compat")]
+    pub check_timeout: Duration,
+    /// All checks together (they run concurrently, so this binds only above `check_timeout`).
+    #[serde(default = "default_preflight_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Checks not to run, by id. The join guard is not a check: it cannot be skipped.
+    #[serde(default)]
+    pub skip: Vec<CheckId>,
+    /// The Docker Engine API socket, checked when install.sh is told not to install Docker.
+    #[serde(default = "default_docker_socket")]
+    pub docker_socket: PathBuf,
+    /// Where the Admin UI would listen; after install it must not serve there.
+    #[serde(default = "default_admin_ui")]
+    pub admin_ui: String,
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_preflight_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_docker_socket() -> PathBuf {
+    PathBuf::from("/var/run/docker.sock")
+}
+fn default_admin_ui() -> String {
+    "127.0.0.1:8800".into()
+}
+
+impl Default for PreflightSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            check_timeout: default_check_timeout(),
+            timeout: default_preflight_timeout(),
+            skip: Vec::new(),
+            docker_socket: default_docker_socket(),
+            admin_ui: default_admin_ui(),
+        }
+    }
 }
 
 /// `[cluster]`: membership in TFE's own external Redis, and the join guard.

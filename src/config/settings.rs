@@ -6,7 +6,8 @@
 
 use super::file::{
     AgentConfig, AwsSection, ClusterSection, DrainSection, InstallSection, LifecycleSection,
-    PathsSection, ReadinessSection, SecretsSection, TerminationSection, ToolsSection,
+    PathsSection, PreflightSection, ReadinessSection, SecretsSection, TerminationSection,
+    ToolsSection,
 };
 use crate::model::problem::{Origin, Problem};
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ pub struct Settings {
     /// Where the HTTP API listens; empty: `"off"`.
     pub listen: Vec<Endpoint>,
     pub cluster: ClusterSection,
+    pub preflight: PreflightSection,
 }
 
 /// One place the HTTP API listens.
@@ -227,6 +229,15 @@ impl Settings {
             ));
         }
 
+        let p = &file.preflight;
+        if p.check_timeout.is_zero() || p.timeout.is_zero() {
+            problems.push(Problem::new(
+                "",
+                Origin::config("preflight.check_timeout"),
+                "preflight.check_timeout and preflight.timeout must be above zero (to turn preflight off: preflight.enabled = false)",
+            ));
+        }
+
         let addresses = file.observe.listen.addresses();
         let mut listen = Vec::new();
         if addresses != ["off"] {
@@ -273,6 +284,7 @@ impl Settings {
             paths: file.paths,
             listen,
             cluster: file.cluster,
+            preflight: file.preflight,
         })
     }
 }

@@ -5,5 +5,6 @@
 pub mod asg;
 pub mod cluster;
 pub mod lifecycle;
+pub mod preflight;
 pub mod problem;
 pub mod tfe;

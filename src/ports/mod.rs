@@ -8,6 +8,7 @@ mod clock;
 pub mod cluster;
 mod host;
 mod imds;
+mod probes;
 mod secrets;
 mod tfe;
 
@@ -16,6 +17,7 @@ pub use clock::*;
 pub use cluster::{ClusterStore, ClusterStores};
 pub use host::*;
 pub use imds::*;
+pub use probes::*;
 pub use secrets::*;
 pub use tfe::*;
 
@@ -30,6 +32,7 @@ pub trait World: Sync {
     type Clock: Clock;
     type Host: Host;
     type Stores: ClusterStores;
+    type Probes: Probes;
 
     fn secrets(&self) -> &Self::Secrets;
     fn asg(&self) -> &Self::Asg;
@@ -38,12 +41,13 @@ pub trait World: Sync {
     fn clock(&self) -> &Self::Clock;
     fn host(&self) -> &Self::Host;
     fn stores(&self) -> &Self::Stores;
+    fn probes(&self) -> &Self::Probes;
 }
 
 /// A [`World`] made of one value per port: the real one (`crate::app`) and the fake one
 /// (`crate::testing`) are both this struct.
 #[derive(Debug)]
-pub struct Parts<S, A, M, T, C, H, K> {
+pub struct Parts<S, A, M, T, C, H, K, P> {
     pub secrets: S,
     pub asg: A,
     pub imds: M,
@@ -51,9 +55,10 @@ pub struct Parts<S, A, M, T, C, H, K> {
     pub clock: C,
     pub host: H,
     pub stores: K,
+    pub probes: P,
 }
 
-impl<S, A, M, T, C, H, K> World for Parts<S, A, M, T, C, H, K>
+impl<S, A, M, T, C, H, K, P> World for Parts<S, A, M, T, C, H, K, P>
 where
     S: SecretSource,
     A: AutoScaling,
@@ -62,6 +67,7 @@ where
     C: Clock,
     H: Host,
     K: ClusterStores,
+    P: Probes,
 {
     type Secrets = S;
     type Asg = A;
@@ -70,6 +76,7 @@ where
     type Clock = C;
     type Host = H;
     type Stores = K;
+    type Probes = P;
 
     fn secrets(&self) -> &S {
         &self.secrets
@@ -91,5 +98,8 @@ where
     }
     fn stores(&self) -> &K {
         &self.stores
+    }
+    fn probes(&self) -> &P {
+        &self.probes
     }
 }

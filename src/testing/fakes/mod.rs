@@ -8,6 +8,7 @@ mod asg;
 mod cluster;
 mod host;
 mod imds;
+mod probes;
 mod secrets;
 mod tfe;
 
@@ -15,6 +16,7 @@ pub use asg::*;
 pub use cluster::*;
 pub use host::*;
 pub use imds::*;
+pub use probes::*;
 pub use secrets::*;
 pub use tfe::*;
 
@@ -34,7 +36,7 @@ pub const TERMINATE_HOOK: &str = "tfe-terminate";
 
 /// The world of the unit tests: every port faked, tokio's clock (paused in the tests).
 pub type FakeWorld =
-    Parts<FakeSecrets, FakeAsg, FakeImds, FakeTfe, TokioClock, FakeHost, FakeStores>;
+    Parts<FakeSecrets, FakeAsg, FakeImds, FakeTfe, TokioClock, FakeHost, FakeStores, FakeProbes>;
 
 /// A [`FakeWorld`] of default fakes: valid secrets, an instance waiting on its launch hook
 /// (`Pending:Wait`), an on-demand instance IMDS has nothing to say about, TFE that installs at
@@ -47,6 +49,7 @@ pub fn world() -> FakeWorldBuilder {
         tfe: FakeTfe::ready(),
         host: FakeHost::default(),
         stores: FakeStores::default(),
+        probes: FakeProbes::default(),
     }
 }
 
@@ -57,6 +60,7 @@ pub struct FakeWorldBuilder {
     tfe: FakeTfe,
     host: FakeHost,
     stores: FakeStores,
+    probes: FakeProbes,
 }
 
 impl FakeWorldBuilder {
@@ -84,6 +88,10 @@ impl FakeWorldBuilder {
         self.stores = stores;
         self
     }
+    pub fn probes(mut self, probes: FakeProbes) -> Self {
+        self.probes = probes;
+        self
+    }
     pub fn build(self) -> FakeWorld {
         Parts {
             secrets: self.secrets,
@@ -93,6 +101,7 @@ impl FakeWorldBuilder {
             clock: TokioClock,
             host: self.host,
             stores: self.stores,
+            probes: self.probes,
         }
     }
 }
