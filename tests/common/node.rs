@@ -237,13 +237,14 @@ impl Node {
             "the example has a [cluster] section"
         );
         text = text.replacen("\n[cluster]", "\n[cluster]\nenabled = false\n#", 1);
-        // Likewise no preflight (the test license is a placeholder, the Redis and PostgreSQL the
-        // settings name do not exist) unless a test turns it on the same way.
+        // Likewise no preflight (the Redis, PostgreSQL and bucket the settings name do not exist)
+        // unless a test turns it on: `enabled=false => enabled=true` (spelt without spaces, so
+        // that the cluster's `enabled = false => …` leaves it alone).
         assert!(
             text.contains("\n[preflight]"),
             "the example has a [preflight] section"
         );
-        text = text.replacen("\n[preflight]", "\n[preflight]\nenabled = false\n#", 1);
+        text = text.replacen("\n[preflight]", "\n[preflight]\nenabled=false\n#", 1);
         for line in replacements.lines().filter(|l| !l.trim().is_empty()) {
             // "old => new" edits the example line by line.
             let (old, new) = line
