@@ -106,6 +106,9 @@ class Node:
         # The example names a Redis; the benchmark measures the agent without a cluster store, as
         # its earlier figures did.
         text = set_keys(text, "cluster", {"enabled": "false"})
+        # Likewise without preflight (its own benchmark is tests/bench/preflight.py): the example's
+        # PostgreSQL, Redis and bucket do not exist here.
+        text = set_keys(text, "preflight", {"enabled": "false"})
         if termination:
             text = set_keys(text, "termination", {k: q(v) for k, v in termination.items()})
         config = os.path.join(self.dir, "agent.toml")
