@@ -75,7 +75,7 @@ impl Imds {
                 .map_err(TokenError::Connect)?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
-                .map_err(|e| TokenError::Exchange(e.to_string()))?;
+                .map_err(|e| TokenError::Exchange(with_cause(&e)))?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -92,7 +92,7 @@ impl Imds {
             let response = sender
                 .send_request(request)
                 .await
-                .map_err(|e| TokenError::Exchange(e.to_string()))?;
+                .map_err(|e| TokenError::Exchange(with_cause(&e)))?;
             let date = response
                 .headers()
                 .get(hyper::header::DATE)
@@ -298,6 +298,14 @@ impl Imds {
             *self.idle.lock().expect("imds connection") = Some(sender);
         }
         Ok((status, body))
+    }
+}
+
+/// hyper's error and its cause: "connection error: Connection reset by peer (os error 104)".
+pub fn with_cause(e: &hyper::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }
 

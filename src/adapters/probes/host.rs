@@ -1,6 +1,6 @@
 //! The host probes: free disk, the Docker socket, IMDS and the clock, a TCP port.
 
-use crate::adapters::aws::{Imds, TokenAnswer, TokenError};
+use crate::adapters::aws::{with_cause, Imds, TokenAnswer, TokenError};
 use crate::ports::{DiskSpace, PortAnswer, ProbeError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -56,7 +56,8 @@ pub(super) async fn docker(socket: &Path) -> Result<String, ProbeError> {
         .map_err(|e| error(docker_connect_error(socket, &e)))?;
     let cut = |e: hyper::Error| {
         error(format!(
-            "Docker accepted the connection but did not answer GET /version: {e}"
+            "Docker accepted the connection but did not answer GET /version: {}",
+            with_cause(&e)
         ))
     };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -84,7 +85,7 @@ pub(super) async fn docker(socket: &Path) -> Result<String, ProbeError> {
 fn docker_connect_error(socket: &Path, e: &std::io::Error) -> String {
     match e.kind() {
         ErrorKind::NotFound => format!(
-            "Docker is not installed or not running: no socket at {} (install.sh is told not to install Docker here)",
+            "Docker is not installed or not running: no socket at {} (install.sh will not install it: no-docker or airgap in [install].extra_args)",
             socket.display()
         ),
         ErrorKind::PermissionDenied => {
