@@ -104,7 +104,7 @@ async fn imds_unreachable_refused_cut_and_silent() {
     emulator.arm(json!([{"target": "imds", "path": "api/token", "kind": "reset"}]));
     let e = probes.imds_clock().await.unwrap_err().to_string();
     assert!(
-        e.contains("PUT /latest/api/token: ") && e.ends_with(hint),
+        e.contains("PUT /latest/api/token: ") && e.contains("reset by peer") && e.ends_with(hint),
         "{e}"
     );
     emulator.arm(json!([{"target": "imds", "path": "api/token", "kind": "hang", "hang_s": 5}]));
