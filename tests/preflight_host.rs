@@ -83,9 +83,7 @@ async fn imds_unreachable_refused_cut_and_silent() {
     let probes = SystemProbes::with_imds_endpoint(format!("http://127.0.0.1:{closed}"));
     let e = probes.imds_clock().await.unwrap_err().to_string();
     assert!(
-        e.starts_with(&format!(
-            "127.0.0.1:{closed}: the instance metadata service is unreachable: "
-        )) && e.contains("refused"),
+        e.starts_with(&format!("127.0.0.1:{closed}: unreachable: ")) && e.contains("refused"),
         "{e}"
     );
 
@@ -195,7 +193,7 @@ async fn docker_answers_its_version_over_the_socket() {
     let socket = dir.path().join("docker.sock");
     let engine = fake_engine(&socket, http("200 OK", "api-version: 1.43\r\n", VERSION));
     let found = SystemProbes::default().docker(&socket).await.unwrap();
-    assert_eq!(found, "Docker Engine 24.0.7 (API 1.43)");
+    assert_eq!(found, "24.0.7 (API 1.43)");
     let heads = engine.await.unwrap();
     assert!(
         heads[0].starts_with("GET /version HTTP/1.1\r\n"),

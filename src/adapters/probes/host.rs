@@ -48,7 +48,7 @@ pub(super) fn disk_space(path: &Path) -> Result<DiskSpace, ProbeError> {
 /// The most of an answer read from the Docker socket or a port: `/version` is under 1 KiB.
 const MAX_DOCKER_ANSWER: usize = 64 * 1024;
 
-/// `GET /version` on the Engine API socket: "Docker Engine 24.0.7 (API 1.43)".
+/// `GET /version` on the Engine API socket: the engine's version, "24.0.7 (API 1.43)".
 pub(super) async fn docker(socket: &Path) -> Result<String, ProbeError> {
     let error = |detail: String| ProbeError::new(socket.display().to_string(), detail);
     let stream = UnixStream::connect(socket)
@@ -117,8 +117,8 @@ fn docker_version(status: u16, body: &[u8]) -> Result<String, String> {
             .map(|v| one_line(v, 40))
     };
     match (field("Version"), field("ApiVersion")) {
-        (Some(version), Some(api)) => Ok(format!("Docker Engine {version} (API {api})")),
-        (Some(version), None) => Ok(format!("Docker Engine {version}")),
+        (Some(version), Some(api)) => Ok(format!("{version} (API {api})")),
+        (Some(version), None) => Ok(version),
         _ => Err(
             "GET /version did not answer the Engine API's JSON (no \"Version\"): is this Docker's socket?"
                 .into(),
@@ -172,11 +172,7 @@ pub(super) async fn imds_clock(imds: &Imds) -> Result<i64, ProbeError> {
                 "PUT /latest/api/token refused (HTTP {status}) — {TOKEN_HINT}"
             )))
         }
-        Err(TokenError::Connect(e)) => {
-            return Err(error(format!(
-                "the instance metadata service is unreachable: {e}"
-            )))
-        }
+        Err(TokenError::Connect(e)) => return Err(error(format!("unreachable: {e}"))),
         // With the PUT response hop limit at 1, a container's token answer is dropped on the way
         // (a timeout) or its connection reset: the same hint fits both.
         Err(e @ (TokenError::Exchange(_) | TokenError::NoAnswer(_))) => {
@@ -280,10 +276,7 @@ mod tests {
     #[test]
     fn docker_answers() {
         let version = br#"{"Platform":{"Name":"Docker Engine - Community"},"Version":"24.0.7","ApiVersion":"1.43","MinAPIVersion":"1.12"}"#;
-        assert_eq!(
-            docker_version(200, version).unwrap(),
-            "Docker Engine 24.0.7 (API 1.43)"
-        );
+        assert_eq!(docker_version(200, version).unwrap(), "24.0.7 (API 1.43)");
         assert_eq!(
             docker_version(500, br#"{"message":"Something went wrong\nreally"}"#).unwrap_err(),
             "GET /version answered HTTP 500: Something went wrong really"
