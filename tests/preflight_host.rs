@@ -427,7 +427,6 @@ fn fake_engine_thread(socket: &Path, answer: String) -> std::thread::JoinHandle<
 }
 
 #[test]
-#[ignore = "until `tfe-node-agent preflight` lands on main"]
 fn binary_clock_and_docker_checks() {
     let node = common::Node::new();
     let dir = tempfile::tempdir().unwrap();
@@ -470,7 +469,6 @@ fn binary_clock_and_docker_checks() {
 }
 
 #[test]
-#[ignore = "until `tfe-node-agent preflight` lands on main"]
 fn binary_docker_is_skipped_when_install_sh_installs_it() {
     let node = common::Node::new();
     preflight_config(&node, SKIP_OTHERS, "");
@@ -480,7 +478,6 @@ fn binary_docker_is_skipped_when_install_sh_installs_it() {
 }
 
 #[test]
-#[ignore = "until `tfe-node-agent preflight` lands on main"]
 fn binary_clock_warns_at_30s_and_fails_at_10_minutes() {
     let node = common::Node::new();
     preflight_config(&node, SKIP_OTHERS, "");
@@ -513,10 +510,13 @@ fn binary_clock_warns_at_30s_and_fails_at_10_minutes() {
 }
 
 #[test]
-#[ignore = "until `tfe-node-agent preflight` lands on main"]
 fn binary_imds_fails_on_a_closed_port() {
     let node = common::Node::new();
     preflight_config(&node, SKIP_OTHERS, "");
+    // The region from agent.toml: without IMDS the command cannot learn it (and exits 4).
+    let text = std::fs::read_to_string(&node.config).unwrap();
+    let text = text.replacen("# region = \"us-east-1\"", "region = \"us-east-1\"", 1);
+    std::fs::write(&node.config, text).unwrap();
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
