@@ -124,7 +124,7 @@ class Instance:
     terminate_at: float | None = None     # pending wait_state_delay: enter Terminating:Wait then
     launched_at: float = field(default_factory=time.time)
     imds: dict = field(default_factory=lambda: {"spot_instance_action": None, "rebalance": None,
-                                                "maintenance": []})
+                                                "maintenance": [], "clock_skew_s": 0.0})
     imds_tokens: dict[str, float] = field(default_factory=dict)   # token -> monotonic expiry
     imds_requests: Counter = field(default_factory=Counter)
     imds_port: int | None = None
@@ -290,6 +290,11 @@ class Model:
             inst.imds["maintenance"] = spec["maintenance"] or []
         if "target_lifecycle_state" in spec:  # override (null = 404) until the next transition
             self._set_target(inst, spec["target_lifecycle_state"])
+        if "clock_skew_s" in spec:  # how far IMDS's Date header runs ahead (negative: behind)
+            skew = spec["clock_skew_s"]
+            if isinstance(skew, bool) or not isinstance(skew, (int, float)):
+                raise ControlError(400, "clock_skew_s must be a number of seconds")
+            inst.imds["clock_skew_s"] = float(skew)
         return inst
 
     def set_faults(self, spec: dict) -> dict:
@@ -674,6 +679,13 @@ class ImdsHandler(Handler):
             return None
         inst.imds_requests[path] += 1
         return inst
+
+    def date_time_string(self, timestamp=None):
+        """The Date header of every answer, off by the instance's clock_skew_s (BaseHTTPRequestHandler
+        stamps it in send_response), so a test can put this node's clock behind or ahead of IMDS's."""
+        inst = self.server.model.instances.get(self.server.instance_id)
+        skew = inst.imds["clock_skew_s"] if inst is not None else 0.0
+        return super().date_time_string((time.time() if timestamp is None else timestamp) + skew)
 
     def do_PUT(self):
         self.read_body()

@@ -20,6 +20,7 @@ import time
 import unittest
 import urllib.error
 import urllib.request
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import boto3
@@ -415,6 +416,23 @@ class ImdsTests(EmulatorTestCase):
                          (IID, "us-east-1", "us-east-1a", "10.0.1.5", "123456789012", "m5.xlarge"))
         for path in ("spot/instance-action", "events/recommendations/rebalance", "nope", ""):
             self.assertEqual(self.imds(port, md + path, token)[0], 404, path)
+
+    def test_date_header_follows_clock_skew(self):
+        self.group()
+        port = self.launch(id=IID)["imds_port"]
+
+        def date_offset():
+            before = time.time()
+            _, _, headers = self.imds(port, "/latest/api/token", method="PUT",
+                                      headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+            return parsedate_to_datetime(headers["Date"]).timestamp() - before
+
+        self.assertLess(abs(date_offset()), 2)
+        self.control("POST", f"/_emulator/instances/{IID}/imds", {"clock_skew_s": 600})
+        self.assertLess(abs(date_offset() - 600), 2)
+        self.control("POST", f"/_emulator/instances/{IID}/imds", {"clock_skew_s": -30.5})
+        self.assertLess(abs(date_offset() + 30.5), 2)
+        self.control("POST", f"/_emulator/instances/{IID}/imds", {"clock_skew_s": "soon"}, expect=400)
 
     def test_target_lifecycle_state_values(self):
         self.group(hooks=[hook("tfe-launch", LAUNCH), hook("tfe-drain", TERMINATE)])

@@ -44,11 +44,74 @@ impl Imds {
     pub fn new() -> Self {
         let endpoint = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT")
             .unwrap_or_else(|_| DEFAULT_ENDPOINT.into());
-        let (host, port) = parse_endpoint(&endpoint).unwrap_or_else(|| {
+        Self::with_endpoint(&endpoint).unwrap_or_else(|| {
             log::warn!("AWS_EC2_METADATA_SERVICE_ENDPOINT {endpoint:?} is not http://host[:port]; using {DEFAULT_ENDPOINT}");
-            ("169.254.169.254".into(), 80)
+            Self::at("169.254.169.254".into(), 80)
+        })
+    }
+
+    /// IMDS at `endpoint` (`http://host[:port]`); `None` when it is not of that form.
+    pub fn with_endpoint(endpoint: &str) -> Option<Self> {
+        let (host, port) = parse_endpoint(endpoint)?;
+        Some(Self::at(host, port))
+    }
+
+    /// "host:port", as an error names it.
+    pub fn address(&self) -> String {
+        match self.host.contains(':') {
+            true => format!("[{}]:{}", self.host, self.port),
+            false => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// One `PUT /latest/api/token` on a connection of its own, outside the session the agent
+    /// keeps (no cached token is used or replaced, nothing is retried): what IMDS answered, with
+    /// its `Date` header. Preflight's check that a new IMDSv2 session can be had, and its clock
+    /// reference. Bounded by the same per-request timeout as every other request.
+    pub async fn fresh_token(&self, ttl: Duration) -> Result<TokenAnswer, TokenError> {
+        let exchange = async {
+            let stream = TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(TokenError::Connect)?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| TokenError::Exchange(with_cause(&e)))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let request = Request::builder()
+                .method("PUT")
+                .uri("/latest/api/token")
+                .header("host", self.address())
+                .header(
+                    "X-aws-ec2-metadata-token-ttl-seconds",
+                    ttl.as_secs().max(1).to_string(),
+                )
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| TokenError::Exchange(e.to_string()))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| TokenError::Exchange(with_cause(&e)))?;
+            let date = response
+                .headers()
+                .get(hyper::header::DATE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            Ok(TokenAnswer {
+                status: response.status().as_u16(),
+                date,
+            })
+        };
+        let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or(Err(TokenError::NoAnswer(REQUEST_TIMEOUT)));
+        metrics().imds_request(match &answer {
+            Ok(TokenAnswer {
+                status: 200..=299, ..
+            }) => ImdsOutcome::Ok,
+            _ => ImdsOutcome::Error,
         });
-        Self::at(host, port)
+        answer
     }
 
     fn at(host: String, port: u16) -> Self {
@@ -236,6 +299,34 @@ impl Imds {
         }
         Ok((status, body))
     }
+}
+
+/// hyper's error and its cause: "connection error: Connection reset by peer (os error 104)".
+pub fn with_cause(e: &hyper::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// What a token request was answered (the token itself is not kept: nothing uses it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenAnswer {
+    pub status: u16,
+    /// The answer's `Date` header, as sent.
+    pub date: Option<String>,
+}
+
+/// Why a token request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("connecting: {0}")]
+    Connect(#[source] std::io::Error),
+    /// Sent, then the connection failed or closed before an answer (reset, cut).
+    #[error("{0}")]
+    Exchange(String),
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
 }
 
 impl Default for Imds {

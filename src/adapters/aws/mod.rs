@@ -7,7 +7,7 @@ mod imds;
 mod secrets_manager;
 
 pub use autoscaling::AutoScalingClient;
-pub use imds::Imds;
+pub use imds::{with_cause, Imds, TokenAnswer, TokenError};
 pub use secrets_manager::SecretsManager;
 
 use crate::telemetry::metrics::{metrics, AwsErrorCode, AwsOperation};

@@ -8,6 +8,7 @@ mod object_storage;
 mod postgres;
 mod redis;
 
+use crate::adapters::aws::Imds;
 use crate::ports::{
     DiskSpace, ObjectStorageProbe, PortAnswer, PostgresProbe, ProbeError, Probes, RedisProbe,
 };
@@ -16,7 +17,18 @@ use std::path::Path;
 /// The probes of a real node.
 #[derive(Debug, Default)]
 pub struct SystemProbes {
-    _private: (),
+    /// IMDS's endpoint (`http://host[:port]`); by default the agent's own, from
+    /// `AWS_EC2_METADATA_SERVICE_ENDPOINT` or `http://169.254.169.254`, read at each check.
+    imds_endpoint: Option<String>,
+}
+
+impl SystemProbes {
+    /// The probes with IMDS at `endpoint` (`http://host[:port]`) instead of the agent's own.
+    pub fn with_imds_endpoint(endpoint: impl Into<String>) -> Self {
+        SystemProbes {
+            imds_endpoint: Some(endpoint.into()),
+        }
+    }
 }
 
 impl Probes for SystemProbes {
@@ -36,7 +48,16 @@ impl Probes for SystemProbes {
         host::docker(socket).await
     }
     async fn imds_clock(&self) -> Result<i64, ProbeError> {
-        host::imds_clock().await
+        let imds = match &self.imds_endpoint {
+            None => Imds::new(),
+            Some(endpoint) => Imds::with_endpoint(endpoint).ok_or_else(|| {
+                ProbeError::new(
+                    endpoint.as_str(),
+                    "not an IMDS endpoint (http://host[:port])",
+                )
+            })?,
+        };
+        host::imds_clock(&imds).await
     }
     async fn port(&self, address: &str) -> Result<PortAnswer, ProbeError> {
         host::port(address).await
