@@ -211,7 +211,7 @@ async fn docker_failures_name_the_socket_and_what_to_do() {
     let e = probes.docker(&socket).await.unwrap_err().to_string();
     assert!(
         e.starts_with(&format!(
-            "{name}: Docker is not installed or not running: no socket at {name}"
+            "{name}: Docker is not installed or not running: no socket there"
         )),
         "{e}"
     );
@@ -443,8 +443,8 @@ fn binary_clock_and_docker_checks() {
     let (verdict, detail) = &checks["docker"];
     assert_eq!(verdict, "fail");
     assert!(
-        detail.contains(&format!(
-            "Docker is not installed or not running: no socket at {}",
+        detail.starts_with(&format!(
+            "{}: Docker is not installed or not running: no socket there",
             socket.display()
         )),
         "{detail}"
