@@ -396,3 +396,108 @@ async fn postgres_tls_modes() {
         "{line}"
     );
 }
+
+// Through the binary: `tfe-node-agent preflight --json` with the settings and secrets TFE would
+// use (redis_pass and pg_password from the shared secret in moto).
+
+const SKIP_OTHERS: &str =
+    r#"skip = ["object_storage", "license", "disk", "docker", "imds", "clock"]"#;
+
+/// Runs `preflight --json` for `node`: the exit code, the checks by id, and all output.
+fn preflight(node: &common::Node) -> (i32, serde_json::Value, String) {
+    let out = node.agent(&["preflight", "--json"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for s in common::SHARED_SECRET_VALUES {
+        assert!(!all.contains(s), "a secret value in the output: {all}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {all}"));
+    let checks = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
+    (out.status.code().unwrap(), checks, all)
+}
+
+fn settings(redis_port: u16, pg_port: u16, sslmode: &str, tls: &str) -> String {
+    format!(
+        "redis_host = \"redis.internal\" => redis_host = \"127.0.0.1\"\n\
+         redis_port = \"6379\" => redis_port = \"{redis_port}\"\n\
+         redis_use_tls = \"1\" => redis_use_tls = \"{tls}\"\n\
+         pg_netloc = \"db.internal:5432\" => pg_netloc = \"127.0.0.1:{pg_port}\"\n\
+         pg_user = \"tfe\" => pg_user = \"tfe\"\\npg_extra_params = \"sslmode={sslmode}\"\n\
+         [preflight] => [preflight]\\ncheck_timeout = \"2s\"\\n{SKIP_OTHERS}\n"
+    )
+}
+
+#[test]
+fn binary_passes_with_the_right_settings() {
+    let node = common::Node::new();
+    let redis = Redis::with_password(common::SHARED_SECRET_VALUES[2]);
+    let pg = Postgres::plain("tfe", common::SHARED_SECRET_VALUES[1], "tfe");
+    node.write_config(&settings(redis.port, pg.port, "disable", "0"));
+    let (code, checks, all) = preflight(&node);
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(checks["redis"]["verdict"], "pass", "{all}");
+    assert_eq!(checks["postgres"]["verdict"], "pass", "{all}");
+    let pg_line = checks["postgres"]["detail"].as_str().unwrap();
+    assert!(
+        pg_line.ends_with("database tfe, sslmode disable"),
+        "{pg_line}"
+    );
+    assert_eq!(checks["object_storage"]["verdict"], "skipped", "{all}");
+}
+
+#[test]
+fn binary_fails_naming_each_dependency_and_its_problem() {
+    let node = common::Node::new();
+    let redis = Redis::with_password(WRONG_PASS);
+    let pg = Postgres::plain("tfe", common::SHARED_SECRET_VALUES[1], "tfe");
+    node.write_config(&settings(redis.port, pg.port, "require", "0"));
+    let (code, checks, all) = preflight(&node);
+    assert_eq!(code, 12, "{all}");
+    let line = checks["redis"]["detail"].as_str().unwrap();
+    assert_eq!(checks["redis"]["verdict"], "fail", "{all}");
+    assert!(
+        line.starts_with(&format!(
+            "127.0.0.1:{}: AUTH failed: wrong password",
+            redis.port
+        )),
+        "{line}"
+    );
+    let line = checks["postgres"]["detail"].as_str().unwrap();
+    assert_eq!(checks["postgres"]["verdict"], "fail", "{all}");
+    assert!(
+        line.starts_with(&format!(
+            "127.0.0.1:{}: the server does not support SSL but sslmode=require",
+            pg.port
+        )),
+        "{line}"
+    );
+    assert!(!all.contains(WRONG_PASS));
+}
+
+/// A Redis that accepts and never answers: the check fails at check_timeout, and the run ends
+/// within it plus a margin, not later.
+#[test]
+fn binary_black_holed_redis_is_bounded_by_check_timeout() {
+    let node = common::Node::new();
+    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    let pg = Postgres::plain("tfe", common::SHARED_SECRET_VALUES[1], "tfe");
+    node.write_config(&settings(port, pg.port, "disable", "1"));
+    let started = Instant::now();
+    let (code, checks, all) = preflight(&node);
+    let took = started.elapsed();
+    assert_eq!(code, 12, "{all}");
+    let line = checks["redis"]["detail"].as_str().unwrap();
+    assert!(
+        line.starts_with(&format!("127.0.0.1:{port}: no answer within 2s")),
+        "{line}"
+    );
+    assert_eq!(checks["postgres"]["verdict"], "pass", "{all}");
+    assert!(took < Duration::from_secs(2 + 3), "took {took:?}");
+}
