@@ -79,7 +79,7 @@ pub(super) async fn probe(p: &RedisProbe) -> Result<String, ProbeError> {
         Ok(reply) => return Err(fail(format!("PING answered {reply:?}, not PONG"))),
         Err(e) => return Err(fail(format!("PING failed: {}", describe(&e, p)))),
     }
-    let role = role(&mut con).await.map_err(|e| fail(e))?;
+    let role = role(&mut con).await.map_err(&fail)?;
     let version = version(&mut con).await;
     match role {
         Role::Master => {}
