@@ -27,6 +27,8 @@ need rpm rpm                   # tests/package.rs inspects the .rpm (rpm -qlp, -
 need redis-server redis-server # tests/cluster_store.rs runs the cluster store against it (redis-cli comes with it)
 need redis-cli redis-tools
 need openssl openssl           # tests/cluster_store.rs makes the TLS peer's CA and certificate
+# tests/preflight_db.rs initdb's and runs a PostgreSQL 15 per test (tests/common/postgres.rs)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || apt_missing+=(postgresql-15)
 # tests/e2e_nspawn.rs: boots a Debian guest (tests/e2e/image.sh) and serves the .deb from an apt repo
 need systemd-nspawn systemd-container
 need mmdebstrap mmdebstrap

@@ -15,6 +15,7 @@ pub mod hygiene;
 pub mod moto;
 pub mod node;
 pub mod packages;
+pub mod postgres;
 pub mod processes;
 pub mod redis;
 pub mod template;

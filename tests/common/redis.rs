@@ -18,6 +18,8 @@ pub struct RedisOptions {
     /// `IP:127.0.0.1,DNS:localhost`).
     pub tls: bool,
     pub tls_names: Option<String>,
+    /// More config lines (`replicaof 127.0.0.1 PORT`, `rename-command ROLE ""`).
+    pub extra: Option<String>,
 }
 
 pub struct Redis {
@@ -91,7 +93,7 @@ pub fn make_ca(dir: &Path, name: &str) -> String {
 
 /// A leaf (`server.crt`, `server.key`) signed by CA `ca`: rustls refuses a CA:TRUE certificate as
 /// a server's and ignores the CN, so CA:FALSE and the names as subjectAltName.
-fn make_leaf(dir: &Path, ca: &str, names: &str) {
+pub fn make_leaf(dir: &Path, ca: &str, names: &str) {
     openssl(
         dir,
         &[
@@ -309,6 +311,10 @@ fn launch(dir: &Path, port: u16, options: &RedisOptions) -> Option<Proc> {
     }
     if let Some(p) = &options.password {
         conf.push_str(&format!("requirepass \"{p}\"\n"));
+    }
+    if let Some(extra) = &options.extra {
+        conf.push_str(extra);
+        conf.push('\n');
     }
     let conf_path = dir.join("redis.conf");
     std::fs::write(&conf_path, conf).unwrap();

@@ -2,16 +2,13 @@
 //! longer be trusted (an I/O error, a timeout, `READONLY`, old age), and remade with backoff —
 //! a call while the backoff runs fails at once, so no caller (boot, drain) ever waits on Redis.
 
+use super::client::{self, is_closed, rustls_error};
 use super::Limits;
 use crate::ports::cluster::{StoreError, StoreTarget};
 use crate::sys::retry::Backoff;
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo,
-    RedisConnectionInfo, RedisError, RedisResult, ServerErrorKind, TlsCertificates,
-};
+use ::redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, ServerErrorKind};
 use std::future::Future;
-use std::sync::Once;
 use std::time::Instant;
 use tokio::sync::Mutex;
 
@@ -210,41 +207,23 @@ impl Link {
         }
     }
 
-    /// The client for the target, set field by field: the password never goes through a URL
-    /// (no escaping, nothing to leak into a parse error).
     fn client(&self) -> Result<Client, String> {
-        install_crypto_provider();
         let t = &self.target;
-        let addr = if t.tls {
-            ConnectionAddr::TcpTls {
-                host: t.host.clone(),
-                port: t.port,
-                insecure: false,
-                tls_params: None,
+        client::build(&client::Endpoint {
+            host: &t.host,
+            port: t.port,
+            password: t.password.as_ref(),
+            tls: t.tls,
+            ca_bundle: t.ca_bundle.as_deref(),
+            database: i64::from(t.database),
+            announce: true,
+        })
+        .map_err(|e| match e {
+            client::BuildError::Address(e) => format!("invalid address: {}", self.describe(&e)),
+            client::BuildError::CaBundle(e) => {
+                format!("cannot use the CA bundle: {}", self.describe(&e))
             }
-        } else {
-            ConnectionAddr::Tcp(t.host.clone(), t.port)
-        };
-        let mut settings = RedisConnectionInfo::default().set_db(i64::from(t.database));
-        if let Some(password) = &t.password {
-            settings = settings.set_password(password.expose());
-        }
-        let info = addr
-            .into_connection_info()
-            .map_err(|e| format!("invalid address: {}", self.describe(&e)))?
-            .set_redis_settings(settings);
-        let built = match (&t.ca_bundle, t.tls) {
-            (Some(pem), true) => Client::build_with_tls(
-                info,
-                TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.as_bytes().to_vec()),
-                },
-            ),
-            // System roots: the crate loads them (rustls-native-certs) when it connects.
-            _ => Client::open(info),
-        };
-        built.map_err(|e| format!("cannot use the CA bundle: {}", self.describe(&e)))
+        })
     }
 
     /// Drops the connection `generation` and starts (or continues) the backoff.
@@ -352,34 +331,6 @@ fn describe_tls(e: &rustls::Error, target: &StoreTarget) -> String {
     }
 }
 
-/// The rustls error under a failed handshake: tokio-rustls wraps it in an `io::Error`, which
-/// the crate keeps in an `Arc`.
-fn rustls_error(e: &RedisError) -> Option<&rustls::Error> {
-    let inner = std::error::Error::source(e)?;
-    let io = inner
-        .downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
-        .and_then(|a| a.downcast_ref::<std::io::Error>())
-        .or_else(|| inner.downcast_ref::<std::io::Error>())?;
-    io.get_ref()?.downcast_ref::<rustls::Error>()
-}
-
-fn is_closed(e: &RedisError) -> bool {
-    use std::io::ErrorKind as Io;
-    let Some(inner) = std::error::Error::source(e) else {
-        return false;
-    };
-    let io = inner
-        .downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
-        .and_then(|a| a.downcast_ref::<std::io::Error>())
-        .or_else(|| inner.downcast_ref::<std::io::Error>());
-    io.is_some_and(|io| {
-        matches!(
-            io.kind(),
-            Io::UnexpectedEof | Io::ConnectionReset | Io::BrokenPipe | Io::ConnectionAborted
-        )
-    })
-}
-
 fn is_auth(e: &RedisError) -> bool {
     e.kind() == ErrorKind::AuthenticationFailed || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
 }
@@ -391,14 +342,4 @@ fn is_readonly(e: &RedisError) -> bool {
 /// The connection cannot be trusted any more.
 fn is_broken(e: &RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
-}
-
-/// rustls needs a process-wide crypto provider; with more than one compiled in (another
-/// dependency may enable `ring`) it cannot pick one and the first TLS connect panics.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Err: one is installed already (by the agent or a test), which is as good.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    });
 }

@@ -8,6 +8,7 @@
 //! Every operation is one round trip (a Lua script, `scripts.rs`, or one atomic pipeline) on one
 //! multiplexed connection (`link.rs`).
 
+pub(in crate::adapters) mod client;
 mod link;
 mod scripts;
 
