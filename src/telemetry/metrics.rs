@@ -67,6 +67,11 @@ label_values!(
         CompleteLifecycleAction = "CompleteLifecycleAction",
         GetSecretValue = "GetSecretValue",
         BatchGetSecretValue = "BatchGetSecretValue",
+        /// The object_storage preflight check.
+        HeadBucket = "HeadBucket",
+        PutObject = "PutObject",
+        GetObject = "GetObject",
+        DeleteObject = "DeleteObject",
     }
 );
 
@@ -99,7 +104,14 @@ impl AwsOperation {
     pub fn service(self) -> &'static str {
         match self {
             AwsOperation::GetSecretValue | AwsOperation::BatchGetSecretValue => "secretsmanager",
-            _ => "autoscaling",
+            AwsOperation::HeadBucket
+            | AwsOperation::PutObject
+            | AwsOperation::GetObject
+            | AwsOperation::DeleteObject => "s3",
+            AwsOperation::DescribeAutoScalingInstances
+            | AwsOperation::DescribeLifecycleHooks
+            | AwsOperation::RecordLifecycleActionHeartbeat
+            | AwsOperation::CompleteLifecycleAction => "autoscaling",
         }
     }
 }
