@@ -295,5 +295,42 @@ pub fn judge_clock(ahead_ms: i64) -> (Verdict, String) {
     (verdict, line)
 }
 
+/// A license larger than this is not a license (Replicated's are kilobytes; an airgap bundle is
+/// not a license).
+pub const LICENSE_MAX_BYTES: usize = 1 << 20;
+
+/// What can be told about a license file without its (undocumented, signed) format: it is there,
+/// of a license's size, and not something else pasted by mistake. Its expiry cannot be read from
+/// the file; `replicatedctl license inspect` shows it once installed.
+pub fn judge_license(bytes: &[u8]) -> (Verdict, String) {
+    let text = std::str::from_utf8(bytes).ok().map(str::trim_start);
+    let mistaken = text.and_then(|t| {
+        if t.starts_with("-----BEGIN") {
+            Some("a PEM block (a certificate or key?)")
+        } else if t.starts_with('<') {
+            Some("an HTML or XML document")
+        } else if t.len() < 64 && !t.contains('\n') {
+            Some("a short line of text (a placeholder?)")
+        } else {
+            None
+        }
+    });
+    match (bytes.len(), mistaken) {
+        (0, _) => (Verdict::Fail, "the license is empty".into()),
+        (n, _) if n > LICENSE_MAX_BYTES => (
+            Verdict::Fail,
+            format!("the license is {n} bytes, more than a license ({} bytes at most): an airgap bundle?", LICENSE_MAX_BYTES),
+        ),
+        (n, Some(what)) => (
+            Verdict::Fail,
+            format!("the license ({n} bytes) is {what}, not a Replicated .rli file"),
+        ),
+        (n, None) => (
+            Verdict::Pass,
+            format!("{n} bytes; the expiry is not readable from a .rli (replicatedctl license inspect shows it once installed)"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ pub mod boot;
 pub mod cluster;
 pub mod exit;
 pub mod hook;
+pub mod preflight;
 pub mod readiness;
 pub mod recorder;
 pub mod service;

@@ -25,6 +25,9 @@ pub struct RedisProbe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
     Disable,
+    /// libpq's default when `pg_extra_params` names no sslmode: TLS when the server offers it
+    /// (the certificate not verified), plain otherwise.
+    Prefer,
     /// Encrypted, the certificate not verified (libpq's meaning).
     Require,
     /// Encrypted, the chain verified, the host name not.
@@ -37,6 +40,7 @@ impl SslMode {
     pub fn parse(text: &str) -> Option<SslMode> {
         match text {
             "disable" => Some(SslMode::Disable),
+            "prefer" => Some(SslMode::Prefer),
             "require" => Some(SslMode::Require),
             "verify-ca" => Some(SslMode::VerifyCa),
             "verify-full" => Some(SslMode::VerifyFull),
@@ -47,6 +51,7 @@ impl SslMode {
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
             SslMode::Require => "require",
             SslMode::VerifyCa => "verify-ca",
             SslMode::VerifyFull => "verify-full",

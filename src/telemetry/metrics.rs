@@ -4,6 +4,7 @@
 
 use crate::model::cluster::ClusterView;
 use crate::model::lifecycle::{Phase, Source};
+use crate::model::preflight::{Report, Verdict};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -178,6 +179,12 @@ struct MismatchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PreflightLabels {
+    check: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NoticeLabels {
     source: SourceLabel,
 }
@@ -206,6 +213,9 @@ pub struct Metrics {
     cluster_mismatches: Family<MismatchLabels, Gauge>,
     cluster_store_up: Gauge,
     join_refusals: Counter,
+    /// One series a check: its last result (the others are removed).
+    preflight_checks: Family<PreflightLabels, Gauge>,
+    preflight_duration: Seconds,
     resident_memory: Gauge,
     cpu_seconds: Counter<f64, AtomicU64>,
     open_fds: Gauge,
@@ -267,6 +277,8 @@ impl Metrics {
             cluster_mismatches: Family::default(),
             cluster_store_up: Gauge::default(),
             join_refusals: Counter::default(),
+            preflight_checks: Family::default(),
+            preflight_duration: Seconds::default(),
             resident_memory: Gauge::default(),
             cpu_seconds: Counter::default(),
             open_fds: Gauge::default(),
@@ -341,6 +353,36 @@ impl Metrics {
             format!("{a}termination_notices"),
             "Reasons to drain noticed, by source",
             m.notices.clone(),
+        );
+        r.register(
+            format!("{a}cluster_nodes"),
+            "Members of the cluster view by state (live, stale), as this node last read it",
+            m.cluster_nodes.clone(),
+        );
+        r.register(
+            format!("{a}cluster_mismatches"),
+            "Live members disagreeing with the cluster, by kind (release, fingerprint)",
+            m.cluster_mismatches.clone(),
+        );
+        r.register(
+            format!("{a}cluster_store_up"),
+            "1 while the last heartbeat to the cluster store (TFE's Redis) succeeded",
+            m.cluster_store_up.clone(),
+        );
+        r.register(
+            format!("{a}join_refusals"),
+            "Times the join guard refused this node",
+            m.join_refusals.clone(),
+        );
+        r.register(
+            format!("{a}preflight_checks"),
+            "1 for each preflight check's last result (pass, warn, fail, skipped)",
+            m.preflight_checks.clone(),
+        );
+        r.register(
+            format!("{a}preflight_duration_seconds"),
+            "How long the last preflight run took (all checks run at once)",
+            m.preflight_duration.clone(),
         );
         r.register(
             "process_resident_memory_bytes",
@@ -527,6 +569,28 @@ impl Metrics {
         self.join_refusals.inc();
     }
 
+    /// The last preflight run: each check's result, and how long the run took.
+    pub fn preflight(&self, report: &Report) {
+        for check in &report.checks {
+            let id = check.id.as_str();
+            for verdict in Verdict::ALL {
+                if verdict != check.verdict {
+                    self.preflight_checks.remove(&PreflightLabels {
+                        check: id,
+                        result: verdict.as_str(),
+                    });
+                }
+            }
+            self.preflight_checks
+                .get_or_create(&PreflightLabels {
+                    check: id,
+                    result: check.verdict.as_str(),
+                })
+                .set(1);
+        }
+        self.preflight_duration.set(report.duration.as_secs_f64());
+    }
+
     /// The cluster as this node last read it.
     pub fn cluster(&self, view: &ClusterView) {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
@@ -581,6 +645,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::preflight::{CheckId, CheckResult};
 
     /// Every label of every family at once (the worst case) stays under 150 series.
     #[test]
@@ -608,7 +673,51 @@ mod tests {
         for source in Source::ALL {
             m.termination_notice(*source);
         }
+        m.cluster_store_up(true);
+        m.join_refused();
+        m.cluster(&ClusterView {
+            cluster_id: Some("c".into()),
+            release_sequence: Some(504),
+            live: 2,
+            stale: 1,
+            nodes: Vec::new(),
+            findings: Vec::new(),
+            consistent: true,
+        });
+        // Every verdict of every check in turn: one series a check remains.
+        for verdict in Verdict::ALL {
+            let checks = CheckId::ALL
+                .iter()
+                .map(|id| CheckResult::new(*id, "-", verdict, "-"))
+                .collect();
+            m.preflight(&Report {
+                checks,
+                duration: Duration::from_millis(5),
+            });
+        }
         let text = m.encode(Format::Prometheus);
+        for family in [
+            "cluster_nodes",
+            "cluster_mismatches",
+            "cluster_store_up",
+            "join_refusals_total",
+            "preflight_checks",
+            "preflight_duration_seconds",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE tfe_node_agent_{family} ")),
+                "{family} is not exposed:\n{text}"
+            );
+        }
+        assert_eq!(
+            text.matches("tfe_node_agent_preflight_checks{").count(),
+            CheckId::ALL.len(),
+            "{text}"
+        );
+        assert!(
+            text.contains("tfe_node_agent_preflight_checks{check=\"redis\",result=\"skipped\"} 1"),
+            "{text}"
+        );
         let series = text.lines().filter(|l| !l.starts_with('#')).count();
         assert!(series < 150, "{series} series:\n{text}");
         assert!(
