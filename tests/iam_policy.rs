@@ -349,8 +349,10 @@ fn scoped_actions_are_not_on_every_resource() {
             }
             if action.starts_with("s3:") {
                 assert!(
-                    resources.iter().all(|r| r.starts_with("arn:aws:s3:::${s3_bucket}/")
-                        && r.ends_with(&format!("/{MARKER_PREFIX}*"))),
+                    resources
+                        .iter()
+                        .all(|r| r.starts_with("arn:aws:s3:::${s3_bucket}/")
+                            && r.ends_with(&format!("/{MARKER_PREFIX}*"))),
                     "{action} must be scoped to the marker prefix of TFE's bucket: {resources:?}"
                 );
             }

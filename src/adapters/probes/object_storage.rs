@@ -51,7 +51,7 @@ pub(super) async fn probe(p: &ObjectStorageProbe) -> Result<String, ProbeError> 
     let client = client(p).await;
 
     let head = client.head_bucket().bucket(&p.bucket).send().await;
-    count(AwsOperation::HeadBucket, &head);
+    count(AwsOperation::S3Preflight, &head);
     head.map_err(|e| fail(explain(p, Step::HeadBucket, &e)))?;
 
     // A fresh body each run, so reading back an older marker is told apart.
@@ -71,7 +71,7 @@ pub(super) async fn probe(p: &ObjectStorageProbe) -> Result<String, ProbeError> 
             .set_ssekms_key_id(key.clone());
     }
     let put = put.send().await;
-    count(AwsOperation::PutObject, &put);
+    count(AwsOperation::S3Preflight, &put);
     let put = put.map_err(|e| fail(explain(p, Step::PutObject, &e)))?;
     // In a versioned bucket a plain delete only hides the marker behind a delete marker: delete
     // the version this run wrote instead.
@@ -100,7 +100,7 @@ async fn read_back(client: &Client, p: &ObjectStorageProbe, body: &str) -> Resul
         .key(&p.marker_key)
         .send()
         .await;
-    count(AwsOperation::GetObject, &get);
+    count(AwsOperation::S3Preflight, &get);
     let get = get.map_err(|e| explain(p, Step::GetObject, &e))?;
     let sse = get.server_side_encryption().cloned();
     let kms_key = get.ssekms_key_id().map(str::to_string);
@@ -154,7 +154,7 @@ async fn delete(
         .set_version_id(version.map(str::to_string))
         .send()
         .await;
-    count(AwsOperation::DeleteObject, &out);
+    count(AwsOperation::S3Preflight, &out);
     out.map(drop)
         .map_err(|e| explain(p, Step::DeleteObject, &e))
 }
@@ -287,5 +287,103 @@ fn kms_key(p: &ObjectStorageProbe) -> &str {
     match &p.sse_kms {
         Some(Some(key)) => key,
         _ => "(the account's aws/s3 key)",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! moto's S3 never asks KMS (it records any key id), so the KMS refusals are checked here on
+    //! the shapes S3 documents: AccessDenied naming the kms: action, and KMS.NotFoundException.
+
+    use super::*;
+    use aws_sdk_s3::error::ErrorMetadata;
+    use aws_sdk_s3::operation::put_object::PutObjectError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    fn probe() -> ObjectStorageProbe {
+        ObjectStorageProbe {
+            bucket: "tfe-data".into(),
+            region: "eu-west-1".into(),
+            endpoint: None,
+            keys: None,
+            sse_kms: Some(Some("arn:aws:kms:eu-west-1:111122223333:key/k-1".into())),
+            marker_key: format!("{MARKER_PREFIX}i-1"),
+        }
+    }
+
+    fn refused(status: u16, code: &str, message: &str) -> SdkError<PutObjectError, HttpResponse> {
+        let meta = ErrorMetadata::builder().code(code).message(message).build();
+        let raw = HttpResponse::new(
+            hyper::StatusCode::from_u16(status).unwrap().into(),
+            SdkBody::empty(),
+        );
+        SdkError::service_error(PutObjectError::generic(meta), raw)
+    }
+
+    #[test]
+    fn a_key_policy_refusing_the_role_names_the_key_and_the_actions() {
+        let err = refused(
+            403,
+            "AccessDenied",
+            "User: arn:aws:sts::111122223333:assumed-role/tfe-node/i-1 is not authorized to \
+             perform: kms:GenerateDataKey on resource: arn:aws:kms:eu-west-1:111122223333:key/k-1",
+        );
+        assert_eq!(
+            explain(&probe(), Step::PutObject, &err),
+            "PutObject tfe-node-agent-preflight/i-1: AccessDenied: the KMS key \
+             arn:aws:kms:eu-west-1:111122223333:key/k-1 does not let this role encrypt: add \
+             kms:GenerateDataKey/kms:Decrypt for the role (the key policy and the role's policy); \
+             S3 said: User: arn:aws:sts::111122223333:assumed-role/tfe-node/i-1 is not authorized \
+             to perform: kms:GenerateDataKey on resource: \
+             arn:aws:kms:eu-west-1:111122223333:key/k-1 (HTTP 403)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_says_so() {
+        let err = refused(400, "KMS.NotFoundException", "Invalid keyId k-1");
+        let text = explain(&probe(), Step::PutObject, &err);
+        assert!(
+            text.starts_with(
+                "PutObject tfe-node-agent-preflight/i-1: KMS.NotFoundException: the KMS key \
+                 arn:aws:kms:eu-west-1:111122223333:key/k-1 does not exist in eu-west-1: check \
+                 s3_sse_kms_key_id"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_access_denied_without_kms_is_the_bucket_permission() {
+        let mut p = probe();
+        p.sse_kms = None;
+        let err = refused(403, "AccessDenied", "Access Denied");
+        assert_eq!(
+            explain(&p, Step::PutObject, &err),
+            "PutObject tfe-node-agent-preflight/i-1: AccessDenied: the node's role may not write \
+             to the bucket: allow s3:PutObject on arn:aws:s3:::tfe-data/tfe-node-agent-preflight/* \
+             (and check the bucket policy) (HTTP 403)"
+        );
+    }
+
+    #[test]
+    fn a_bucket_in_another_region_names_it() {
+        let p = probe();
+        let mut raw = HttpResponse::new(
+            hyper::StatusCode::MOVED_PERMANENTLY.into(),
+            SdkBody::empty(),
+        );
+        raw.headers_mut().insert("x-amz-bucket-region", "us-west-2");
+        let err = SdkError::service_error(
+            aws_sdk_s3::operation::head_bucket::HeadBucketError::generic(
+                ErrorMetadata::builder().build(),
+            ),
+            raw,
+        );
+        assert_eq!(
+            explain(&p, Step::HeadBucket, &err),
+            "HeadBucket tfe-data: PermanentRedirect: the bucket is in us-west-2, not in \
+             eu-west-1: set s3_region (HTTP 301)"
+        );
     }
 }
