@@ -11,6 +11,7 @@ use crate::model::cluster::ClusterView;
 use crate::node::boot;
 use crate::node::cluster;
 pub use crate::node::exit::Exit;
+use crate::node::preflight;
 use crate::node::recorder::Recorder;
 use crate::node::service;
 use crate::node::state::StateStore;
@@ -60,6 +61,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Run => run_service(&cfg).await,
         Command::Status { json } => status(&cfg, json).await,
         Command::Cluster { json, action } => cluster_command(&cfg, json, action).await,
+        Command::Preflight { json } => preflight_command(&cfg, json).await,
     }
 }
 
@@ -315,6 +317,66 @@ async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterComma
             }
         }
         Err(e) => fail(Exit::ClusterStore, &e),
+    }
+}
+
+/// `preflight`: every check before install.sh, and the ones after install when state.json says
+/// TFE was installed here. Runs whatever `[preflight].enabled` says: it was asked for.
+async fn preflight_command(cfg: &Settings, json: bool) -> Exit {
+    let imds = Imds::new();
+    // One try: an unreachable IMDS is one of the findings, not a reason to wait a minute.
+    let identity = imds.identity().await;
+    let region = match (&cfg.aws.region, &identity) {
+        (Some(r), _) => r.clone(),
+        (None, Ok(id)) => id.region.clone(),
+        (None, Err(e)) => return fail(Exit::Aws, e),
+    };
+    let instance_id = identity.map_or_else(|_| "unknown-instance".into(), |id| id.instance_id);
+    let w = world(cfg, imds, &region).await;
+    let node = match tfe_files::load(&w.secrets, &w.clock, cfg).await {
+        Ok(n) => n,
+        Err(e) => return fail(Exit::of_configure(&e), &e),
+    };
+    let mut report = preflight::before_install(&w, cfg, &node, &instance_id).await;
+    let installed = StateStore::new(&cfg.paths.state_dir)
+        .recorded()
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.installed_release.is_some());
+    if installed {
+        let peers = match cluster::store_target(&cfg.cluster, &node) {
+            Some(target) => match w.stores.open(target).read().await {
+                Ok(snapshot) => {
+                    let view = ClusterView::assess(&snapshot, cfg.cluster.node_ttl, None);
+                    let view = serde_json::to_value(&view).ok();
+                    preflight::live_peers(view.as_ref(), &instance_id)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "no cluster view for the Vault peers check: {}",
+                        crate::error_chain(&e)
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let after = preflight::after_install(&w, cfg, peers.as_deref()).await;
+        report.checks.extend(after.checks);
+        report.duration += after.duration;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    if report.passed() {
+        Exit::Ok
+    } else {
+        Exit::Preflight
     }
 }
 

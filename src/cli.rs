@@ -43,6 +43,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Probe every dependency TFE will use (Redis, PostgreSQL, S3, the license, the host), with
+    /// its settings, at once. Exit 0: nothing failed; 12: a check failed.
+    Preflight {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every node of the cluster from the shared Redis, and what does not match. Exit 0: the
     /// cluster is consistent; 10: it is not; 11: the store cannot be read.
     Cluster {

@@ -73,7 +73,8 @@ def main():
             "internal_api_token", "registry_session_encryption_key", "registry_session_secret_key")}
         shared.update(pg_password=os.urandom(12).hex(), redis_pass=os.urandom(12).hex())
         sm.create_secret(Name="tfe/shared", SecretString=json.dumps(shared))
-        sm.create_secret(Name="tfe/license", SecretBinary=b"demo license bytes")
+        # A stand-in .rli: binary, of a license's size (preflight refuses placeholders).
+        sm.create_secret(Name="tfe/license", SecretBinary=bytes(range(256)) * 8)
         say("stored secrets tfe/shared and tfe/license in Secrets Manager")
 
         # --- the cluster store: a redis-server, as TFE's external Redis -------------------------
@@ -124,7 +125,10 @@ def main():
                              ('redis_port = "6379"', f'redis_port = "{redis_port}"'),
                              ('redis_use_password_auth = "1"', 'redis_use_password_auth = "0"'),
                              ('redis_use_tls = "1"', 'redis_use_tls = "0"'),
-                             ("\n[cluster]", '\n[cluster]\nheartbeat_interval = "1s"\nnode_ttl = "3s"\n#')]:
+                             ("\n[cluster]", '\n[cluster]\nheartbeat_interval = "1s"\nnode_ttl = "3s"\n#'),
+                             # Preflight probes the demo's Redis, the license, the disk, IMDS and the
+                             # clock; the demo has no PostgreSQL or S3 bucket.
+                             ("\n[preflight]", '\n[preflight]\nskip = ["postgres", "object_storage"]\n#')]:
                 assert old in text, old
                 text = text.replace(old, new)
             config = os.path.join(home, "agent.toml")

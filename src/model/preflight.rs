@@ -71,7 +71,7 @@ impl fmt::Display for CheckId {
 }
 
 /// A check's result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
@@ -101,13 +101,13 @@ impl Verdict {
 }
 
 /// One check's result: never a secret in `target` or `detail`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
     pub id: CheckId,
     /// What was checked: an address, a bucket, a path.
     pub target: String,
     pub verdict: Verdict,
-    #[serde(serialize_with = "seconds")]
+    #[serde(with = "seconds")]
     pub duration: Duration,
     /// One line: what was found (pass) or what is wrong, naming the dependency and address.
     pub detail: String,
@@ -135,10 +135,10 @@ impl CheckResult {
 }
 
 /// Every check of one run, in [`CheckId::ALL`] order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub checks: Vec<CheckResult>,
-    #[serde(serialize_with = "seconds")]
+    #[serde(with = "seconds")]
     pub duration: Duration,
 }
 
@@ -192,8 +192,19 @@ impl Report {
     }
 }
 
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+/// Durations as seconds with millisecond precision, as `status --json` readers expect.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A path install.sh fills, and the free space it needs there.

@@ -8,6 +8,7 @@ use crate::model::asg::{HookResult, LifecycleState};
 use crate::model::lifecycle::{Event, IllegalTransition, LaunchAnswer, NodeState};
 use crate::node::cluster::{self, JoinRefused};
 use crate::node::hook::{self, LaunchHook, Released};
+use crate::node::preflight::{self, PreflightFailed, Stage};
 use crate::node::readiness::{self, ReadinessError};
 use crate::node::recorder::{RecordError, Recorder};
 use crate::node::state::StateError;
@@ -48,6 +49,8 @@ pub enum BootError {
     LaunchHookLost { hook: String, state: String },
     #[error(transparent)]
     JoinRefused(#[from] JoinRefused),
+    #[error(transparent)]
+    Preflight(#[from] PreflightFailed),
     #[error("releasing the launch lifecycle hook with {result} failed")]
     Release {
         result: &'static str,
@@ -422,9 +425,17 @@ async fn prepare<W: World>(
     identity: &Identity,
     recorder: &Recorder,
 ) -> Result<(), BootError> {
+    // Preflight gates a first install only: a node TFE already runs on (a reboot, an agent
+    // restart) is not taken out of service by a dependency's bad minute.
+    let first_install = recorder.state().boot_steps().install;
     recorder.say("fetching secrets");
     let node = tfe_files::load(world.secrets(), world.clock(), cfg).await?;
     recorder.rendered(node.fingerprint());
+    if cfg.preflight.enabled {
+        recorder.say("running preflight checks");
+        let report = preflight::before_install(world, cfg, &node, &identity.instance_id).await;
+        gate(recorder, &report, Stage::BeforeInstall, first_install)?;
+    }
     // Before anything is written: a node that must not join its cluster writes nothing.
     if let Some(membership) = cluster::guard(world, cfg, &node, identity, recorder).await? {
         tokio::spawn(cluster::run_membership(
@@ -492,8 +503,35 @@ async fn prepare<W: World>(
         cfg.readiness.poll_interval,
     )
     .await?;
+    if cfg.preflight.enabled {
+        let cluster = recorder.subscribe().borrow().cluster.clone();
+        let peers = preflight::live_peers(cluster.as_ref(), &identity.instance_id);
+        let report = preflight::after_install(world, cfg, peers.as_deref()).await;
+        gate(recorder, &report, Stage::AfterInstall, first_install)?;
+    }
     recorder.record(Event::Healthy)?;
     recorder.milestone(Milestone::Ready, readiness::READY);
+    Ok(())
+}
+
+/// Records a preflight run; a failed one stops a first install, and only warns otherwise.
+fn gate(
+    recorder: &Recorder,
+    report: &preflight::Report,
+    stage: Stage,
+    first_install: bool,
+) -> Result<(), BootError> {
+    recorder.preflight(report);
+    if report.passed() {
+        return Ok(());
+    }
+    if first_install {
+        return Err(PreflightFailed::of(stage, report).into());
+    }
+    log::warn!(
+        "preflight failed {stage} ({}), but TFE was installed on this instance before: the boot goes on (preflight stops only a first install)",
+        report.failed_ids()
+    );
     Ok(())
 }
 

@@ -31,6 +31,8 @@ pub enum Exit {
     Cluster = 10,
     /// `cluster`: the cluster store could not be read.
     ClusterStore = 11,
+    /// A preflight check failed (`boot`/`run` before install.sh, or `preflight`).
+    Preflight = 12,
 }
 
 impl From<Exit> for ExitCode {
@@ -59,6 +61,7 @@ impl Exit {
             BootError::Restrict(_) | BootError::State(_) => Exit::LocalIo,
             BootError::Lifecycle(_) => Exit::Internal,
             BootError::JoinRefused(_) => Exit::Cluster,
+            BootError::Preflight(_) => Exit::Preflight,
         }
     }
 }

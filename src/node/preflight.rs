@@ -4,8 +4,10 @@
 //! (`crate::model::preflight`); the probes are the world's.
 
 use crate::config::Settings;
+use crate::model::cluster::ClusterView;
+pub use crate::model::preflight::Report;
 use crate::model::preflight::{
-    judge_clock, judge_disk, judge_license, CheckId, CheckResult, Report, Verdict, DISK_NEEDS,
+    judge_clock, judge_disk, judge_license, CheckId, CheckResult, Verdict, DISK_NEEDS,
 };
 use crate::ports::{
     ObjectStorageProbe, PortAnswer, PostgresProbe, ProbeError, Probes, RedisProbe, SslMode, World,
@@ -17,6 +19,55 @@ use futures_util::future::{join_all, BoxFuture, FutureExt};
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// A preflight run found a dependency broken: each failed check with its one line.
+#[derive(Debug, thiserror::Error)]
+#[error("preflight failed {stage}: {}", failed.join("; "))]
+pub struct PreflightFailed {
+    pub stage: Stage,
+    pub failed: Vec<String>,
+}
+
+impl PreflightFailed {
+    pub fn of(stage: Stage, report: &Report) -> Self {
+        PreflightFailed {
+            stage,
+            failed: report
+                .failed()
+                .map(|c| format!("{} ({}): {}", c.id, c.target, c.detail))
+                .collect(),
+        }
+    }
+}
+
+/// When a run happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    BeforeInstall,
+    AfterInstall,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::BeforeInstall => "before install.sh",
+            Stage::AfterInstall => "after install",
+        })
+    }
+}
+
+/// The private addresses of the live peers in a published cluster view (`/status`'s `cluster`),
+/// this instance left out; `None` without a view.
+pub fn live_peers(cluster: Option<&serde_json::Value>, me: &str) -> Option<Vec<String>> {
+    let view: ClusterView = serde_json::from_value(cluster?.clone()).ok()?;
+    Some(
+        view.nodes
+            .into_iter()
+            .filter(|n| !n.stale && n.record.instance_id != me)
+            .map(|n| n.record.private_ip)
+            .collect(),
+    )
+}
 
 /// TFE's Vault HA port: every node's must be reachable from every other.
 pub const VAULT_HA_PORT: u16 = 8201;

@@ -12,6 +12,7 @@
 use crate::config::Settings;
 use crate::model::asg::HookResult;
 use crate::model::lifecycle::{Event, HookOutcome, IllegalTransition, NodeState, Phase, Source};
+use crate::model::preflight::Report;
 use crate::node::state::{StateError, StateStore};
 use crate::node::view::{HookState, LastError, NoticeView, View};
 use crate::sys::notify;
@@ -287,6 +288,37 @@ impl Recorder {
     pub fn rendered(&self, fingerprint: String) {
         self.view
             .send_modify(|v| v.settings_fingerprint = Some(fingerprint));
+    }
+
+    /// A preflight run: its table logged (a failure as a milestone), its report in `/status`
+    /// and its results in the metrics.
+    pub fn preflight(&self, report: &Report) {
+        metrics().preflight(report);
+        let table = report.table();
+        if report.passed() {
+            log::info!("preflight:\n{table}");
+        } else {
+            self.milestone(
+                Milestone::PreflightFailed,
+                &format!("preflight failed ({}):\n{table}", report.failed_ids()),
+            );
+        }
+        // The checks after install join the ones before it in one report.
+        self.view.send_modify(|v| {
+            let merged = match v.preflight.take() {
+                None => report.clone(),
+                Some(mut earlier) => {
+                    earlier
+                        .checks
+                        .retain(|c| report.checks.iter().all(|n| n.id != c.id));
+                    earlier.checks.extend(report.checks.iter().cloned());
+                    earlier.checks.sort_by_key(|c| c.id);
+                    earlier.duration = report.duration;
+                    earlier
+                }
+            };
+            v.preflight = Some(merged);
+        });
     }
 }
 

@@ -5,6 +5,7 @@
 //! fingerprint.
 
 use crate::model::lifecycle::{HookOutcome, LaunchAnswer, NodeState, Phase, Source, Termination};
+use crate::model::preflight::Report;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +34,9 @@ pub struct View {
     pub termination: Option<Termination>,
     /// Notices seen by this process: the ones that end the node and the ones that only warn.
     pub notices: Vec<NoticeView>,
-    /// Filled by the cluster view (a later release); `null` until then.
+    /// The last preflight run's report (`null` until one ran in this process).
+    pub preflight: Option<Report>,
+    /// The cluster as the membership loop last saw it; `null` without a cluster view.
     pub cluster: Option<serde_json::Value>,
     /// Filled by drift detection (a later release); `null` until then.
     pub drift: Option<serde_json::Value>,
@@ -140,6 +143,7 @@ impl View {
             terminate_hook: HookView::new(terminate_hook),
             termination: None,
             notices: Vec::new(),
+            preflight: None,
             cluster: None,
             drift: None,
         };

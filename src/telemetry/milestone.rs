@@ -21,10 +21,12 @@ pub enum Milestone {
     DrainFinished,
     TerminateReleased,
     BootFailed,
+    /// A preflight check failed (the table is in the message).
+    PreflightFailed,
 }
 
 impl Milestone {
-    pub const ALL: [Milestone; 12] = [
+    pub const ALL: [Milestone; 13] = [
         Milestone::BootStarted,
         Milestone::SecretsFetched,
         Milestone::FilesWritten,
@@ -37,6 +39,7 @@ impl Milestone {
         Milestone::DrainFinished,
         Milestone::TerminateReleased,
         Milestone::BootFailed,
+        Milestone::PreflightFailed,
     ];
 
     /// The journal's `MESSAGE_ID`: 128 bits as 32 lowercase hex digits (sd-id128 style).
@@ -54,6 +57,7 @@ impl Milestone {
             Milestone::DrainFinished => "7275cca95c9a4e2280c63123a1595baf",
             Milestone::TerminateReleased => "2ac5e76166064e49ad16d9a17a04cd28",
             Milestone::BootFailed => "e82aeeba7fc7439abc546cc525779a06",
+            Milestone::PreflightFailed => "1ca1cd83c74a479ba63a661a44d36018",
         }
     }
 
@@ -72,13 +76,14 @@ impl Milestone {
             Milestone::DrainFinished => "drain finished",
             Milestone::TerminateReleased => "terminate released",
             Milestone::BootFailed => "boot failed",
+            Milestone::PreflightFailed => "preflight failed",
         }
     }
 
     /// The level its entry is logged at.
     pub fn level(self) -> log::Level {
         match self {
-            Milestone::BootFailed => log::Level::Error,
+            Milestone::BootFailed | Milestone::PreflightFailed => log::Level::Error,
             _ => log::Level::Info,
         }
     }

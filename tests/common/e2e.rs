@@ -176,6 +176,17 @@ fn user_data(repo_url: &str) -> String {
             .to_string(),
         )
     });
+    // The guest's host checks run for real; its Redis, PostgreSQL and bucket are names only.
+    let install = "\n      [install]\n";
+    assert!(
+        rendered.contains(install),
+        "the template has an [install] section"
+    );
+    let rendered = rendered.replacen(
+        install,
+        "\n      [preflight]\n      skip = [\"redis\", \"postgres\", \"object_storage\"]\n\n      [install]\n",
+        1,
+    );
     assert!(
         !rendered.contains("\napt:") && !rendered.contains("\npackages:"),
         "the template now has its own apt/packages keys; merge them here instead of appending"
