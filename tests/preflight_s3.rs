@@ -251,5 +251,81 @@ async fn sse_kms_writes_the_marker_with_the_configured_key() {
         header("x-amz-server-side-encryption-aws-kms-key-id").as_deref(),
         Some(key.as_str())
     );
+    // Signed with the settings' static keys, not the environment's.
+    assert!(
+        header("authorization")
+            .unwrap_or_default()
+            .contains("Credential=AKIAPREFLIGHTTEST/"),
+        "{headers}"
+    );
     assert_no_secret(&text);
+}
+
+/// Every check but object_storage skipped (they have their own targets). The command runs the
+/// checks whatever `[preflight].enabled` says (that is the boot's switch).
+const SKIP_OTHERS: &str = "# skip = []                       # e.g. [\"license\", \"docker\"]: checks not to run (the join guard is not one) => skip = [\"redis\", \"postgres\", \"license\", \"disk\", \"docker\", \"imds\", \"clock\", \"admin_ui\", \"vault_peers\"]";
+
+/// `tfe-node-agent preflight --json` in `node`: its exit code, the object_storage check, and
+/// everything it printed.
+fn preflight(node: &common::Node, env: &[(&str, &str)]) -> (Option<i32>, Value, String) {
+    let out = node
+        .agent(&["preflight", "--json"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {stderr}"));
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "object_storage")
+        .cloned()
+        .unwrap_or_else(|| panic!("no object_storage check: {stdout}"));
+    (out.status.code(), check, format!("{stdout}\n{stderr}"))
+}
+
+#[tokio::test]
+async fn command_with_the_instance_profile_and_the_sdk_endpoint_variable_passes() {
+    let node = common::Node::new();
+    let s3 = s3(&node.moto);
+    create_bucket(&s3, "tfe-data").await;
+    node.write_config(SKIP_OTHERS);
+    // The default chain reads the environment's keys here (an instance profile on EC2), and
+    // the SDK's own variable points S3 at moto.
+    let (code, check, output) = preflight(&node, &[("AWS_ENDPOINT_URL_S3", &node.moto.url)]);
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(check["verdict"], "pass", "{output}");
+    assert_eq!(check["target"], "s3://tfe-data");
+    assert_eq!(
+        check["detail"], "bucket tfe-data: head, put, get, delete ok",
+        "{output}"
+    );
+    assert_eq!(under_prefix(&s3, "tfe-data").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn command_with_static_keys_names_an_absent_bucket_and_never_the_secret_key() {
+    let mut shared = common::shared_secret();
+    shared["aws_secret_access_key"] = SECRET_KEY.into();
+    let node = common::Node::with(common::Hooks::default(), shared);
+    node.write_config(&format!(
+        "aws_instance_profile = \"1\" => aws_instance_profile = \"0\"\\naws_access_key_id = \"AKIAPREFLIGHTTEST\"\\ns3_endpoint = \"{}\"\n{SKIP_OTHERS}",
+        node.moto.url
+    ));
+    let (code, check, output) = preflight(&node, &[]);
+    assert_eq!(code, Some(12), "{output}");
+    assert_eq!(check["verdict"], "fail", "{output}");
+    assert_eq!(
+        check["detail"],
+        format!(
+            "{}/tfe-data: HeadBucket tfe-data: NoSuchBucket: the bucket does not exist in \
+             us-east-1: check s3_bucket and s3_region (HTTP 404)",
+            node.moto.url
+        ),
+        "{output}"
+    );
+    assert_no_secret(&output);
 }
