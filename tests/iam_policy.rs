@@ -1,6 +1,12 @@
-//! `packaging/iam-policy.json` grants exactly what the AWS adapters in `src/adapters/aws/` call: every SDK
-//! operation found in the source has its IAM action in the policy, and the policy grants nothing
-//! the code does not need (apart from the extras listed below with their reason).
+//! `packaging/iam-policy.json` grants exactly what the AWS adapters in `src/adapters/aws/` and the
+//! preflight probes in `src/adapters/probes/` call: every SDK operation found in the source has its
+//! IAM action in the policy, and the policy grants nothing the code does not need (apart from the
+//! extras listed below with their reason).
+//!
+//! The object_storage probe is the exception on purpose: it checks TFE's own S3 and KMS grants
+//! (the role is TFE's too), so this policy must not grant what TFE needs — a grant here would make
+//! the probe pass where TFE then fails. It grants only what TFE never needs: deleting the
+//! marker's own version in a versioned bucket, under the marker prefix.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +40,26 @@ const OPERATIONS: &[(&str, &[&str])] = &[
         "complete_lifecycle_action",
         &["autoscaling:CompleteLifecycleAction"],
     ),
+    // The object_storage probe: s3:ListBucket, s3:PutObject, s3:GetObject, s3:DeleteObject (and
+    // KMS for SSE-KMS) are TFE's grants, see TFE_GRANTS; the version delete is this policy's.
+    ("head_bucket", &[]),
+    ("put_object", &[]),
+    ("get_object", &[]),
+    ("delete_object", &["s3:DeleteObjectVersion"]),
 ];
+
+/// What TFE's own object-storage grant gives the role and the probe relies on: never in this
+/// policy (see the module's comment).
+const TFE_GRANTS: &[&str] = &[
+    "s3:ListBucket",
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:DeleteObject",
+    "kms:GenerateDataKey",
+];
+
+/// Where preflight's markers live (`ports::probes::MARKER_PREFIX`).
+const MARKER_PREFIX: &str = "tfe-node-agent-preflight/";
 
 /// Methods on an SDK client that are not AWS operations.
 const NOT_OPERATIONS: &[&str] = &["clone", "config"];
@@ -52,6 +77,7 @@ const SCOPED_ACTIONS: &[&str] = &[
     "autoscaling:RecordLifecycleActionHeartbeat",
     "secretsmanager:GetSecretValue",
     "kms:Decrypt",
+    "s3:DeleteObjectVersion",
 ];
 
 fn root() -> PathBuf {
@@ -133,11 +159,17 @@ fn client_calls(source: &str) -> Vec<String> {
     calls
 }
 
+/// The folders whose code calls AWS.
+const AWS_CALLERS: &[&str] = &["src/adapters/aws", "src/adapters/probes"];
+
 fn aws_sources() -> Vec<(PathBuf, String)> {
-    let dir = root().join("src/adapters/aws");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("read src/adapters/aws")
-        .map(|e| e.expect("dir entry").path())
+    let mut files: Vec<PathBuf> = AWS_CALLERS
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(root().join(dir))
+                .unwrap_or_else(|e| panic!("read {dir}: {e}"))
+                .map(|e| e.expect("dir entry").path())
+        })
         .filter(|p| p.extension().is_some_and(|e| e == "rs"))
         .collect();
     files.sort();
@@ -228,15 +260,19 @@ fn scanner_sees_calls_split_over_lines() {
 fn code_calls_every_known_operation_once_at_least() {
     let called = called_operations();
     let names: Vec<&str> = called.keys().map(String::as_str).collect();
-    // Today's adapters call all six; a removed call must also leave the policy (see no_extra).
+    // Today's adapters call all ten; a removed call must also leave the policy (see no_extra).
     assert_eq!(
         names,
         [
             "batch_get_secret_value",
             "complete_lifecycle_action",
+            "delete_object",
             "describe_auto_scaling_instances",
             "describe_lifecycle_hooks",
+            "get_object",
             "get_secret_value",
+            "head_bucket",
+            "put_object",
             "record_lifecycle_action_heartbeat",
         ],
         "operations found in src/adapters/aws: {called:#?}"
@@ -311,6 +347,15 @@ fn scoped_actions_are_not_on_every_resource() {
                     "{action} must be scoped to the group ARN: {resources:?}"
                 );
             }
+            if action.starts_with("s3:") {
+                assert!(
+                    resources
+                        .iter()
+                        .all(|r| r.starts_with("arn:aws:s3:::${s3_bucket}/")
+                            && r.ends_with(&format!("/{MARKER_PREFIX}*"))),
+                    "{action} must be scoped to the marker prefix of TFE's bucket: {resources:?}"
+                );
+            }
             if action.starts_with("secretsmanager:") {
                 assert!(
                     resources
@@ -353,5 +398,17 @@ fn kms_decrypt_only_through_secrets_manager() {
     );
     for r in strings(&s["Resource"]) {
         assert!(r.starts_with("arn:aws:kms:") && r.contains(":key/"), "{r}");
+    }
+}
+
+#[test]
+fn tfe_grants_stay_out_of_the_agent_policy() {
+    let granted = policy_actions(&policy());
+    for action in TFE_GRANTS {
+        assert!(
+            !granted.contains(*action),
+            "{action} is TFE's grant: in this policy it would let the object_storage probe pass \
+             where TFE fails"
+        );
     }
 }

@@ -15,6 +15,8 @@ locals {
     # The variable, not aws_autoscaling_group.tfe.name: the group depends on this policy (it must
     # be in place before the first node boots), so the policy cannot depend on the group.
     asg_name = var.name
+    # Preflight deletes its marker's own version in a versioned bucket (the marker prefix only).
+    s3_bucket = var.s3_bucket
   }
 }
 
@@ -51,9 +53,10 @@ resource "aws_iam_role_policy" "agent" {
 
 # TFE itself, not the agent: settings say aws_instance_profile = "1", so TFE's containers use this
 # role (through IMDS, hence the hop limit of 2 in the launch template) for object storage in
-# var.s3_bucket. Kept apart from the agent's policy so each can be reviewed on its own. If the
-# bucket uses SSE-KMS with a customer-managed key, also grant kms:Decrypt and kms:GenerateDataKey on
-# that key.
+# var.s3_bucket. Kept apart from the agent's policy so each can be reviewed on its own; the agent's
+# object_storage preflight check uses these grants on purpose (a missing one fails preflight, not
+# TFE). If the bucket uses SSE-KMS with a customer-managed key, also grant kms:Decrypt and
+# kms:GenerateDataKey on that key.
 data "aws_iam_policy_document" "tfe_object_storage" {
   statement {
     sid       = "TfeBucket"

@@ -68,6 +68,9 @@ label_values!(
         CompleteLifecycleAction = "CompleteLifecycleAction",
         GetSecretValue = "GetSecretValue",
         BatchGetSecretValue = "BatchGetSecretValue",
+        /// The object_storage preflight check's S3 calls (HeadBucket, PutObject, GetObject,
+        /// DeleteObject): one label for the four, or the worst case passes the series bound.
+        S3Preflight = "S3Preflight",
     }
 );
 
@@ -100,7 +103,11 @@ impl AwsOperation {
     pub fn service(self) -> &'static str {
         match self {
             AwsOperation::GetSecretValue | AwsOperation::BatchGetSecretValue => "secretsmanager",
-            _ => "autoscaling",
+            AwsOperation::S3Preflight => "s3",
+            AwsOperation::DescribeAutoScalingInstances
+            | AwsOperation::DescribeLifecycleHooks
+            | AwsOperation::RecordLifecycleActionHeartbeat
+            | AwsOperation::CompleteLifecycleAction => "autoscaling",
         }
     }
 }

@@ -1,5 +1,5 @@
-//! moto's server (Secrets Manager, and IAM for per-node accounts) and the AWS keys the agent
-//! signs with.
+//! moto's server (Secrets Manager, IAM for per-node accounts, S3 and KMS for preflight) and the
+//! AWS keys the agent signs with.
 
 use super::processes::{repo, spawn_on_any_port, Proc};
 use serde_json::{json, Value};
@@ -19,7 +19,7 @@ fn venv() -> PathBuf {
     v
 }
 
-/// moto's server, Secrets Manager only.
+/// moto's server.
 pub struct Moto {
     pub url: String,
     pub(super) _proc: Proc,
@@ -27,8 +27,16 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With moto's own settings in its environment, e.g. `MOTO_ENABLE_RECORDING` +
+    /// `MOTO_RECORDER_FILEPATH` (every request, headers included, appended to that file as JSON
+    /// lines: what a test asks of a request once the object it made is gone).
+    pub fn start_with(env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(venv().join("bin/moto_server"));
         cmd.args(["-H", "127.0.0.1", "-p", "0"]);
+        cmd.envs(env.iter().copied());
         // Werkzeug prints this once the socket is bound.
         let (proc, port) =
             spawn_on_any_port(cmd, "Running on http://127.0.0.1:", Duration::from_secs(30));
@@ -80,6 +88,23 @@ impl Moto {
             .unwrap_or_else(|e| panic!("IAM {params}: {e}"))
             .into_string()
             .unwrap()
+    }
+
+    /// KMS CreateKey in moto's default account: the new key's id.
+    pub fn kms_create_key(&self) -> String {
+        let body = ureq::post(&self.url)
+            .set("Content-Type", "application/x-amz-json-1.1")
+            .set("X-Amz-Target", "TrentService.CreateKey")
+            .set("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/kms/aws4_request, SignedHeaders=host, Signature=x")
+            .send_string("{}")
+            .unwrap_or_else(|e| panic!("KMS CreateKey: {e}"))
+            .into_string()
+            .unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["KeyMetadata"]["KeyId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no KeyId in {body}"))
+            .to_string()
     }
 
     /// An IAM user and its access key in `account`: moto serves a request signed with that key

@@ -42,7 +42,7 @@ pub async fn sdk_config(region: &str, attempt: Duration, connect: Duration) -> S
 /// service's error code and message, the HTTP status, or the transport's own error text. The
 /// SDK's `DisplayErrorContext` appends the error's Debug form, which for an answer that could not
 /// be parsed holds the raw body — for Secrets Manager, secret values.
-fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+pub(crate) fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -81,7 +81,7 @@ where
 }
 
 /// Counts one call (after the SDK's own retries) in the metrics, with the class of its error.
-fn count<T, E>(operation: AwsOperation, result: &Result<T, SdkError<E, HttpResponse>>)
+pub(crate) fn count<T, E>(operation: AwsOperation, result: &Result<T, SdkError<E, HttpResponse>>)
 where
     E: ProvideErrorMetadata,
 {
