@@ -194,9 +194,11 @@ fn on(node: &TfeConfig, key: &str) -> bool {
     setting(node, key) == Some("1")
 }
 
+const CHECK_TIMEOUT: &str = "([preflight].check_timeout)";
+
 fn no_answer(limit: Duration) -> String {
     format!(
-        "no answer within {} ([preflight].check_timeout)",
+        "no answer within {} {CHECK_TIMEOUT}",
         humantime::format_duration(limit)
     )
 }
@@ -238,7 +240,14 @@ async fn redis<P: Probes>(probes: &P, node: &TfeConfig, limit: Duration) -> Chec
         ca_bundle: setting(node, "ca_certs").map(str::to_string),
     };
     let target = format!("{}:{}", probe.host, probe.port);
-    judged(CheckId::Redis, target, limit, probes.redis(&probe)).await
+    let mut result = judged(CheckId::Redis, target, limit, probes.redis(&probe)).await;
+    if probe.tls && result.verdict == Verdict::Fail && result.detail.ends_with(CHECK_TIMEOUT) {
+        // Redis says nothing at all to a TLS client on its plain port.
+        result
+            .detail
+            .push_str("; redis_use_tls is on: is this a plain (non-TLS) port?");
+    }
+    result
 }
 
 async fn postgres<P: Probes>(probes: &P, node: &TfeConfig, limit: Duration) -> CheckResult {
