@@ -179,6 +179,10 @@ fn aws_sources() -> Vec<(PathBuf, String)> {
             let text = std::fs::read_to_string(&p).expect("read source");
             (p, text)
         })
+        // Of the probes, the ones on an AWS SDK: Redis and PostgreSQL clients are no IAM calls.
+        .filter(|(p, text)| {
+            !p.starts_with(root().join("src/adapters/probes")) || text.contains("aws_sdk_")
+        })
         .collect()
 }
 
