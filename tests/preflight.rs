@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::postgres::{Postgres, PostgresOptions};
 use common::redis::{closed_port, Redis};
 use common::*;
 use serde_json::Value;
@@ -45,23 +46,23 @@ fn wait_status(base: &str, what: &str, ready: impl Fn(&Value) -> bool) -> Value 
     panic!("{base}/status: not {what} within {BOOT:?}; last:\n{last:#}");
 }
 
-/// A node whose preflight runs, its Redis settings pointing at `redis` (no TLS), skipping `skip`.
-fn node_on(redis: &Redis, password: bool, skip: &[&str]) -> Node {
-    let node = Node::new();
+/// Writes `node`'s config: preflight on, skipping `skip`, its Redis settings pointing at `redis`
+/// (no TLS); `extra`: more config replacements.
+fn configure(node: &Node, redis: &Redis, password: bool, skip: &[&str], extra: &str) {
     let skip: Vec<String> = skip.iter().map(|s| format!("\"{s}\"")).collect();
     node.write_config(&format!(
         "enabled=false => enabled=true\\nskip = [{}]\\nadmin_ui = \"127.0.0.1:{}\"\n\
          redis_host = \"redis.internal\" => redis_host = \"127.0.0.1\"\n\
          redis_port = \"6379\" => redis_port = \"{}\"\n\
          redis_use_password_auth = \"1\" => redis_use_password_auth = \"{}\"\n\
-         redis_use_tls = \"1\" => redis_use_tls = \"0\"\n",
+         redis_use_tls = \"1\" => redis_use_tls = \"0\"\n{}",
         skip.join(", "),
         // Nothing listens there: the Admin UI of a node whose install.sh disabled it.
         closed_port(),
         redis.port,
         if password { "1" } else { "0" },
+        extra,
     ));
-    node
 }
 
 fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
@@ -76,7 +77,8 @@ fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
 #[test]
 fn a_boot_whose_redis_password_is_wrong_abandons_within_seconds_having_written_nothing() {
     let redis = Redis::with_password("not-the-password-the-node-has");
-    let node = node_on(&redis, true, &["postgres", "object_storage"]);
+    let node = Node::new();
+    configure(&node, &redis, true, &["postgres", "object_storage"], "");
     let started = Instant::now();
     let mut agent = node.start(&["run"]);
     let base = agent.api_url(Duration::from_secs(30));
@@ -143,23 +145,82 @@ fn a_boot_whose_redis_password_is_wrong_abandons_within_seconds_having_written_n
 }
 
 #[test]
-fn a_boot_whose_dependencies_answer_goes_into_service_as_before() {
+fn a_boot_whose_dependencies_all_answer_goes_into_service_as_before() {
+    // Every dependency real: Redis with the node's password, PostgreSQL over TLS only
+    // (sslmode=require), the bucket in moto (path-style through s3_endpoint), IMDS and the
+    // clock from the emulator, this machine's disk.
     let redis = Redis::with_password("redis-SECRET-pass");
-    let node = node_on(&redis, true, &["postgres", "object_storage"]);
+    let pg = Postgres::start(
+        "tfe",
+        "pg-SECRET-password",
+        "tfe",
+        PostgresOptions {
+            tls: Some("IP:127.0.0.1".into()),
+            tls_only: true,
+        },
+    );
+    let node = Node::new();
+    http()
+        .put(&format!("{}/tfe-data", node.moto.url))
+        .call()
+        .expect("create the bucket in moto");
+    configure(
+        &node,
+        &redis,
+        true,
+        &[],
+        &format!(
+            "pg_netloc = \"db.internal:5432\" => pg_netloc = \"127.0.0.1:{}\"\\npg_extra_params = \"sslmode=require\"\\ns3_endpoint = \"{}\"\n",
+            pg.port, node.moto.url
+        ),
+    );
     let agent = node.start(&["run"]);
     let base = agent.api_url(Duration::from_secs(30));
 
     let doc = wait_status(&base, "in service", |s| s["phase"] == "in-service");
     let report = &doc["preflight"];
-    for id in ["redis", "license", "disk", "imds", "clock", "admin_ui"] {
+    for id in [
+        "redis",
+        "postgres",
+        "object_storage",
+        "license",
+        "disk",
+        "imds",
+        "clock",
+        "admin_ui",
+    ] {
         let verdict = &check(report, id)["verdict"];
         assert!(verdict == "pass" || verdict == "warn", "{id}: {report:#}");
     }
-    assert_eq!(check(report, "vault_peers")["verdict"], "skipped");
+    assert!(
+        check(report, "postgres")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sslmode require"),
+        "{report:#}"
+    );
+    assert_eq!(
+        check(report, "docker")["verdict"],
+        "skipped",
+        "install.sh installs Docker"
+    );
+    assert_eq!(
+        check(report, "vault_peers")["verdict"],
+        "skipped",
+        "no cluster view"
+    );
     assert_eq!(
         node.emulator.resolutions(),
         launch_resolved("CONTINUE", "complete")
     );
     assert_eq!(node.install_runs().len(), 1, "install.sh ran once");
-    assert!(agent.stderr().contains("preflight:"), "the table is logged");
+    let log = agent.stderr();
+    assert!(log.contains("preflight:"), "the table is logged: {log}");
+    for secret in SHARED_SECRET_VALUES {
+        assert!(!log.contains(secret), "a secret value in the log");
+    }
+    // Nothing left behind: no marker in the bucket, no key in Redis.
+    let listing = get(&format!("{}/tfe-data?list-type=2", node.moto.url));
+    assert!(!listing.contains("tfe-node-agent-preflight/"), "{listing}");
+    assert_eq!(redis.cli(&["DBSIZE"]).trim(), "0");
 }
