@@ -10,6 +10,7 @@ use crate::config::{self, AgentConfig, Endpoint, Settings};
 use crate::model::cluster::ClusterView;
 use crate::node::boot;
 use crate::node::cluster;
+use crate::node::drift;
 pub use crate::node::exit::Exit;
 use crate::node::preflight;
 use crate::node::recorder::Recorder;
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Status { json } => status(&cfg, json).await,
         Command::Cluster { json, action } => cluster_command(&cfg, json, action).await,
         Command::Preflight { json } => preflight_command(&cfg, json).await,
+        Command::Drift { json } => drift_command(&cfg, json).await,
     }
 }
 
@@ -317,6 +319,36 @@ async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterComma
             }
         }
         Err(e) => fail(Exit::ClusterStore, &e),
+    }
+}
+
+/// `drift`: the comparison `run` makes every `[drift].interval`, once, now.
+async fn drift_command(cfg: &Settings, json: bool) -> Exit {
+    let imds = Imds::new();
+    let region = match region(cfg, &imds).await {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let w = world(cfg, imds, &region).await;
+    let node = match tfe_files::load(&w.secrets, &w.clock, cfg).await {
+        Ok(n) => n,
+        Err(e) => return fail(Exit::of_configure(&e), &e),
+    };
+    match drift::check(&w.tfe, &node, &drift::allowlist(&cfg.drift)).await {
+        Ok((report, _live)) => {
+            if json {
+                let doc = serde_json::to_string_pretty(&report).expect("the report serializes");
+                println!("{doc}");
+            } else {
+                print!("{}", drift::table(&report));
+            }
+            if report.drifted {
+                Exit::Drift
+            } else {
+                Exit::Ok
+            }
+        }
+        Err(e) => fail(Exit::TfeTool, &e),
     }
 }
 

@@ -59,6 +59,14 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ClusterCommand>,
     },
+    /// Compare the settings this node renders with what TFE runs (`replicatedctl app-config
+    /// export --hidden`), by key; secret values are compared by digest and never shown. Never
+    /// corrects anything. Exit 0: no drift; 13: drift found; 15: the export failed.
+    Drift {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,6 +41,36 @@ pub struct AgentConfig {
     pub cluster: ClusterSection,
     #[serde(default)]
     pub preflight: PreflightSection,
+    #[serde(default)]
+    pub drift: DriftSection,
+}
+
+/// `[drift]`: comparing the rendered settings with what TFE runs (docs/operate/drift.md).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DriftSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How often `run` compares, after the first comparison right after the node is ready.
+    #[serde(default = "default_drift_interval", with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// app-config items never reported (site- or node-specific ones), added to the built-in
+    /// allowlist.
+    #[serde(default)]
+    pub ignore: Vec<String>,
+}
+
+fn default_drift_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for DriftSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_drift_interval(),
+            ignore: Vec::new(),
+        }
+    }
 }
 
 /// `[preflight]`: the dependency checks run before install.sh (and by `tfe-node-agent preflight`).

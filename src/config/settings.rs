@@ -5,9 +5,9 @@
 //! that need the secrets too live in `crate::tfe_files::validate`.
 
 use super::file::{
-    AgentConfig, AwsSection, ClusterSection, DrainSection, InstallSection, LifecycleSection,
-    PathsSection, PreflightSection, ReadinessSection, SecretsSection, TerminationSection,
-    ToolsSection,
+    AgentConfig, AwsSection, ClusterSection, DrainSection, DriftSection, InstallSection,
+    LifecycleSection, PathsSection, PreflightSection, ReadinessSection, SecretsSection,
+    TerminationSection, ToolsSection,
 };
 use crate::model::problem::{Origin, Problem};
 use std::collections::BTreeMap;
@@ -33,6 +33,7 @@ pub struct Settings {
     pub listen: Vec<Endpoint>,
     pub cluster: ClusterSection,
     pub preflight: PreflightSection,
+    pub drift: DriftSection,
 }
 
 /// One place the HTTP API listens.
@@ -213,6 +214,13 @@ impl Settings {
             ));
         }
 
+        if file.drift.interval.is_zero() {
+            problems.push(Problem::new(
+                "",
+                Origin::config("drift.interval"),
+                "must be above zero (turn drift detection off with drift.enabled = false)",
+            ));
+        }
         let c = &file.cluster;
         if c.heartbeat_interval.is_zero() || c.node_ttl < c.heartbeat_interval * 2 {
             problems.push(Problem::new(
@@ -285,6 +293,7 @@ impl Settings {
             listen,
             cluster: file.cluster,
             preflight: file.preflight,
+            drift: file.drift,
         })
     }
 }

@@ -164,14 +164,12 @@ pub fn compare<'a>(
             (None, None) => None,
             (Some(d), None) => Some((DriftKind::Missing, d.secret, Some(d.value), None)),
             (None, Some(l)) => Some((DriftKind::Added, secret_name(key), None, Some(l.expose()))),
-            (Some(d), Some(l)) => {
-                (digest(d.value) != digest(l.expose())).then_some((
-                    DriftKind::Changed,
-                    d.secret,
-                    Some(d.value),
-                    Some(l.expose()),
-                ))
-            }
+            (Some(d), Some(l)) => (digest(d.value) != digest(l.expose())).then_some((
+                DriftKind::Changed,
+                d.secret,
+                Some(d.value),
+                Some(l.expose()),
+            )),
         };
         let Some((kind, secret, desired_value, live_value)) = found else {
             continue;

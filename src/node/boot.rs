@@ -7,7 +7,7 @@ use crate::config::{LifecycleSection, Settings};
 use crate::model::asg::{HookResult, LifecycleState};
 use crate::model::lifecycle::{Event, IllegalTransition, LaunchAnswer, NodeState};
 use crate::node::cluster::{self, JoinRefused};
-use crate::node::hook::{self, LaunchHook, Released};
+use crate::node::hook::{self, ActiveHook, LaunchHook, Released};
 use crate::node::preflight::{self, PreflightFailed, Stage};
 use crate::node::readiness::{self, ReadinessError};
 use crate::node::recorder::{RecordError, Recorder};
@@ -21,7 +21,8 @@ use crate::sys::notify;
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
 use crate::telemetry::Milestone;
 use crate::tfe_files::install_args::install_args;
-use crate::tfe_files::{self, ConfigureError};
+use crate::tfe_files::{self, ConfigureError, TfeConfig};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +69,17 @@ impl From<RecordError> for BootError {
     }
 }
 
-/// What a successful boot did about the launch hook.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a successful boot did about the launch hook, and the settings it rendered (the desired
+/// state drift detection compares TFE with).
+#[derive(Debug, Clone)]
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "the hook's outcome is read by the boot tests")
+)]
 pub struct BootOutcome {
     pub hook: LaunchHook,
     pub released: Option<Released>,
+    pub node: Arc<TfeConfig>,
 }
 
 /// After the work ended, one more look for a launch hook that could not be found while it ran
@@ -228,7 +235,7 @@ async fn run_boot<W: World>(
                     log::error!("{}", crate::error_chain(&error));
                     work_error
                 }
-                Ok(()) => error,
+                Ok(_) => error,
             };
             *logged = true;
             fail_boot(recorder, &error, "boot failed")?;
@@ -236,7 +243,11 @@ async fn run_boot<W: World>(
         }
     };
 
-    let Err(error) = result else {
+    let node = match result {
+        Ok(node) => node,
+        Err(error) => return fail_work(world, cfg, recorder, logged, active.as_ref(), error).await,
+    };
+    {
         let released = match &active {
             Some(h) => {
                 recorder.say("TFE ready; releasing the launch hook");
@@ -285,12 +296,26 @@ async fn run_boot<W: World>(
             "boot complete: instance {} is in service",
             identity.instance_id
         );
-        return Ok(BootOutcome { hook, released });
-    };
+        Ok(BootOutcome {
+            hook,
+            released,
+            node: Arc::new(node),
+        })
+    }
+}
 
+/// The work failed: say so, and answer a held launch hook with the failure result.
+async fn fail_work<W: World>(
+    world: &W,
+    cfg: &Settings,
+    recorder: &Recorder,
+    logged: &mut bool,
+    active: Option<&ActiveHook>,
+    error: BootError,
+) -> Result<BootOutcome, BootError> {
     *logged = true;
     fail_boot(recorder, &error, "boot failed")?;
-    if let Some(h) = &active {
+    if let Some(h) = active {
         // A node refused by its cluster never serves, whatever on_failure says.
         let (result, why) = match &error {
             BootError::JoinRefused(_) => (
@@ -424,7 +449,7 @@ async fn prepare<W: World>(
     cfg: &Settings,
     identity: &Identity,
     recorder: &Recorder,
-) -> Result<(), BootError> {
+) -> Result<TfeConfig, BootError> {
     // Preflight gates a first install only: a node TFE already runs on (a reboot, an agent
     // restart) is not taken out of service by a dependency's bad minute.
     let first_install = recorder.state().boot_steps().install;
@@ -511,7 +536,7 @@ async fn prepare<W: World>(
     }
     recorder.record(Event::Healthy)?;
     recorder.milestone(Milestone::Ready, readiness::READY);
-    Ok(())
+    Ok(node)
 }
 
 /// Records a preflight run; a failed one stops a first install, and only warns otherwise.

@@ -33,6 +33,10 @@ pub enum Exit {
     ClusterStore = 11,
     /// A preflight check failed (`boot`/`run` before install.sh, or `preflight`).
     Preflight = 12,
+    /// `drift`: TFE runs settings that differ from the rendered ones.
+    Drift = 13,
+    /// A TFE tool (replicatedctl, `replicated admin`) failed or timed out (`drift`).
+    TfeTool = 15,
 }
 
 impl From<Exit> for ExitCode {

@@ -4,6 +4,7 @@
 
 pub mod boot;
 pub mod cluster;
+pub mod drift;
 pub mod exit;
 pub mod hook;
 pub mod preflight;

@@ -40,6 +40,9 @@ pub struct Recorder {
     state: RefCell<NodeState>,
     store: StateStore,
     view: Arc<watch::Sender<View>>,
+    /// The must-match settings as TFE runs them, from the drift loop to the membership loop
+    /// (values: never in the view).
+    live: Arc<watch::Sender<LiveValues>>,
     boot_started: Cell<Option<Instant>>,
     install_started: Cell<Option<Instant>>,
     drain_started: Cell<Option<Instant>>,
@@ -61,6 +64,7 @@ impl Recorder {
             state: RefCell::new(state),
             store,
             view: Arc::new(watch::Sender::new(view)),
+            live: Arc::new(watch::Sender::new(None)),
             boot_started: Cell::new(None),
             install_started: Cell::new(None),
             drain_started: Cell::new(None),
@@ -87,7 +91,19 @@ impl Recorder {
 
     /// Lets a task of its own (the membership loop) publish its part of the view.
     pub fn publisher(&self) -> ViewPublisher {
-        ViewPublisher(self.view.clone())
+        ViewPublisher(self.view.clone(), self.live.clone())
+    }
+
+    /// The must-match settings as the drift loop last read them from TFE (`None` until then).
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "for the membership loop's live fingerprints (not wired yet)"
+        )
+    )]
+    pub fn live_values(&self) -> watch::Receiver<LiveValues> {
+        self.live.subscribe()
     }
 
     /// When the agent started on this instance as far as this process knows (unix seconds).
@@ -324,9 +340,26 @@ impl Recorder {
 
 /// What another task of the agent may publish into the view: only its own part.
 #[derive(Debug, Clone)]
-pub struct ViewPublisher(Arc<watch::Sender<View>>);
+pub struct ViewPublisher(Arc<watch::Sender<View>>, Arc<watch::Sender<LiveValues>>);
+
+/// Setting name → the value TFE runs with.
+pub type LiveValues = Option<Arc<std::collections::BTreeMap<String, crate::sys::secret::Secret>>>;
 
 impl ViewPublisher {
+    /// The drift loop's last report (`/status` `drift`).
+    pub fn drift(&self, drift: Option<serde_json::Value>) {
+        self.0.send_modify(|v| v.drift = drift);
+    }
+
+    /// The must-match settings TFE runs with, when they changed.
+    pub fn live_values(&self, values: LiveValues) {
+        self.1.send_if_modified(|old| {
+            let changed = *old != values;
+            *old = values;
+            changed
+        });
+    }
+
     /// The cluster as the membership loop last saw it.
     pub fn cluster(&self, cluster: Option<serde_json::Value>) {
         self.0.send_modify(|v| v.cluster = cluster);

@@ -7,6 +7,7 @@ use crate::model::asg::HookResult;
 use crate::model::asg::LifecycleState;
 use crate::model::lifecycle::{Event, LaunchAnswer, Notice, Source};
 use crate::node::boot::{self, BootError};
+use crate::node::drift;
 use crate::node::exit::Exit;
 use crate::node::hook::{self, LaunchHook};
 use crate::node::readiness;
@@ -18,6 +19,8 @@ use crate::sys::notify;
 use crate::sys::shutdown::{self, ShutdownRx};
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
 use crate::telemetry::Milestone;
+use crate::tfe_files::TfeConfig;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a boot cut short by a termination looks for the launch hook to abandon.
@@ -28,7 +31,7 @@ const EXTEND_BY: Duration = Duration::from_secs(60);
 const EXTEND_EVERY: Duration = Duration::from_secs(20);
 
 enum BootEnd {
-    Booted(Result<(), BootError>),
+    Booted(Result<Arc<TfeConfig>, BootError>),
     Interrupted(Seen),
     Stopped(i32),
 }
@@ -40,10 +43,6 @@ pub async fn run<W: World>(
     recorder: &Recorder,
     signals: &mut ShutdownRx,
 ) -> Exit {
-    let fail = |code: Exit, e: &dyn std::error::Error| {
-        log::error!("{}", crate::error_chain(e));
-        code
-    };
     let boot_id = world.host().boot_id();
     if recorder.state().resumable(&boot_id) {
         let detail = recorder
@@ -63,17 +62,19 @@ pub async fn run<W: World>(
     let mut watcher =
         Watcher::new(world.imds(), world.clock(), &cfg.termination).reporting_to(recorder);
     let mut boot_failure = None;
+    let mut rendered = None;
 
     if recorder.state().termination.is_none() {
         let end = tokio::select! {
-            r = boot::boot(world, cfg, identity, recorder) => BootEnd::Booted(r.map(drop)),
+            r = boot::boot(world, cfg, identity, recorder) => BootEnd::Booted(r.map(|o| o.node)),
             seen = watcher.next() => BootEnd::Interrupted(seen),
             signal = shutdown::wait(signals) => BootEnd::Stopped(signal),
         };
         // The boot future is gone: a running install.sh's process group was killed with it.
         let seen = match end {
-            BootEnd::Booted(Ok(())) => {
+            BootEnd::Booted(Ok(node)) => {
                 recorder.ready("in service");
+                rendered = Some(node);
                 None
             }
             BootEnd::Booted(Err(e)) => {
@@ -101,6 +102,40 @@ pub async fn run<W: World>(
         }
     }
 
+    let serving = serve(world, cfg, recorder, signals, watcher, boot_failure);
+    let Some(node) = rendered else {
+        return serving.await;
+    };
+    // Drift detection beside the rest of the node's life, from right after it became ready; it
+    // ends by itself when the node starts to drain (or is off), and the node goes on.
+    let drift = drift::run_drift(
+        world.tfe(),
+        cfg,
+        &node,
+        recorder.subscribe(),
+        recorder.publisher(),
+    );
+    tokio::pin!(serving);
+    tokio::select! {
+        code = &mut serving => code,
+        () = drift => serving.await,
+    }
+}
+
+/// The node's life after the boot: drain when it is to go, answer the launch hook again after a
+/// standby, stop on a signal.
+async fn serve<W: World>(
+    world: &W,
+    cfg: &Settings,
+    recorder: &Recorder,
+    signals: &mut ShutdownRx,
+    mut watcher: Watcher<'_, W::Imds, W::Clock>,
+    boot_failure: Option<Exit>,
+) -> Exit {
+    let fail = |code: Exit, e: &dyn std::error::Error| {
+        log::error!("{}", crate::error_chain(e));
+        code
+    };
     if recorder.state().termination.is_some() {
         // Started (or restarted) while terminating: systemd must not time the start out and kill
         // the agent mid-drain. A second READY=1 after a boot is harmless.

@@ -38,7 +38,7 @@ pub struct View {
     pub preflight: Option<Report>,
     /// The cluster as the membership loop last saw it; `null` without a cluster view.
     pub cluster: Option<serde_json::Value>,
-    /// Filled by drift detection (a later release); `null` until then.
+    /// The last drift comparison (docs/operate/drift.md); `null` until one ran.
     pub drift: Option<serde_json::Value>,
 }
 

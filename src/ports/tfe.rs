@@ -1,5 +1,6 @@
 //! The TFE tools (install.sh, replicatedctl, `replicated admin`) as the flows see them.
 
+use crate::model::drift::LiveSettings;
 use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
 use std::future::Future;
 use std::time::Duration;
@@ -47,4 +48,7 @@ pub trait TfeTools: Sync {
     /// `replicatedctl app stop` / `app start` (asynchronous: poll `app_status` after).
     fn app_stop(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
     fn app_start(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
+    /// `replicatedctl app-config export --hidden`: every app-config item TFE runs with, the
+    /// hidden (secret) ones included; items without a value are left out. For drift detection.
+    fn app_config_export(&self) -> impl Future<Output = Result<LiveSettings, ToolError>> + Send;
 }

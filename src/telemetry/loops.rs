@@ -24,6 +24,8 @@ pub enum LoopName {
     Drain,
     /// This node's record in the cluster store (`[cluster].heartbeat_interval`).
     Cluster,
+    /// The comparison of the rendered settings with TFE's live ones (`[drift].interval`).
+    Drift,
 }
 
 impl LoopName {
@@ -35,6 +37,7 @@ impl LoopName {
             LoopName::TerminateHeartbeat => "terminate-heartbeat",
             LoopName::Drain => "drain",
             LoopName::Cluster => "cluster",
+            LoopName::Drift => "drift",
         }
     }
 }

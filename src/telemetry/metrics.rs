@@ -3,6 +3,7 @@
 //! the whole exposition stays under 150 series whatever happens to the node.
 
 use crate::model::cluster::ClusterView;
+use crate::model::drift::{DriftCounts, DriftKind};
 use crate::model::lifecycle::{Phase, Source};
 use crate::model::preflight::{Report, Verdict};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -174,6 +175,11 @@ struct MismatchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PreflightLabels {
     check: &'static str,
     result: &'static str,
@@ -207,6 +213,7 @@ pub struct Metrics {
     cluster_nodes: Family<ClusterNodeLabels, Gauge>,
     cluster_mismatches: Family<MismatchLabels, Gauge>,
     cluster_store_up: Gauge,
+    drift_keys: Family<DriftLabels, Gauge>,
     join_refusals: Counter,
     /// One series a check: its last result (the others are removed).
     preflight_checks: Family<PreflightLabels, Gauge>,
@@ -271,6 +278,7 @@ impl Metrics {
             cluster_nodes: Family::default(),
             cluster_mismatches: Family::default(),
             cluster_store_up: Gauge::default(),
+            drift_keys: Family::default(),
             join_refusals: Counter::default(),
             preflight_checks: Family::default(),
             preflight_duration: Seconds::default(),
@@ -363,6 +371,11 @@ impl Metrics {
             format!("{a}cluster_store_up"),
             "1 while the last heartbeat to the cluster store (TFE's Redis) succeeded",
             m.cluster_store_up.clone(),
+        );
+        r.register(
+            format!("{a}config_drift_keys"),
+            "Settings TFE runs that differ from the rendered ones, by kind (added, changed, missing), as the last comparison found",
+            m.drift_keys.clone(),
         );
         r.register(
             format!("{a}join_refusals"),
@@ -560,6 +573,17 @@ impl Metrics {
         self.cluster_store_up.set(i64::from(up));
     }
 
+    /// The last drift comparison: how many keys of each kind differ.
+    pub fn drift(&self, counts: &DriftCounts) {
+        for kind in DriftKind::ALL {
+            self.drift_keys
+                .get_or_create(&DriftLabels {
+                    kind: kind.as_str(),
+                })
+                .set(i64::try_from(counts.of(kind)).unwrap_or(i64::MAX));
+        }
+    }
+
     pub fn join_refused(&self) {
         self.join_refusals.inc();
     }
@@ -670,6 +694,11 @@ mod tests {
         }
         m.cluster_store_up(true);
         m.join_refused();
+        m.drift(&DriftCounts {
+            added: 1,
+            changed: 2,
+            missing: 3,
+        });
         m.cluster(&ClusterView {
             cluster_id: Some("c".into()),
             release_sequence: Some(504),

@@ -7,6 +7,7 @@ mod install_run;
 pub mod parse;
 pub mod process;
 
+use crate::model::drift::LiveSettings;
 use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
 use crate::ports::{InstallCommand, TfeTools, ToolError};
 use detached::Detached;
@@ -229,6 +230,18 @@ impl TfeTools for CliTfe {
                     status: status.to_string(),
                     stderr: last_line(&stderr),
                 },
+            })?,
+        )
+    }
+
+    async fn app_config_export(&self) -> Result<LiveSettings, ToolError> {
+        let spec = Spec::new(&self.replicatedctl, &["app-config", "export", "--hidden"]);
+        // The output holds every secret setting: wiped once parsed.
+        let out = zeroize::Zeroizing::new(self.query(spec.clone()).await?);
+        Ok(
+            parse::app_config_export(&out).map_err(|detail| TfeError::Parse {
+                command: spec.display(),
+                detail,
             })?,
         )
     }

@@ -2,7 +2,9 @@
 //! §4.3, §5.3). Each tolerates the stray `Error parsing config file: …` line the CLI can print
 //! first.
 
+use crate::model::drift::LiveSettings;
 use crate::model::tfe::{AppState, AppStatus, HealthReport, SystemStatus};
+use crate::sys::secret::Secret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -96,6 +98,39 @@ pub fn health_check(stdout: &str) -> Result<HealthReport, String> {
 /// The JSON from its first line on: skips warnings printed before it. The JSON starts at the first
 /// line that begins with `open`, because a warning may hold the character itself (Go type names:
 /// `map[string]interface {}`); failing such a line, at the first `open` anywhere.
+/// `replicatedctl app-config export --hidden`: `{"<key>": {} | {"value": "<string>", …}}`
+/// (docs/design/tfe-tools.md §4.5). Items without a value are left out. The output holds secret
+/// values: no error message quotes it (serde's own messages can quote a value, so they are not
+/// passed on past the JSON syntax).
+pub fn app_config_export(stdout: &str) -> Result<LiveSettings, String> {
+    let json = from_first(stdout, '{').ok_or("no JSON object in output")?;
+    let items: BTreeMap<String, serde_json::Value> = serde_json::from_str(json).map_err(|e| {
+        format!(
+            "not a JSON object of config items (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let mut values = BTreeMap::new();
+    for (key, item) in items {
+        let serde_json::Value::Object(fields) = item else {
+            return Err(format!("config item {key:?} is not an object"));
+        };
+        match fields.get("value") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(v)) => {
+                values.insert(key, Secret::new(v.as_str()));
+            }
+            Some(_) => {
+                return Err(format!(
+                    "config item {key:?} has a value that is not a string"
+                ))
+            }
+        }
+    }
+    Ok(LiveSettings { values })
+}
+
 fn from_first(text: &str, open: char) -> Option<&str> {
     let mut start = 0;
     for line in text.split_inclusive('\n') {
@@ -110,6 +145,27 @@ fn from_first(text: &str, open: char) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_config_export_keeps_the_items_with_a_value() {
+        let out = "Error parsing config file: x\n{\n  \"capacity_concurrency\": {\n    \"value\": \"10\"\n  },\n  \"disk_path\": {},\n  \"enc_password\": {\"value\": \"pw\", \"data\": \"\"}\n}\n";
+        let live = app_config_export(out).unwrap();
+        assert_eq!(live.values.len(), 2);
+        assert_eq!(live.values["capacity_concurrency"].expose(), "10");
+        assert_eq!(live.values["enc_password"].expose(), "pw");
+    }
+
+    #[test]
+    fn app_config_export_errors_never_quote_a_value() {
+        for bad in [
+            "{\"enc_password\": {\"value\": 12345678}}",
+            "{\"enc_password\": \"12345678\"}",
+            "{\"enc_password\": {\"value\": \"12345678\"",
+        ] {
+            let e = app_config_export(bad).unwrap_err();
+            assert!(!e.contains("12345678"), "{e}");
+        }
+    }
 
     const SYSTEM_READY: &str =
         "{\n    \"Replicated\": \"ready\",\n    \"Retraced\": \"ready\"\n}\n";

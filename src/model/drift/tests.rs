@@ -25,7 +25,10 @@ fn secret(value: &str) -> Desired<'_> {
 
 #[test]
 fn equal_settings_are_no_drift() {
-    let desired = [("capacity_concurrency", plain("10")), ("enc_password", secret("s3cr3t"))];
+    let desired = [
+        ("capacity_concurrency", plain("10")),
+        ("enc_password", secret("s3cr3t")),
+    ];
     let report = compare(
         desired,
         &live(&[("capacity_concurrency", "10"), ("enc_password", "s3cr3t")]),
@@ -73,7 +76,10 @@ fn a_changed_secret_is_named_and_its_values_appear_nowhere() {
     let desired = [("enc_password", secret("old-value-1234"))];
     let report = compare(
         desired,
-        &live(&[("enc_password", "new-value-5678"), ("redis_pass", "added-9999")]),
+        &live(&[
+            ("enc_password", "new-value-5678"),
+            ("redis_pass", "added-9999"),
+        ]),
         &Allowlist::default(),
     );
     assert_eq!(report.counts.changed, 1);
@@ -81,7 +87,11 @@ fn a_changed_secret_is_named_and_its_values_appear_nowhere() {
     let text = format!(
         "{}{report:?}{}",
         serde_json::to_string(&report).unwrap(),
-        report.keys.iter().map(DriftedKey::describe).collect::<String>()
+        report
+            .keys
+            .iter()
+            .map(DriftedKey::describe)
+            .collect::<String>()
     );
     for value in ["old-value-1234", "new-value-5678", "added-9999"] {
         assert!(!text.contains(value), "{value} leaked: {text}");
@@ -93,7 +103,10 @@ fn a_changed_secret_is_named_and_its_values_appear_nowhere() {
 #[test]
 fn empty_counts_as_unset_on_both_sides() {
     let report = compare(
-        [("s3_endpoint", plain("")), ("tbw_image", plain("default_image"))],
+        [
+            ("s3_endpoint", plain("")),
+            ("tbw_image", plain("default_image")),
+        ],
         &live(&[("tls_ciphers", ""), ("tbw_image", "")]),
         &Allowlist::default(),
     );

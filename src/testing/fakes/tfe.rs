@@ -1,5 +1,6 @@
 //! The fake of the TFE tools.
 
+use crate::model::drift::LiveSettings;
 use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
 use crate::ports::{InstallCommand, TfeTools, ToolError};
 use crate::testing::states::{self};
@@ -62,6 +63,10 @@ pub struct FakeTfe {
     app_initially_stopped: bool,
     app_stop_takes: Duration,
     app_start_takes: Duration,
+
+    /// What `app-config export` shows (set with [`FakeTfe::set_live`]).
+    live: Mutex<BTreeMap<String, String>>,
+    export_results: Mutex<VecDeque<Result<LiveSettings, ToolError>>>,
 }
 
 impl FakeTfe {
@@ -98,6 +103,8 @@ impl FakeTfe {
             app_initially_stopped: false,
             app_stop_takes: Duration::from_secs(3),
             app_start_takes: Duration::from_secs(3),
+            live: Mutex::default(),
+            export_results: Mutex::default(),
         }
     }
 
@@ -163,6 +170,22 @@ impl FakeTfe {
     pub fn app_stopped(mut self) -> Self {
         self.app_initially_stopped = true;
         self
+    }
+
+    /// An app-config item as TFE runs it (`replicated admin app-config -k KEY -v VALUE`).
+    pub fn set_live(&self, key: &str, value: &str) {
+        self.live
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), value.to_string());
+    }
+
+    /// The next `app-config export` calls answer these, in order.
+    pub fn script_export(
+        &self,
+        results: impl IntoIterator<Item = Result<LiveSettings, ToolError>>,
+    ) {
+        self.export_results.lock().unwrap().extend(results);
     }
 
     /// install.sh runs started: when, and with which plan.
@@ -382,5 +405,19 @@ impl TfeTools for FakeTfe {
             .unwrap()
             .push((Instant::now(), AppCommand::Start));
         Ok(())
+    }
+    async fn app_config_export(&self) -> Result<LiveSettings, ToolError> {
+        self.probe("app-config export");
+        if let Some(r) = self.export_results.lock().unwrap().pop_front() {
+            return r;
+        }
+        let values = self
+            .live
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), crate::sys::secret::Secret::new(v.as_str())))
+            .collect();
+        Ok(LiveSettings { values })
     }
 }
