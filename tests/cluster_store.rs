@@ -47,6 +47,7 @@ fn record(id: &str) -> MemberRecord {
         // The store must replace this with its own clock.
         last_seen: 1,
         fingerprints: BTreeMap::from([("enc_password".into(), "0123456789abcdef".into())]),
+        live_fingerprints: BTreeMap::new(),
     }
 }
 

@@ -26,6 +26,11 @@ pub struct MemberRecord {
     pub last_seen: u64,
     /// Setting name → 16 hex digits (the KDF of the value with the cluster's salt).
     pub fingerprints: BTreeMap<String, String>,
+    /// The same, of the values TFE runs with (the drift loop's `app-config export`): a value
+    /// changed live differs here while `fingerprints` still shows the rendered one. Empty until
+    /// this node's first comparison, with drift off, and from agents that predate it.
+    #[serde(default)]
+    pub live_fingerprints: BTreeMap<String, String>,
 }
 
 /// The cluster's identity: created once, atomically, by the first node; no TTL (a store that
@@ -116,6 +121,14 @@ pub enum Finding {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         differs_from_identity: Vec<String>,
     },
+    /// TFE on the live nodes runs different values of `setting`: changed live on some of them
+    /// (`replicated admin app-config`), whatever they rendered. Only nodes that compared count.
+    LiveMismatch {
+        setting: String,
+        /// Those nodes grouped by equal fingerprint (a node whose TFE runs without the setting
+        /// is a group of its own kind), largest group first.
+        groups: Vec<Vec<String>>,
+    },
     /// More live nodes than `max_nodes`.
     TooMany { live: usize, max: u32 },
     /// A member that stopped heartbeating without leaving (killed, lost its network).
@@ -164,6 +177,14 @@ impl std::fmt::Display for Finding {
                     )?;
                 }
                 Ok(())
+            }
+            Finding::LiveMismatch { setting, groups } => {
+                let groups: Vec<String> = groups.iter().map(|g| g.join(", ")).collect();
+                write!(
+                    f,
+                    "{setting} as TFE runs it differs between live nodes: {} (changed live: `tfe-node-agent drift` on each says which)",
+                    groups.join(" | ")
+                )
             }
             Finding::TooMany { live, max } => {
                 write!(f, "{live} live nodes, max_nodes {max}")
@@ -271,7 +292,7 @@ impl ClusterView {
             settings.insert(ENC_PASSWORD);
         }
         for setting in settings {
-            let groups = group_by_fingerprint(&live, setting);
+            let groups = group_by_fingerprint(&live, setting, |n| &n.fingerprints);
             let differs_from_identity: Vec<String> = match identity {
                 Some(id) if setting == ENC_PASSWORD => live
                     .iter()
@@ -288,6 +309,7 @@ impl ClusterView {
                 });
             }
         }
+        findings.extend(live_mismatches(&live));
         if let Some(max) = max_nodes {
             if live.len() > max as usize {
                 findings.push(Finding::TooMany {
@@ -315,9 +337,10 @@ impl ClusterView {
         }
     }
 
-    /// For `cluster_mismatches{kind}`: whether live nodes disagree on the release (0 or 1), and
-    /// on how many settings they (or they and the identity's enc_password) disagree.
-    pub fn mismatch_counts(&self) -> [(&'static str, usize); 2] {
+    /// For `cluster_mismatches{kind}`: whether live nodes disagree on the release (0 or 1), on
+    /// how many rendered settings they (or they and the identity's enc_password) disagree, and
+    /// on how many settings as TFE runs them.
+    pub fn mismatch_counts(&self) -> [(&'static str, usize); 3] {
         let count = |pred: fn(&Finding) -> bool| self.findings.iter().filter(|f| pred(f)).count();
         [
             (
@@ -328,6 +351,7 @@ impl ClusterView {
                 "fingerprint",
                 count(|f| matches!(f, Finding::FingerprintMismatch { .. })),
             ),
+            ("live", count(|f| matches!(f, Finding::LiveMismatch { .. }))),
         ]
     }
 }
@@ -335,13 +359,42 @@ impl ClusterView {
 /// The setting whose fingerprint the identity keeps.
 pub const ENC_PASSWORD: &str = "enc_password";
 
-/// Live nodes grouped by their fingerprint of `setting` (nodes without one form a group too),
-/// largest group first, then by first instance id; ids sorted within each group.
-fn group_by_fingerprint(live: &[&MemberRecord], setting: &str) -> Vec<Vec<String>> {
+/// The live nodes that compared their settings with TFE's (`live_fingerprints` set) and whose
+/// TFE runs different values of a setting. A node that has not compared yet is left out: it
+/// says nothing about its TFE, and the rendered fingerprints already cover what it renders.
+fn live_mismatches(live: &[&MemberRecord]) -> Vec<Finding> {
+    let compared: Vec<&MemberRecord> = live
+        .iter()
+        .copied()
+        .filter(|n| !n.live_fingerprints.is_empty())
+        .collect();
+    let settings: BTreeSet<&str> = compared
+        .iter()
+        .flat_map(|n| n.live_fingerprints.keys().map(String::as_str))
+        .collect();
+    settings
+        .into_iter()
+        .filter_map(|setting| {
+            let groups = group_by_fingerprint(&compared, setting, |n| &n.live_fingerprints);
+            (groups.len() > 1).then(|| Finding::LiveMismatch {
+                setting: setting.to_string(),
+                groups,
+            })
+        })
+        .collect()
+}
+
+/// Live nodes grouped by their fingerprint of `setting` in `of` (nodes without one form a group
+/// too), largest group first, then by first instance id; ids sorted within each group.
+fn group_by_fingerprint(
+    live: &[&MemberRecord],
+    setting: &str,
+    of: fn(&MemberRecord) -> &BTreeMap<String, String>,
+) -> Vec<Vec<String>> {
     let mut by_value: BTreeMap<Option<&String>, Vec<String>> = BTreeMap::new();
     for node in live {
         by_value
-            .entry(node.fingerprints.get(setting))
+            .entry(of(node).get(setting))
             .or_default()
             .push(node.instance_id.clone());
     }

@@ -466,6 +466,7 @@ async fn prepare<W: World>(
         tokio::spawn(cluster::run_membership(
             membership,
             recorder.subscribe(),
+            recorder.live_values(),
             recorder.publisher(),
         ));
     }

@@ -9,7 +9,7 @@ use crate::model::cluster::{
     Snapshot, Verdict,
 };
 use crate::model::lifecycle::Phase;
-use crate::node::recorder::{Recorder, ViewPublisher};
+use crate::node::recorder::{LiveValues, Recorder, ViewPublisher};
 use crate::ports::cluster::{ClusterStore, ClusterStores, StoreError, StoreTarget};
 use crate::ports::{Clock, Identity, World};
 use crate::sys::secret::Secret;
@@ -60,6 +60,8 @@ pub struct Membership<S> {
     /// The must-match values (fingerprinted again when the cluster's salt changes).
     values: BTreeMap<String, Secret>,
     salt: Option<String>,
+    /// The live values (and the salt) `me.live_fingerprints` were computed from.
+    live_of: Option<(String, LiveValues)>,
     /// The identity this node joined: restored if the store loses it.
     joined: Option<ClusterIdentity>,
     cfg: ClusterSection,
@@ -106,9 +108,11 @@ pub async fn guard<W: World>(
             launched_at: recorder.launched_at(),
             last_seen: 0,
             fingerprints: BTreeMap::new(),
+            live_fingerprints: BTreeMap::new(),
         },
         values,
         salt: None,
+        live_of: None,
         joined: None,
         cfg: cfg.cluster.clone(),
     };
@@ -289,22 +293,7 @@ impl<S: ClusterStore> Membership<S> {
         if self.salt.as_deref() == Some(salt) {
             return;
         }
-        let values = self.values.clone();
-        let owned = salt.to_string();
-        let compute = move || {
-            values
-                .iter()
-                .map(|(k, v)| (k.clone(), fingerprint::fingerprint(&owned, k, v.expose())))
-                .collect::<BTreeMap<_, _>>()
-        };
-        // Under tokio's paused clock (the unit tests) a blocking task lets virtual time run on
-        // to the next timer while it computes: there it is computed in place.
-        let computed = if cfg!(test) {
-            Ok(compute())
-        } else {
-            tokio::task::spawn_blocking(compute).await
-        };
-        match computed {
+        match kdf(salt, self.values.clone()).await {
             Ok(f) => {
                 self.me.fingerprints = f;
                 self.salt = Some(salt.to_string());
@@ -312,15 +301,74 @@ impl<S: ClusterStore> Membership<S> {
             Err(e) => log::error!("computing the settings' fingerprints failed: {e}"),
         }
     }
+
+    /// Fingerprints of the must-match values TFE runs (from the drift loop), with the salt of
+    /// the rendered ones, when the values or the salt changed. A live value equal to the
+    /// rendered one has its fingerprint already: only values changed live cost a KDF.
+    async fn fingerprint_live(&mut self, live: LiveValues) {
+        let (Some(values), Some(salt)) = (&live, self.salt.clone()) else {
+            return;
+        };
+        if self.live_of.as_ref() == Some(&(salt.clone(), live.clone())) {
+            return;
+        }
+        let mut known = BTreeMap::new();
+        let mut changed = BTreeMap::new();
+        for (key, value) in values.iter() {
+            match (self.values.get(key), self.me.fingerprints.get(key)) {
+                (Some(rendered), Some(f)) if rendered == value => {
+                    known.insert(key.clone(), f.clone());
+                }
+                _ => {
+                    changed.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        match kdf(&salt, changed).await {
+            Ok(f) => {
+                known.extend(f);
+                self.me.live_fingerprints = known;
+                self.live_of = Some((salt, live));
+            }
+            Err(e) => log::error!("computing the live settings' fingerprints failed: {e}"),
+        }
+    }
+}
+
+/// `values` fingerprinted with `salt`, off the runtime's thread (a deliberately slow KDF must
+/// not hold up the heartbeats and the watcher).
+async fn kdf(
+    salt: &str,
+    values: BTreeMap<String, Secret>,
+) -> Result<BTreeMap<String, String>, tokio::task::JoinError> {
+    if values.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let salt = salt.to_string();
+    let compute = move || {
+        values
+            .iter()
+            .map(|(k, v)| (k.clone(), fingerprint::fingerprint(&salt, k, v.expose())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    // Under tokio's paused clock (the unit tests) a blocking task lets virtual time run on to
+    // the next timer while it computes: there it is computed in place.
+    if cfg!(test) {
+        Ok(compute())
+    } else {
+        tokio::task::spawn_blocking(compute).await
+    }
 }
 
 /// The membership loop, for the life of the agent: this node's record every heartbeat interval
 /// (with its current phase), the cluster view into `/status` and the metrics, findings logged
-/// when they change. When the node is drained and its terminate hook released it leaves the
-/// cluster and ends.
+/// when they change. `live`: the must-match values TFE runs, from the drift loop, published as
+/// fingerprints so that a value changed live on one node shows. When the node is drained and its
+/// terminate hook released it leaves the cluster and ends.
 pub async fn run_membership<S: ClusterStore + 'static>(
     mut membership: Membership<S>,
     mut view: watch::Receiver<crate::node::view::View>,
+    live: watch::Receiver<LiveValues>,
     publish: ViewPublisher,
 ) {
     let interval = membership.cfg.heartbeat_interval;
@@ -353,6 +401,8 @@ pub async fn run_membership<S: ClusterStore + 'static>(
                         // A new identity (an operator's reset): fingerprints with its salt.
                         let salt = identity.salt.clone();
                         membership.fingerprint_with(&salt).await;
+                        let values = live.borrow().clone();
+                        membership.fingerprint_live(values).await;
                     }
                     (None, Some(joined)) => {
                         // The store lost it (FLUSHALL, eviction): restore the one this node

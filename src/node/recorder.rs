@@ -95,13 +95,6 @@ impl Recorder {
     }
 
     /// The must-match settings as the drift loop last read them from TFE (`None` until then).
-    #[cfg_attr(
-        not(test),
-        allow(
-            dead_code,
-            reason = "for the membership loop's live fingerprints (not wired yet)"
-        )
-    )]
     pub fn live_values(&self) -> watch::Receiver<LiveValues> {
         self.live.subscribe()
     }

@@ -364,7 +364,7 @@ impl Metrics {
         );
         r.register(
             format!("{a}cluster_mismatches"),
-            "Live members disagreeing with the cluster, by kind (release, fingerprint)",
+            "Live members disagreeing with the cluster, by kind (release, fingerprint, live)",
             m.cluster_mismatches.clone(),
         );
         r.register(

@@ -296,6 +296,8 @@ mod tests {
             launched_at: 1_700_000_000,
             last_seen: 42,
             fingerprints: [("enc_password".to_string(), "0123456789abcdef".to_string())].into(),
+            live_fingerprints: [("enc_password".to_string(), "fedcba9876543210".to_string())]
+                .into(),
         };
         let sent = record_without_last_seen(&me);
         assert!(!sent.contains("last_seen"), "{sent}");

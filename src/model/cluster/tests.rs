@@ -31,6 +31,7 @@ fn member(id: &str, release: u64, ago: u64) -> MemberRecord {
             ("install_id".to_string(), "1111111111111111".to_string()),
         ]
         .into(),
+        live_fingerprints: BTreeMap::new(),
     }
 }
 
@@ -91,7 +92,10 @@ fn an_agreeing_cluster_is_consistent() {
     assert_eq!(names, ["i-a", "i-b"], "sorted by instance id");
     assert_eq!(view.nodes[1].seconds_since_seen, 5);
     assert_eq!((view.live, view.stale), (2, 0));
-    assert_eq!(view.mismatch_counts(), [("release", 0), ("fingerprint", 0)]);
+    assert_eq!(
+        view.mismatch_counts(),
+        [("release", 0), ("fingerprint", 0), ("live", 0)]
+    );
 }
 
 #[test]
@@ -100,7 +104,10 @@ fn an_empty_store_is_consistent() {
     assert!(view.consistent);
     assert_eq!(view.cluster_id, None);
     assert_eq!((view.live, view.stale), (0, 0));
-    assert_eq!(view.mismatch_counts(), [("release", 0), ("fingerprint", 0)]);
+    assert_eq!(
+        view.mismatch_counts(),
+        [("release", 0), ("fingerprint", 0), ("live", 0)]
+    );
 }
 
 #[test]
@@ -158,7 +165,10 @@ fn live_nodes_on_two_releases_are_a_release_mismatch() {
             releases: vec![rg(504, &["i-a", "i-b"]), rg(505, &["i-c"])],
         }]
     );
-    assert_eq!(view.mismatch_counts(), [("release", 1), ("fingerprint", 0)]);
+    assert_eq!(
+        view.mismatch_counts(),
+        [("release", 1), ("fingerprint", 0), ("live", 0)]
+    );
     assert_eq!(
         view.findings[0].to_string(),
         "live nodes on more than one release: the cluster runs 504; 504 on i-a, i-b; 505 on i-c"
@@ -251,11 +261,120 @@ fn a_setting_that_differs_between_live_nodes_is_a_fingerprint_mismatch() {
             differs_from_identity: vec![],
         }]
     );
-    assert_eq!(view.mismatch_counts(), [("release", 0), ("fingerprint", 1)]);
+    assert_eq!(
+        view.mismatch_counts(),
+        [("release", 0), ("fingerprint", 1), ("live", 0)]
+    );
     assert_eq!(
         mismatches[0].describe(),
         "install_id differs between live nodes: i-a, i-c | i-b"
     );
+}
+
+/// `m` after a comparison with TFE: it runs `live` (setting, fingerprint) pairs.
+fn running(mut m: MemberRecord, live: &[(&str, &str)]) -> MemberRecord {
+    m.live_fingerprints = live
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    m
+}
+
+#[test]
+fn a_setting_changed_live_on_one_node_is_a_live_mismatch_while_the_rendered_ones_agree() {
+    let runs = [
+        (ENC_PASSWORD, ENC),
+        ("capacity_concurrency", "5555555555555555"),
+    ];
+    let changed = [
+        (ENC_PASSWORD, ENC),
+        ("capacity_concurrency", "6666666666666666"),
+    ];
+    let snap = snapshot(
+        Some(identity(504)),
+        vec![
+            running(member("i-a", 504, 0), &runs),
+            running(member("i-b", 504, 0), &changed),
+            running(member("i-c", 504, 0), &runs),
+            // Stale: what its TFE ran is not compared.
+            running(member("i-d", 504, 99), &changed),
+        ],
+    );
+    let view = ClusterView::assess(&snap, TTL, None);
+    let finding = Finding::LiveMismatch {
+        setting: "capacity_concurrency".into(),
+        groups: vec![ids(&["i-a", "i-c"]), ids(&["i-b"])],
+    };
+    assert_eq!(
+        view.findings,
+        [
+            finding.clone(),
+            Finding::Stale {
+                instance_id: "i-d".into(),
+                seconds_since_seen: 99
+            }
+        ]
+    );
+    assert!(!view.consistent);
+    assert_eq!(
+        view.mismatch_counts(),
+        [("release", 0), ("fingerprint", 0), ("live", 1)]
+    );
+    assert_eq!(
+        finding.describe(),
+        "capacity_concurrency as TFE runs it differs between live nodes: i-a, i-c | i-b \
+         (changed live: `tfe-node-agent drift` on each says which)"
+    );
+    let json = serde_json::to_value(&finding).unwrap();
+    assert_eq!(json["kind"], "live-mismatch", "{json}");
+    assert_eq!(serde_json::from_value::<Finding>(json).unwrap(), finding);
+}
+
+#[test]
+fn a_setting_unset_live_on_one_node_is_a_group_of_its_own() {
+    let snap = snapshot(
+        Some(identity(504)),
+        vec![
+            running(
+                member("i-a", 504, 0),
+                &[(ENC_PASSWORD, ENC), ("hostname", "7777777777777777")],
+            ),
+            running(member("i-b", 504, 0), &[(ENC_PASSWORD, ENC)]),
+        ],
+    );
+    let view = ClusterView::assess(&snap, TTL, None);
+    assert_eq!(
+        view.findings,
+        [Finding::LiveMismatch {
+            setting: "hostname".into(),
+            groups: vec![ids(&["i-a"]), ids(&["i-b"])],
+        }]
+    );
+}
+
+#[test]
+fn nodes_that_have_not_compared_yet_are_left_out_of_the_live_comparison() {
+    // i-b has drift off, or has not compared yet, or runs an older agent: no live fingerprints.
+    let snap = snapshot(
+        Some(identity(504)),
+        vec![
+            running(member("i-a", 504, 0), &[(ENC_PASSWORD, ENC)]),
+            member("i-b", 504, 0),
+            running(member("i-c", 504, 0), &[(ENC_PASSWORD, ENC)]),
+        ],
+    );
+    let view = ClusterView::assess(&snap, TTL, None);
+    assert!(view.consistent, "{:?}", view.findings);
+    assert_eq!(view.mismatch_counts()[2], ("live", 0));
+}
+
+#[test]
+fn a_record_without_live_fingerprints_reads_as_not_compared() {
+    let mut json = serde_json::to_value(member("i-old", 504, 0)).unwrap();
+    json.as_object_mut().unwrap().remove("live_fingerprints");
+    let back: MemberRecord = serde_json::from_value(json).unwrap();
+    assert!(back.live_fingerprints.is_empty());
+    assert_eq!(back, member("i-old", 504, 0));
 }
 
 #[test]
@@ -392,7 +511,11 @@ fn findings_come_most_serious_first() {
             with_fp(member("i-b", 505, 0), "install_id", "2222222222222222"),
             member("i-c", 504, 0),
             member("i-z", 504, 100),
-        ],
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| running(m, &[("hostname", ["7", "8"][i % 2])]))
+        .collect(),
     );
     let kinds: Vec<&str> = ClusterView::assess(&snap, TTL, Some(2))
         .findings
@@ -401,13 +524,21 @@ fn findings_come_most_serious_first() {
             Finding::IdentityMissing { .. } => "identity",
             Finding::ReleaseMismatch { .. } => "release",
             Finding::FingerprintMismatch { .. } => "fingerprint",
+            Finding::LiveMismatch { .. } => "live",
             Finding::TooMany { .. } => "too-many",
             Finding::Stale { .. } => "stale",
         })
         .collect();
     assert_eq!(
         kinds,
-        ["identity", "release", "fingerprint", "too-many", "stale"]
+        [
+            "identity",
+            "release",
+            "fingerprint",
+            "live",
+            "too-many",
+            "stale"
+        ]
     );
 }
 

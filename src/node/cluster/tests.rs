@@ -48,6 +48,7 @@ fn member(instance: &str, release: u64) -> MemberRecord {
         launched_at: 1,
         last_seen: 0,
         fingerprints: BTreeMap::new(),
+        live_fingerprints: BTreeMap::new(),
     }
 }
 
@@ -193,4 +194,71 @@ async fn a_store_that_is_down_degrades_the_view_and_never_stops_the_boot() {
     );
     assert_eq!(rec.recorder.phase(), Phase::InService);
     assert_eq!(w.tfe.installs().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_values_tfe_runs_are_published_as_fingerprints_with_the_clusters_salt() {
+    let stores = FakeStores::default();
+    let w = fakes::world().stores(stores.clone()).build();
+    let rec = Recorded::new(states::fresh());
+    let cfg = clustered(&rec);
+    run(&w, &cfg, &rec).await.expect("the boot succeeds");
+    let record = || {
+        stores
+            .data
+            .lock()
+            .unwrap()
+            .members
+            .get(INSTANCE)
+            .expect("this node's record")
+            .0
+            .clone()
+    };
+    tokio::time::sleep(cfg.cluster.heartbeat_interval * 2).await;
+    assert!(
+        record().live_fingerprints.is_empty(),
+        "nothing compared yet: nothing said about TFE"
+    );
+
+    // The drift loop read TFE's values: the rendered ones, so the same fingerprints.
+    let shared = crate::testing::valid_shared();
+    let rendered: BTreeMap<String, Secret> = cfg
+        .cluster
+        .must_match
+        .iter()
+        .map(|k| (k.clone(), Secret::new(shared[k].as_str().unwrap())))
+        .collect();
+    let publish = rec.recorder.publisher();
+    publish.live_values(Some(std::sync::Arc::new(rendered.clone())));
+    tokio::time::sleep(cfg.cluster.heartbeat_interval * 2).await;
+    let me = record();
+    assert_eq!(me.live_fingerprints, me.fingerprints);
+
+    // enc_password changed live: its live fingerprint is the new value's, with the same salt.
+    let mut changed = rendered;
+    changed.insert("enc_password".into(), Secret::new("enc-changed-live-4b1d"));
+    publish.live_values(Some(std::sync::Arc::new(changed)));
+    tokio::time::sleep(cfg.cluster.heartbeat_interval * 2).await;
+    let me = record();
+    let salt = stores.data.lock().unwrap().identity.clone().unwrap().salt;
+    assert_eq!(
+        me.live_fingerprints["enc_password"],
+        fingerprint::fingerprint(&salt, "enc_password", "enc-changed-live-4b1d")
+    );
+    assert_ne!(
+        me.live_fingerprints["enc_password"],
+        me.fingerprints["enc_password"]
+    );
+    assert_eq!(
+        me.live_fingerprints
+            .iter()
+            .filter(|(k, _)| *k != "enc_password")
+            .collect::<Vec<_>>(),
+        me.fingerprints
+            .iter()
+            .filter(|(k, _)| *k != "enc_password")
+            .collect::<Vec<_>>()
+    );
+    let text = serde_json::to_string(&me).unwrap();
+    assert!(!text.contains("enc-changed-live-4b1d") && !text.contains(&our_enc_password()));
 }
