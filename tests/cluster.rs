@@ -616,3 +616,104 @@ fn a_tls_redis_works_with_the_right_ca_and_another_ca_is_named() {
     );
     unusable_store_fails_cluster_but_not_boot(&wrong, &redis, "unknown issuer");
 }
+
+/// `replicated admin app-config -k KEY -v VALUE` as an operator runs it on `node` (the fake
+/// tool, on that node's fake state).
+fn set_live(node: &Node, key: &str, value: &str) {
+    let out = std::process::Command::new(repo().join("tests/fake-tfe/replicated"))
+        .args(["admin", "app-config", "-k", key, "-v", value])
+        .env("FAKE_TFE_STATE", node.fake_state())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "replicated admin app-config -k {key}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_must_match_setting_changed_live_on_one_node_is_a_live_mismatch_until_set_back() {
+    const LIVE_ENC: &str = "enc-LIVE-on-one-node-91c4e07b";
+    let moto = Arc::new(Moto::start());
+    let redis = Redis::plain();
+    // A drift comparison every second: the live values reach the records within a few beats.
+    let drift = "[preflight] => [drift]\\ninterval = \"1s\"\\n\\n[preflight]\n";
+    let nodes: Vec<Node> = (0..2)
+        .map(|_| cluster_node(&moto, &Store::plain(&redis), drift))
+        .collect();
+    let (agents, urls) = start_all(&nodes);
+    let ids = ids_of(&nodes);
+    let compared = |v: &Value| {
+        v["nodes"].as_array().is_some_and(|nodes| {
+            nodes.iter().all(|n| {
+                n["live_fingerprints"]["enc_password"].as_str().is_some()
+                    && n["live_fingerprints"] == n["fingerprints"]
+            })
+        })
+    };
+    wait_view(
+        &nodes[0],
+        "both compared, consistent",
+        FEW_BEATS,
+        |code, v| code == 0 && consistent_with(v, &ids) && compared(v),
+    );
+
+    set_live(&nodes[1], "enc_password", LIVE_ENC);
+    let changed = nodes[1].instance_id.clone();
+    let view = wait_view(
+        &nodes[0],
+        "showing the live mismatch",
+        FEW_BEATS,
+        |code, v| code == 10 && v["findings"].as_array().is_some_and(|f| !f.is_empty()),
+    );
+    let mut groups = vec![
+        vec![nodes[0].instance_id.clone()],
+        vec![nodes[1].instance_id.clone()],
+    ];
+    groups.sort();
+    assert_eq!(
+        view["findings"],
+        json!([{"kind": "live-mismatch", "setting": "enc_password", "groups": groups}]),
+        "only the live mismatch (the rendered fingerprints agree): {view:#}"
+    );
+    let node = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["instance_id"] == changed.as_str())
+        .unwrap();
+    assert_ne!(
+        node["live_fingerprints"]["enc_password"], node["fingerprints"]["enc_password"],
+        "{node}"
+    );
+    let run = nodes[0].run(&["cluster"], COMMAND);
+    run.assert_code(10);
+    assert!(
+        run.stdout
+            .contains("enc_password as TFE runs it differs between live nodes"),
+        "{}",
+        run.stdout
+    );
+    wait_status(&urls[0], "showing the live mismatch", FEW_BEATS, |s| {
+        s["cluster"]["findings"] == view["findings"]
+    });
+    assert!(agents[0]
+        .stderr()
+        .contains("enc_password as TFE runs it differs"));
+    assert_no_secret_in(&redis, &[LIVE_ENC]);
+
+    // Set back: consistent again.
+    set_live(&nodes[1], "enc_password", SHARED_SECRET_VALUES[0]);
+    wait_view(&nodes[0], "consistent again", FEW_BEATS, |code, v| {
+        code == 0 && consistent_with(v, &ids) && compared(v)
+    });
+    for agent in &agents {
+        let log = agent.stderr();
+        assert!(
+            !log.contains(LIVE_ENC) && !log.contains(SHARED_SECRET_VALUES[0]),
+            "a value of enc_password in the agent's log"
+        );
+    }
+}
