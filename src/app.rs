@@ -10,6 +10,7 @@ use crate::config::{self, AgentConfig, Endpoint, Settings};
 use crate::model::cluster::ClusterView;
 use crate::node::boot;
 use crate::node::cluster;
+use crate::node::operator;
 pub use crate::node::exit::Exit;
 use crate::node::preflight;
 use crate::node::recorder::Recorder;
@@ -249,22 +250,27 @@ async fn run_service(cfg: &Settings) -> Exit {
         Err(code) => return code,
     };
     recorder.configured(cfg);
-    start_api(cfg, &recorder);
+    let (door, mut inbox) = operator::door();
+    start_api(cfg, &recorder, &door);
+    drop(door);
     tokio::spawn(observe::watchdog::run());
-    service::run(&w, cfg, &identity, &recorder, &mut signals).await
+    service::run(&w, cfg, &identity, &recorder, &mut signals, &mut inbox).await
 }
 
 /// The HTTP API on every `[observe].listen` endpoint. One that cannot be bound is logged with
 /// its reason and left out: observability never stops a node from booting or draining.
-fn start_api(cfg: &Settings, recorder: &Recorder) {
+fn start_api(cfg: &Settings, recorder: &Recorder, door: &operator::Door) {
     let slots = Arc::new(Semaphore::new(observe::server::MAX_CONNECTIONS));
     for endpoint in &cfg.listen {
         match observe::bind(endpoint) {
             Ok(listener) => {
+                // Only the unix socket (root only) takes an operator's requests.
+                let door = (listener.scope() == observe::Scope::Operator).then(|| door.clone());
                 tokio::spawn(observe::serve(
                     listener,
                     recorder.subscribe(),
                     slots.clone(),
+                    door,
                 ));
             }
             Err(e) => log::error!(

@@ -11,6 +11,6 @@ pub mod server;
 pub mod summary;
 pub mod watchdog;
 
-pub use listen::{bind, ListenError, Listener};
+pub use listen::{bind, ListenError, Listener, Scope};
 pub use routes::StatusDoc;
 pub use server::serve;
