@@ -33,6 +33,12 @@ pub enum Exit {
     ClusterStore = 11,
     /// A preflight check failed (`boot`/`run` before install.sh, or `preflight`).
     Preflight = 12,
+    /// `drain`, `app restart`, `app-config set`: the request was refused (the node is booting, a
+    /// drain or restart runs, the key's value comes from a secret); nothing was started.
+    Refused = 15,
+    /// `drain`, `app restart`, `app-config set`: the work was started and failed (node-drain
+    /// failed, the app did not stop or start, the tool refused the change), or did not end in time.
+    OperationFailed = 16,
 }
 
 impl From<Exit> for ExitCode {

@@ -2,6 +2,7 @@
 //! the whole life, `boot` and `terminate` its two ends, `watch` notices the end, `hook` holds and
 //! releases lifecycle hooks, `readiness` waits for TFE, `state` persists what happened.
 
+pub mod app_config;
 pub mod boot;
 pub mod cluster;
 pub mod exit;

@@ -151,6 +151,17 @@ pub fn verdict(state: &NodeState, ask: Ask, restarting: bool) -> Option<Answer> 
     }
 }
 
+/// Who runs this command, for the agent's log and the records: `SUDO_USER` (the person behind
+/// sudo), else `USER`, with the uid.
+pub fn operator_name() -> String {
+    let uid = nix::unistd::getuid();
+    let name = ["SUDO_USER", "USER"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    format!("{name} (uid {uid})")
+}
+
 /// Who asked, as a client may say it: printable, short, no separators that could forge a log
 /// field. Anything else is replaced.
 pub fn who(said: Option<&str>) -> String {

@@ -59,10 +59,10 @@ pub async fn restart_app<W: World>(
     );
     recorder.say("app restart: stopping the app");
     let result = steps(world, cfg, recorder, restored).await;
-    let step = if result.is_ok() {
-        RestartStep::Succeeded
-    } else {
-        RestartStep::Failed
+    let step = match &result {
+        Ok(()) => RestartStep::Succeeded,
+        Err(RestartError::Readiness(_)) => RestartStep::NotReady,
+        Err(_) => RestartStep::Failed,
     };
     let detail = match &result {
         Ok(()) => readiness::READY.to_string(),

@@ -161,7 +161,10 @@ pub async fn run<W: World>(
             Turn::Change(change) => match change {
                 Change::Drain(seen) => {
                     if restarting.take().is_some() {
-                        restart::interrupted(recorder, &format!("termination noticed: {}", seen.detail));
+                        restart::interrupted(
+                            recorder,
+                            &format!("termination noticed: {}", seen.detail),
+                        );
                     }
                     let said = format!("termination noticed: {}", seen.detail);
                     if let Err(code) = record_notice(world, recorder, &seen, &said) {
@@ -185,10 +188,16 @@ pub async fn run<W: World>(
                 }
             },
             Turn::Request(request) => {
-                let verdict = operator::verdict(&recorder.state(), request.ask, restarting.is_some());
+                let verdict =
+                    operator::verdict(&recorder.state(), request.ask, restarting.is_some());
                 match (verdict, request.ask) {
                     (Some(answer), _) => {
-                        log::info!("{} requested by {}: {}", request.ask.as_str(), request.by, answer.message);
+                        log::info!(
+                            "{} requested by {}: {}",
+                            request.ask.as_str(),
+                            request.by,
+                            answer.message
+                        );
                         request.answer(answer);
                     }
                     (None, Ask::Drain) => {
@@ -197,7 +206,12 @@ pub async fn run<W: World>(
                         }
                     }
                     (None, Ask::AppRestart) => {
-                        restarting = Some(Box::pin(restart::restart_app(world, cfg, recorder, request.by.clone())));
+                        restarting = Some(Box::pin(restart::restart_app(
+                            world,
+                            cfg,
+                            recorder,
+                            request.by.clone(),
+                        )));
                         request.answer(Answer::accepted("app restart accepted: /readyz answers 503 until TFE is ready again; follow it in /status.app_restart"));
                     }
                 }
@@ -214,13 +228,25 @@ pub async fn run<W: World>(
                 let going = recorder.state().termination.is_some();
                 if !going && world.host().system_stopping().await {
                     let said = format!("signal {signal}: the system is shutting down with no ASG termination; draining within [termination].shutdown_drain_timeout");
-                    if let Err(code) = record_notice(world, recorder, &shutdown_notice(signal, cfg, world.clock()), &said) {
+                    if let Err(code) = record_notice(
+                        world,
+                        recorder,
+                        &shutdown_notice(signal, cfg, world.clock()),
+                        &said,
+                    ) {
                         return code;
                     }
                     continue;
                 }
                 recorder.stopping("stopping");
-                log::info!("signal {signal}: stopping{}", if going { "" } else { " (the node keeps serving; this is not a system shutdown)" });
+                log::info!(
+                    "signal {signal}: stopping{}",
+                    if going {
+                        ""
+                    } else {
+                        " (the node keeps serving; this is not a system shutdown)"
+                    }
+                );
                 return boot_failure.unwrap_or(Exit::Ok);
             }
         }

@@ -54,6 +54,9 @@ pub enum RestartStep {
     /// `replicatedctl app start`, then waiting until TFE is ready.
     Starting,
     Succeeded,
+    /// The app started, but TFE was not ready within `[readiness].timeout`.
+    NotReady,
+    /// A tool call failed, or the app did not stop in time.
     Failed,
     /// A termination (or the agent's stop) cut it short.
     Interrupted,

@@ -6,7 +6,8 @@
 
 pub mod client;
 mod listen;
-mod routes;
+pub mod operate;
+pub(crate) mod routes;
 pub mod server;
 pub mod summary;
 pub mod watchdog;

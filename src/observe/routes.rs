@@ -316,7 +316,11 @@ mod tests {
     fn operator_paths_are_post_on_the_unix_socket_only() {
         let view = in_service();
         for path in ["/drain", "/app/restart"] {
-            let post = Request::builder().method("POST").uri(path).body(()).unwrap();
+            let post = Request::builder()
+                .method("POST")
+                .uri(path)
+                .body(())
+                .unwrap();
             assert_eq!(operator_request(Scope::ReadOnly, &post), None);
             let response = answer(Scope::ReadOnly, &post, &view);
             assert_eq!(response.status(), StatusCode::FORBIDDEN);

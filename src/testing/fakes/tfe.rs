@@ -62,6 +62,8 @@ pub struct FakeTfe {
     app_initially_stopped: bool,
     app_stop_takes: Duration,
     app_start_takes: Duration,
+    /// `app-config -k -v` calls, in order.
+    config_sets: Mutex<Vec<(String, String)>>,
 }
 
 impl FakeTfe {
@@ -98,6 +100,7 @@ impl FakeTfe {
             app_initially_stopped: false,
             app_stop_takes: Duration::from_secs(3),
             app_start_takes: Duration::from_secs(3),
+            config_sets: Mutex::new(Vec::new()),
         }
     }
 
@@ -226,6 +229,11 @@ impl FakeTfe {
             .filter(|(_, c)| *c == which)
             .map(|(t, _)| *t)
             .collect()
+    }
+
+    /// The `app-config -k KEY -v VALUE` calls, in order.
+    pub fn config_sets(&self) -> Vec<(String, String)> {
+        self.config_sets.lock().unwrap().clone()
     }
 
     fn probe(&self, tool: &'static str) {
@@ -381,6 +389,13 @@ impl TfeTools for FakeTfe {
             .lock()
             .unwrap()
             .push((Instant::now(), AppCommand::Start));
+        Ok(())
+    }
+    async fn app_config_set(&self, key: &str, value: &str) -> Result<(), ToolError> {
+        self.config_sets
+            .lock()
+            .unwrap()
+            .push((key.to_string(), value.to_string()));
         Ok(())
     }
 }
