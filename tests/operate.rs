@@ -77,9 +77,16 @@ fn a_manual_drain_runs_node_drain_once_across_an_agent_restart_and_app_restart_b
     // Accepted through the socket; recorded before the answer.
     let run = node.run(&["drain", "--detach"], COMMAND);
     run.assert_code(0);
-    assert!(run.stdout.contains("drain accepted and recorded"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("drain accepted and recorded"),
+        "{}",
+        run.stdout
+    );
     let recorded = state_file(&node);
-    assert_eq!(recorded["termination"]["source"], "operator", "{recorded:#}");
+    assert_eq!(
+        recorded["termination"]["source"], "operator",
+        "{recorded:#}"
+    );
     let (code, readyz) = get(&format!("{base}/readyz"));
     assert_eq!(code, 503, "{readyz}");
     assert!(readyz.contains("operator"), "{readyz}");
@@ -91,7 +98,10 @@ fn a_manual_drain_runs_node_drain_once_across_an_agent_restart_and_app_restart_b
     first.wait_exit(Duration::from_secs(10));
     let second = node.start(&["run"]);
     second.wait_line(
-        &format!("HTTP API listening on unix:{}", node.path("run/agent.sock").display()),
+        &format!(
+            "HTTP API listening on unix:{}",
+            node.path("run/agent.sock").display()
+        ),
         BOOT,
     );
     // A second `drain` while one runs says so and follows it to the end.
@@ -102,7 +112,11 @@ fn a_manual_drain_runs_node_drain_once_across_an_agent_restart_and_app_restart_b
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("no reverse of node-drain"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("no reverse of node-drain"),
+        "{}",
+        run.stdout
+    );
     let drains = node.drains();
     assert_eq!(drains["drains_started"], 1, "{drains}");
     assert_eq!(drains["drains_completed"], 1, "{drains}");
@@ -188,7 +202,11 @@ fn app_config_set_refuses_secret_keys_and_invalid_values_and_records_a_valid_cha
     );
     run.assert_code(15);
     assert!(run.stderr.contains("Secrets Manager"), "{}", run.stderr);
-    assert!(run.stderr.contains("visible to every process"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("visible to every process"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains("new-SECRET-value"), "{}", run.stderr);
     assert_eq!(sets(), 0);
     assert!(!changes.exists());
@@ -196,20 +214,39 @@ fn app_config_set_refuses_secret_keys_and_invalid_values_and_records_a_valid_cha
     // An invalid value: the rule of boot says why.
     let run = node.run(&["app-config", "set", "force_tls", "yes"], COMMAND);
     run.assert_code(3);
-    assert!(run.stderr.contains("is a flag and must be"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is a flag and must be"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(sets(), 0);
     assert!(!changes.exists());
 
     // A valid one: run once, recorded, where to make it permanent said.
-    let run = node.run(&["app-config", "set", "capacity_concurrency", "20"], COMMAND);
+    let run = node.run(
+        &["app-config", "set", "capacity_concurrency", "20"],
+        COMMAND,
+    );
     run.assert_code(0);
-    assert!(run.stdout.contains("under [settings] in agent.toml"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("under [settings] in agent.toml"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("app restart"), "{}", run.stdout);
     let calls = node.tool_calls("app-config");
     assert_eq!(calls.len(), 1);
     assert_eq!(
         calls[0]["argv"],
-        json!(["admin", "--tty=0", "app-config", "-k", "capacity_concurrency", "-v", "20"])
+        json!([
+            "admin",
+            "--tty=0",
+            "app-config",
+            "-k",
+            "capacity_concurrency",
+            "-v",
+            "20"
+        ])
     );
     let live: Value = serde_json::from_str(
         &std::fs::read_to_string(node.fake_state().join("app-config.json")).unwrap(),
@@ -217,7 +254,10 @@ fn app_config_set_refuses_secret_keys_and_invalid_values_and_records_a_valid_cha
     .unwrap();
     assert_eq!(live["capacity_concurrency"], "20");
     let text = std::fs::read_to_string(&changes).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 1, "{text}");
     assert_eq!(lines[0]["key"], "capacity_concurrency");
     assert_eq!(lines[0]["value"], "20");

@@ -163,6 +163,3 @@ pub fn next_steps(applied: &Applied) -> String {
         record = applied.record.display(),
     )
 }
-
-#[cfg(test)]
-mod tests;

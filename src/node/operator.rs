@@ -218,8 +218,8 @@ mod tests {
         s.apply(Event::TerminationNoticed(notice(Source::Asg, 2)))
             .unwrap();
         let gone = verdict(&s, Ask::AppRestart, false).unwrap();
-        assert_eq!(gone.verdict, Verdict::Refused);
-        assert!(gone.message.contains("going away"), "{gone:?}");
+        assert_eq!(gone.verdict, Verdict::Refused, "{gone:?}");
+        assert!(!s.restorable());
     }
 
     #[test]

@@ -232,6 +232,7 @@ impl FakeTfe {
     }
 
     /// The `app-config -k KEY -v VALUE` calls, in order.
+    #[allow(dead_code)] // no unit test of the app-config flow yet (tests/operate.rs covers it)
     pub fn config_sets(&self) -> Vec<(String, String)> {
         self.config_sets.lock().unwrap().clone()
     }
