@@ -46,7 +46,7 @@ pub async fn restart_app<W: World>(
             started_at: unix_now(),
             ended_at: None,
             detail: None,
-        })
+        });
     });
     let restored = recorder.state().restorable();
     log::warn!(
