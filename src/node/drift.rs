@@ -143,7 +143,8 @@ impl Tracker {
     }
 }
 
-/// The loop, from right after the node is ready until it starts to drain (or `run` ends).
+/// The loop, from right after the node is ready for the rest of `run`; paused while the node
+/// drains (an operator's drain is undone by an app restart: the comparisons go on after it).
 pub async fn run_drift<T: TfeTools>(
     tools: &T,
     cfg: &Settings,
@@ -156,12 +157,18 @@ pub async fn run_drift<T: TfeTools>(
     }
     let interval = cfg.drift.interval;
     let allow = allowlist(&cfg.drift);
-    let alive = loops().enter(LoopName::Drift, interval);
+    let mut alive = loops().enter(LoopName::Drift, interval);
     let mut tracker = Tracker::default();
     loop {
         alive.tick();
         if going(view.borrow_and_update().phase) {
-            return;
+            // Off /livez while paused: a drain may take longer than three intervals.
+            drop(alive);
+            if view.wait_for(|v| !going(v.phase)).await.is_err() {
+                return; // the recorder is gone: the agent is ending
+            }
+            alive = loops().enter(LoopName::Drift, interval);
+            continue;
         }
         let (said, status) = match check(tools, node, &allow).await {
             Ok((report, live)) => {
@@ -187,7 +194,7 @@ pub async fn run_drift<T: TfeTools>(
         publish.drift(status);
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = view.wait_for(|v| going(v.phase)) => return,
+            _ = view.wait_for(|v| going(v.phase)) => {}
         }
     }
 }

@@ -35,8 +35,13 @@ pub enum Exit {
     Preflight = 12,
     /// `drift`: TFE runs settings that differ from the rendered ones.
     Drift = 13,
-    /// A TFE tool (replicatedctl, `replicated admin`) failed or timed out (`drift`).
-    TfeTool = 15,
+    /// `drain`, `app restart`, `app-config set`: the request was refused (the node is booting, a
+    /// drain or restart runs, the key's value comes from a secret); nothing was started.
+    Refused = 15,
+    /// `drain`, `app restart`, `app-config set`: the work was started and failed (node-drain
+    /// failed, the app did not stop or start, the tool refused the change), or did not end in
+    /// time; `drift`: the export failed or timed out.
+    OperationFailed = 16,
 }
 
 impl From<Exit> for ExitCode {

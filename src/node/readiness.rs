@@ -138,6 +138,9 @@ mod tests {
         async fn app_start(&self) -> Result<(), ToolError> {
             unreachable!()
         }
+        async fn app_config_set(&self, _: &str, _: &str) -> Result<(), ToolError> {
+            unreachable!()
+        }
         async fn app_config_export(&self) -> Result<crate::model::drift::LiveSettings, ToolError> {
             unreachable!()
         }

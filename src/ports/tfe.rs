@@ -48,6 +48,14 @@ pub trait TfeTools: Sync {
     /// `replicatedctl app stop` / `app start` (asynchronous: poll `app_status` after).
     fn app_stop(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
     fn app_start(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
+    /// `replicated admin --tty=0 app-config -k KEY -v VALUE`: changes one setting of the running
+    /// app, on this node, until the app restarts (then it takes effect). Only for values that may
+    /// be in argv (never a secret's).
+    fn app_config_set(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), ToolError>> + Send;
     /// `replicatedctl app-config export --hidden`: every app-config item TFE runs with, the
     /// hidden (secret) ones included; items without a value are left out. For drift detection.
     fn app_config_export(&self) -> impl Future<Output = Result<LiveSettings, ToolError>> + Send;

@@ -234,6 +234,14 @@ impl TfeTools for CliTfe {
         )
     }
 
+    async fn app_config_set(&self, key: &str, value: &str) -> Result<(), ToolError> {
+        let args = ["admin", "--tty=0", "app-config", "-k", key, "-v", value];
+        self.query(Spec::new(&self.replicated, &args))
+            .await
+            .map(drop)
+            .map_err(ToolError::from)
+    }
+
     async fn app_config_export(&self) -> Result<LiveSettings, ToolError> {
         let spec = Spec::new(&self.replicatedctl, &["app-config", "export", "--hidden"]);
         // The output holds every secret setting: wiped once parsed.

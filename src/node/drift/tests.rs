@@ -63,27 +63,51 @@ async fn compares_once_at_once_then_once_per_interval_and_shows_the_report() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn ends_when_the_node_starts_to_drain_and_is_off_when_disabled() {
+async fn pauses_while_the_node_drains_and_goes_on_after_an_app_restart() {
+    use crate::model::lifecycle::{DrainOutcome, Event, Source};
     let rec = Recorded::new(states::noticed(
         states::in_service(),
-        states::notice(crate::model::lifecycle::Source::Shutdown, states::now()),
+        states::notice(Source::Operator, states::now()),
     ));
-    let cfg = rec.settings();
+    let mut cfg = rec.settings();
+    cfg.drift.interval = Duration::from_secs(60);
     let node = node();
     let tfe = FakeTfe::ready();
-    testing::fakes::within(
-        Duration::from_secs(1),
-        run_drift(
-            &tfe,
-            &cfg,
-            &node,
-            rec.recorder.subscribe(),
-            rec.recorder.publisher(),
-        ),
-    )
-    .await;
-    assert_eq!(tfe.probes("app-config export"), 0);
+    live_as_rendered(&tfe, &node);
+    let drift = run_drift(
+        &tfe,
+        &cfg,
+        &node,
+        rec.recorder.subscribe(),
+        rec.recorder.publisher(),
+    );
+    tokio::pin!(drift);
+    let run_for = |d: u64| tokio::time::sleep(Duration::from_secs(d));
+    tokio::select! { _ = &mut drift => panic!("ended"), _ = run_for(600) => {} }
+    assert_eq!(tfe.probes("app-config export"), 0, "not while draining");
 
+    // The operator's drain ended and `app restart` brought the node back: compared at once.
+    for event in [
+        Event::DrainStarted(states::drain_process()),
+        Event::DrainFinished(DrainOutcome::Drained),
+        Event::Restored,
+    ] {
+        rec.recorder.record(event).unwrap();
+    }
+    tokio::select! { _ = &mut drift => panic!("ended"), _ = run_for(1) => {} }
+    assert_eq!(tfe.probes("app-config export"), 1);
+    assert_eq!(
+        drift_of(&rec).and_then(|d| d.report).map(|r| r.drifted),
+        Some(false)
+    );
+    tokio::select! { _ = &mut drift => panic!("ended"), _ = run_for(60) => {} }
+    assert_eq!(tfe.probes("app-config export"), 2, "every interval again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn is_off_when_disabled() {
+    let node = node();
+    let tfe = FakeTfe::ready();
     let rec = Recorded::new(states::in_service());
     let mut cfg = rec.settings();
     cfg.drift.enabled = false;

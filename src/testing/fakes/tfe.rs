@@ -63,6 +63,8 @@ pub struct FakeTfe {
     app_initially_stopped: bool,
     app_stop_takes: Duration,
     app_start_takes: Duration,
+    /// `app-config -k -v` calls, in order.
+    config_sets: Mutex<Vec<(String, String)>>,
 
     /// What `app-config export` shows (set with [`FakeTfe::set_live`]).
     live: Mutex<BTreeMap<String, String>>,
@@ -103,6 +105,7 @@ impl FakeTfe {
             app_initially_stopped: false,
             app_stop_takes: Duration::from_secs(3),
             app_start_takes: Duration::from_secs(3),
+            config_sets: Mutex::new(Vec::new()),
             live: Mutex::default(),
             export_results: Mutex::default(),
         }
@@ -249,6 +252,12 @@ impl FakeTfe {
             .filter(|(_, c)| *c == which)
             .map(|(t, _)| *t)
             .collect()
+    }
+
+    /// The `app-config -k KEY -v VALUE` calls, in order.
+    #[allow(dead_code)] // no unit test of the app-config flow yet (tests/operate.rs covers it)
+    pub fn config_sets(&self) -> Vec<(String, String)> {
+        self.config_sets.lock().unwrap().clone()
     }
 
     fn probe(&self, tool: &'static str) {
@@ -404,6 +413,18 @@ impl TfeTools for FakeTfe {
             .lock()
             .unwrap()
             .push((Instant::now(), AppCommand::Start));
+        Ok(())
+    }
+    async fn app_config_set(&self, key: &str, value: &str) -> Result<(), ToolError> {
+        self.config_sets
+            .lock()
+            .unwrap()
+            .push((key.to_string(), value.to_string()));
+        // What TFE runs with from now on, as `app-config export` shows it.
+        self.live
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), value.to_string());
         Ok(())
     }
     async fn app_config_export(&self) -> Result<LiveSettings, ToolError> {
