@@ -4,6 +4,7 @@
 
 pub mod asg;
 pub mod cluster;
+pub mod leak;
 pub mod lifecycle;
 pub mod preflight;
 pub mod problem;
