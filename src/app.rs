@@ -115,7 +115,7 @@ async fn world(cfg: &Settings, imds: Imds, region: &str) -> RealWorld {
         imds,
         tfe: CliTfe::new(&cfg.tools, cfg.install.sha256.clone(), &cfg.paths.state_dir),
         clock: TokioClock,
-        host: SystemHost::new(&cfg.tools.systemctl),
+        host: SystemHost::new(&cfg.tools.systemctl, &cfg.tools.journalctl),
         stores: RedisStores::default(),
         probes: SystemProbes::default(),
     }

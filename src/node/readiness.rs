@@ -103,7 +103,9 @@ async fn probe<T: TfeTools>(tfe: &T) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+    use crate::model::tfe::{
+        AppStatus, DrainState, HealthReport, SupportBundleRun, SystemStatus, TrackedProcess,
+    };
     use crate::ports::{InstallCommand, TokioClock, ToolError};
 
     /// replicatedctl that never answers.
@@ -136,6 +138,12 @@ mod tests {
             unreachable!()
         }
         async fn app_start(&self) -> Result<(), ToolError> {
+            unreachable!()
+        }
+        async fn support_bundle(&self) -> Result<SupportBundleRun, ToolError> {
+            unreachable!()
+        }
+        async fn replicated_version(&self) -> Result<String, ToolError> {
             unreachable!()
         }
     }

@@ -1,6 +1,8 @@
 //! The TFE tools (install.sh, replicatedctl, `replicated admin`) as the flows see them.
 
-use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+use crate::model::tfe::{
+    AppStatus, DrainState, HealthReport, SupportBundleRun, SystemStatus, TrackedProcess,
+};
 use std::future::Future;
 use std::time::Duration;
 
@@ -47,4 +49,10 @@ pub trait TfeTools: Sync {
     /// `replicatedctl app stop` / `app start` (asynchronous: poll `app_status` after).
     fn app_stop(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
     fn app_start(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
+    /// `replicated admin --tty=0 support-bundle` to completion (bounded by a timeout): TFE's
+    /// own bundle of every node, uploaded to the object store in Active/Active. What it printed,
+    /// as far as understood; a non-zero exit or a timeout is an error.
+    fn support_bundle(&self) -> impl Future<Output = Result<SupportBundleRun, ToolError>> + Send;
+    /// `replicatedctl version`: the Replicated version line, as printed.
+    fn replicated_version(&self) -> impl Future<Output = Result<String, ToolError>> + Send;
 }

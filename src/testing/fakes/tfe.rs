@@ -1,6 +1,8 @@
 //! The fake of the TFE tools.
 
-use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+use crate::model::tfe::{
+    AppStatus, DrainState, HealthReport, SupportBundleRun, SystemStatus, TrackedProcess,
+};
 use crate::ports::{InstallCommand, TfeTools, ToolError};
 use crate::testing::states::{self};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -62,6 +64,8 @@ pub struct FakeTfe {
     app_initially_stopped: bool,
     app_stop_takes: Duration,
     app_start_takes: Duration,
+    /// What `support-bundle` prints (Err: it fails with this detail).
+    pub support_bundle_output: Mutex<Result<String, String>>,
 }
 
 impl FakeTfe {
@@ -98,6 +102,9 @@ impl FakeTfe {
             app_initially_stopped: false,
             app_stop_takes: Duration::from_secs(3),
             app_start_takes: Duration::from_secs(3),
+            support_bundle_output: Mutex::new(Ok(
+                "Support bundle uploaded to support-bundles/2026-12-03T17:00:00Z/10.0.1.5/replicated-support1.tar.gz\n".into(),
+            )),
         }
     }
 
@@ -382,5 +389,17 @@ impl TfeTools for FakeTfe {
             .unwrap()
             .push((Instant::now(), AppCommand::Start));
         Ok(())
+    }
+    async fn support_bundle(&self) -> Result<SupportBundleRun, ToolError> {
+        match &*self.support_bundle_output.lock().unwrap() {
+            Ok(out) => Ok(SupportBundleRun::parse(out)),
+            Err(detail) => Err(ToolError::Failed {
+                command: "replicated admin --tty=0 support-bundle".into(),
+                detail: detail.clone(),
+            }),
+        }
+    }
+    async fn replicated_version(&self) -> Result<String, ToolError> {
+        Ok("replicatedctl version 2.53.7".into())
     }
 }
