@@ -59,6 +59,21 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ClusterCommand>,
     },
+    /// Run TFE's support bundle (`replicated admin support-bundle`: every node's, to the object
+    /// store) and write the agent's own as a .tar.gz, refused when any secret value of the node
+    /// is in it. Exit 0: both done; 14: refused, nothing written; 15: the agent's bundle was
+    /// written but TFE's failed.
+    SupportBundle {
+        /// Directory for the .tar.gz (default: support-bundles/ in [paths].state_dir).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// How many of the unit's last journal entries to include.
+        #[arg(long, default_value_t = 1000)]
+        journal_lines: u32,
+        /// Do not run TFE's support bundle; write only the agent's.
+        #[arg(long)]
+        skip_tfe: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

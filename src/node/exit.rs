@@ -33,6 +33,11 @@ pub enum Exit {
     ClusterStore = 11,
     /// A preflight check failed (`boot`/`run` before install.sh, or `preflight`).
     Preflight = 12,
+    /// `support-bundle`: refused, a secret value was found in it; nothing was written.
+    BundleRefused = 14,
+    /// `support-bundle`: the agent's bundle was written, but TFE's (`replicated admin
+    /// support-bundle`) failed or timed out.
+    TfeBundleFailed = 15,
 }
 
 impl From<Exit> for ExitCode {

@@ -11,6 +11,7 @@ pub mod readiness;
 pub mod recorder;
 pub mod service;
 pub mod state;
+pub mod support_bundle;
 pub mod terminate;
 pub mod view;
 pub mod watch;
