@@ -5,12 +5,14 @@ use crate::adapters::host::SystemHost;
 use crate::adapters::probes::SystemProbes;
 use crate::adapters::redis::RedisStores;
 use crate::adapters::tfe::CliTfe;
-use crate::cli::{Cli, ClusterCommand, Command};
+use crate::cli::{AppCommand, AppConfigCommand, Cli, ClusterCommand, Command};
 use crate::config::{self, AgentConfig, Endpoint, Settings};
 use crate::model::cluster::ClusterView;
+use crate::node::app_config::{self, AppConfigError};
 use crate::node::boot;
 use crate::node::cluster;
 pub use crate::node::exit::Exit;
+use crate::node::operator;
 use crate::node::preflight;
 use crate::node::recorder::Recorder;
 use crate::node::service;
@@ -63,6 +65,13 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Status { json } => status(&cfg, json).await,
         Command::Cluster { json, action } => cluster_command(&cfg, json, action).await,
         Command::Preflight { json } => preflight_command(&cfg, json).await,
+        Command::Drain { detach } => observe::operate::drain(&cfg, detach).await,
+        Command::App {
+            action: AppCommand::Restart,
+        } => observe::operate::app_restart(&cfg).await,
+        Command::AppConfig {
+            action: AppConfigCommand::Set { key, value },
+        } => app_config_set(&cfg, &key, &value).await,
         Command::SupportBundle {
             output,
             journal_lines,
@@ -264,22 +273,27 @@ async fn run_service(cfg: &Settings) -> Exit {
         Err(code) => return code,
     };
     recorder.configured(cfg);
-    start_api(cfg, &recorder);
+    let (door, mut inbox) = operator::door();
+    start_api(cfg, &recorder, &door);
+    drop(door);
     tokio::spawn(observe::watchdog::run());
-    service::run(&w, cfg, &identity, &recorder, &mut signals).await
+    service::run(&w, cfg, &identity, &recorder, &mut signals, &mut inbox).await
 }
 
 /// The HTTP API on every `[observe].listen` endpoint. One that cannot be bound is logged with
 /// its reason and left out: observability never stops a node from booting or draining.
-fn start_api(cfg: &Settings, recorder: &Recorder) {
+fn start_api(cfg: &Settings, recorder: &Recorder, door: &operator::Door) {
     let slots = Arc::new(Semaphore::new(observe::server::MAX_CONNECTIONS));
     for endpoint in &cfg.listen {
         match observe::bind(endpoint) {
             Ok(listener) => {
+                // Only the unix socket (root only) takes an operator's requests.
+                let door = (listener.scope() == observe::Scope::Operator).then(|| door.clone());
                 tokio::spawn(observe::serve(
                     listener,
                     recorder.subscribe(),
                     slots.clone(),
+                    door,
                 ));
             }
             Err(e) => log::error!(
@@ -440,6 +454,33 @@ async fn reset_identity<S: ClusterStore>(
             Exit::Ok
         }
         Err(e) => fail(Exit::ClusterStore, &e),
+    }
+}
+
+/// `app-config set KEY VALUE` ([`app_config::set`]).
+async fn app_config_set(cfg: &Settings, key: &str, value: &str) -> Exit {
+    let imds = Imds::new();
+    let region = match region(cfg, &imds).await {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let w = world(cfg, imds, &region).await;
+    let by = operator::operator_name();
+    match app_config::set(&w, cfg, key, value, &by).await {
+        Ok(applied) => {
+            print!("{}", app_config::next_steps(&applied));
+            Exit::Ok
+        }
+        Err(e) => {
+            let code = match &e {
+                AppConfigError::Load(c) => Exit::of_configure(c),
+                AppConfigError::SecretKey { .. } => Exit::Refused,
+                AppConfigError::Invalid { .. } => Exit::Config,
+                AppConfigError::Apply(_) => Exit::OperationFailed,
+                AppConfigError::Record { .. } => Exit::LocalIo,
+            };
+            fail(code, &e)
+        }
     }
 }
 

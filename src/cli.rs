@@ -50,6 +50,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drain this node through the running agent (unix socket): node-drain once, the app
+    /// stopped, /readyz 503. There is no reverse of node-drain: `app restart` brings the node
+    /// back. Exit 0: drained (or drained already); 9: no agent; 15: refused; 16: failed.
+    Drain {
+        /// Return once the agent accepted the drain; do not follow it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// TFE's app on this node.
+    App {
+        #[command(subcommand)]
+        action: AppCommand,
+    },
+    /// TFE's app config on this node (`replicated admin app-config`), checked and recorded.
+    AppConfig {
+        #[command(subcommand)]
+        action: AppConfigCommand,
+    },
     /// Every node of the cluster from the shared Redis, and what does not match. Exit 0: the
     /// cluster is consistent; 10: it is not; 11: the store cannot be read.
     Cluster {
@@ -61,7 +79,7 @@ pub enum Command {
     },
     /// Run TFE's support bundle (`replicated admin support-bundle`: every node's, to the object
     /// store) and write the agent's own as a .tar.gz, refused when any secret value of the node
-    /// is in it. Exit 0: both done; 14: refused, nothing written; 15: the agent's bundle was
+    /// is in it. Exit 0: both done; 14: refused, nothing written; 17: the agent's bundle was
     /// written but TFE's failed.
     SupportBundle {
         /// Directory for the .tar.gz (default: support-bundles/ in [paths].state_dir).
@@ -85,4 +103,20 @@ pub enum ClusterCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Restart TFE on this node through the running agent (app stop, app start, until ready);
+    /// after `drain`, the way back into service. Exit 0: ready again; 6: not ready within
+    /// [readiness].timeout; 9: no agent; 15: refused; 16: failed.
+    Restart,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppConfigCommand {
+    /// Set one setting (`replicated admin app-config -k KEY -v VALUE`), checked by the rules of
+    /// boot; never a key whose value comes from a secret. Exit 0: set and recorded; 3: invalid;
+    /// 15: refused (secret key); 16: the tool failed.
+    Set { key: String, value: String },
 }

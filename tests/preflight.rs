@@ -88,6 +88,7 @@ fn a_boot_whose_redis_password_is_wrong_abandons_within_seconds_having_written_n
     });
     let took = started.elapsed();
     assert!(took < Duration::from_secs(60), "abandoned after {took:?}");
+    eprintln!("the launch hook was abandoned {took:?} after the agent started");
     assert!(node.install_runs().is_empty(), "install.sh never ran");
     assert!(
         !node.path("etc/ptfe-settings.json").exists()

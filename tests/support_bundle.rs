@@ -363,7 +363,7 @@ fn a_failed_tfe_bundle_and_a_missing_journalctl_still_give_the_agents_bundle() {
         &["support-bundle", "--output", out.to_str().unwrap()],
         BUNDLE,
     );
-    run.assert_code(15);
+    run.assert_code(17);
     assert!(
         run.stdout.contains("TFE's support bundle failed:")
             && run.stdout.contains("exit status: 3"),

@@ -88,6 +88,9 @@ pub enum Event {
     TerminateHookDone(HookOutcome),
     /// The machine came back from a drain that did not end the instance (a reboot): serve again.
     Resumed,
+    /// `app restart` made TFE healthy again after an operator's drain: in service again (node-drain
+    /// has no reverse; restarting the app is the way back).
+    Restored,
 }
 
 /// The persisted record of one instance.

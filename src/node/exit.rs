@@ -35,9 +35,15 @@ pub enum Exit {
     Preflight = 12,
     /// `support-bundle`: refused, a secret value was found in it; nothing was written.
     BundleRefused = 14,
+    /// `drain`, `app restart`, `app-config set`: the request was refused (the node is booting, a
+    /// drain or restart runs, the key's value comes from a secret); nothing was started.
+    Refused = 15,
+    /// `drain`, `app restart`, `app-config set`: the work was started and failed (node-drain
+    /// failed, the app did not stop or start, the tool refused the change), or did not end in time.
+    OperationFailed = 16,
     /// `support-bundle`: the agent's bundle was written, but TFE's (`replicated admin
     /// support-bundle`) failed or timed out.
-    TfeBundleFailed = 15,
+    TfeBundleFailed = 17,
 }
 
 impl From<Exit> for ExitCode {

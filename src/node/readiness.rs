@@ -140,6 +140,9 @@ mod tests {
         async fn app_start(&self) -> Result<(), ToolError> {
             unreachable!()
         }
+        async fn app_config_set(&self, _: &str, _: &str) -> Result<(), ToolError> {
+            unreachable!()
+        }
         async fn support_bundle(&self) -> Result<SupportBundleRun, ToolError> {
             unreachable!()
         }

@@ -14,7 +14,7 @@ use crate::model::asg::HookResult;
 use crate::model::lifecycle::{Event, HookOutcome, IllegalTransition, NodeState, Phase, Source};
 use crate::model::preflight::Report;
 use crate::node::state::{StateError, StateStore};
-use crate::node::view::{HookState, LastError, NoticeView, View};
+use crate::node::view::{AppRestartView, HookState, LastError, NoticeView, View};
 use crate::sys::notify;
 use crate::sys::time::unix_now;
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
@@ -282,6 +282,12 @@ impl Recorder {
                 v.group = Some(g.to_string());
             }
         });
+    }
+
+    /// Where an `app restart` stands: `/status.app_restart`, and `/readyz` 503 while it runs.
+    pub fn app_restart(&self, change: impl FnOnce(&mut Option<AppRestartView>)) {
+        self.view.send_modify(|v| change(&mut v.app_restart));
+        metrics().set_ready(self.view.borrow().is_ready());
     }
 
     /// The fingerprint of the settings rendered for this node.

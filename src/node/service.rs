@@ -9,8 +9,10 @@ use crate::model::lifecycle::{Event, LaunchAnswer, Notice, Source};
 use crate::node::boot::{self, BootError};
 use crate::node::exit::Exit;
 use crate::node::hook::{self, LaunchHook};
+use crate::node::operator::{self, Answer, Ask, Inbox, Request};
 use crate::node::readiness;
 use crate::node::recorder::{RecordError, Recorder};
+use crate::node::restart::{self, RestartError};
 use crate::node::terminate;
 use crate::node::watch::{Change, Seen, Watcher};
 use crate::ports::{Clock, Host, Identity, World};
@@ -18,6 +20,8 @@ use crate::sys::notify;
 use crate::sys::shutdown::{self, ShutdownRx};
 use crate::telemetry::metrics::{metrics, Completion, HookKind};
 use crate::telemetry::Milestone;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 /// How long a boot cut short by a termination looks for the launch hook to abandon.
@@ -33,12 +37,24 @@ enum BootEnd {
     Stopped(i32),
 }
 
+/// What one turn of the in-service loop met.
+enum Turn {
+    Change(Change),
+    Request(Request),
+    Restarted(Result<(), RestartError>),
+    Signal(i32),
+}
+
+/// An `app restart` under way, polled by the in-service loop beside the watcher.
+type Restarting<'a> = Option<Pin<Box<dyn Future<Output = Result<(), RestartError>> + 'a>>>;
+
 pub async fn run<W: World>(
     world: &W,
     cfg: &Settings,
     identity: &Identity,
     recorder: &Recorder,
     signals: &mut ShutdownRx,
+    inbox: &mut Inbox,
 ) -> Exit {
     let fail = |code: Exit, e: &dyn std::error::Error| {
         log::error!("{}", crate::error_chain(e));
@@ -65,10 +81,17 @@ pub async fn run<W: World>(
     let mut boot_failure = None;
 
     if recorder.state().termination.is_none() {
-        let end = tokio::select! {
-            r = boot::boot(world, cfg, identity, recorder) => BootEnd::Booted(r.map(drop)),
-            seen = watcher.next() => BootEnd::Interrupted(seen),
-            signal = shutdown::wait(signals) => BootEnd::Stopped(signal),
+        let end = {
+            let boot = boot::boot(world, cfg, identity, recorder);
+            tokio::pin!(boot);
+            loop {
+                tokio::select! {
+                    r = &mut boot => break BootEnd::Booted(r.map(drop)),
+                    seen = watcher.next() => break BootEnd::Interrupted(seen),
+                    signal = shutdown::wait(signals) => break BootEnd::Stopped(signal),
+                    request = inbox.next() => refuse(request, "the agent is booting the node (or checking it after a start); ask again once it is in service"),
+                }
+            }
         };
         // The boot future is gone: a running install.sh's process group was killed with it.
         let seen = match end {
@@ -106,6 +129,7 @@ pub async fn run<W: World>(
         // the agent mid-drain. A second READY=1 after a boot is harmless.
         recorder.ready("terminating");
     }
+    let mut restarting: Restarting<'_> = None;
     loop {
         let unfinished = recorder
             .state()
@@ -114,18 +138,34 @@ pub async fn run<W: World>(
             .filter(|t| !t.is_done())
             .map(|t| t.source);
         if let Some(source) = unfinished {
-            let signalled = match finish_termination(world, cfg, recorder, source, signals).await {
-                Ok(signalled) => signalled,
-                Err(e) => return fail(Exit::LocalIo, &e),
-            };
+            let signalled =
+                match finish_termination(world, cfg, recorder, source, signals, inbox).await {
+                    Ok(signalled) => signalled,
+                    Err(e) => return fail(Exit::LocalIo, &e),
+                };
             if signalled || source == Source::Shutdown {
                 recorder.stopping("drained; stopping");
                 return Exit::Ok;
             }
+            if recorder.state().restorable() {
+                recorder.say("drained by an operator; `tfe-node-agent app restart` brings the node back (node-drain has no reverse)");
+            }
         }
-        tokio::select! {
-            change = watcher.next_change() => match change {
+        let turn = tokio::select! {
+            change = watcher.next_change() => Turn::Change(change),
+            request = inbox.next() => Turn::Request(request),
+            r = poll(&mut restarting) => Turn::Restarted(r),
+            signal = shutdown::wait(signals) => Turn::Signal(signal),
+        };
+        match turn {
+            Turn::Change(change) => match change {
                 Change::Drain(seen) => {
+                    if restarting.take().is_some() {
+                        restart::interrupted(
+                            recorder,
+                            &format!("termination noticed: {}", seen.detail),
+                        );
+                    }
                     let said = format!("termination noticed: {}", seen.detail);
                     if let Err(code) = record_notice(world, recorder, &seen, &said) {
                         return code;
@@ -147,19 +187,109 @@ pub async fn run<W: World>(
                     }
                 }
             },
-            signal = shutdown::wait(signals) => {
+            Turn::Request(request) => {
+                let verdict =
+                    operator::verdict(&recorder.state(), request.ask, restarting.is_some());
+                match (verdict, request.ask) {
+                    (Some(answer), _) => {
+                        log::info!(
+                            "{} requested by {}: {}",
+                            request.ask.as_str(),
+                            request.by,
+                            answer.message
+                        );
+                        request.answer(answer);
+                    }
+                    (None, Ask::Drain) => {
+                        if let Err(code) = take_drain(world, recorder, request) {
+                            return code;
+                        }
+                    }
+                    (None, Ask::AppRestart) => {
+                        restarting = Some(Box::pin(restart::restart_app(
+                            world,
+                            cfg,
+                            recorder,
+                            request.by.clone(),
+                        )));
+                        request.answer(Answer::accepted("app restart accepted: /readyz answers 503 until TFE is ready again; follow it in /status.app_restart"));
+                    }
+                }
+            }
+            Turn::Restarted(r) => {
+                restarting = None;
+                // restart_app said how it ended; the node keeps serving (or not) as /readyz says.
+                drop(r);
+            }
+            Turn::Signal(signal) => {
+                if restarting.take().is_some() {
+                    restart::interrupted(recorder, &format!("signal {signal}: the agent stops; the app may be left stopped or starting (`replicatedctl app status`)"));
+                }
                 let going = recorder.state().termination.is_some();
                 if !going && world.host().system_stopping().await {
                     let said = format!("signal {signal}: the system is shutting down with no ASG termination; draining within [termination].shutdown_drain_timeout");
-                    if let Err(code) = record_notice(world, recorder, &shutdown_notice(signal, cfg, world.clock()), &said) {
+                    if let Err(code) = record_notice(
+                        world,
+                        recorder,
+                        &shutdown_notice(signal, cfg, world.clock()),
+                        &said,
+                    ) {
                         return code;
                     }
                     continue;
                 }
                 recorder.stopping("stopping");
-                log::info!("signal {signal}: stopping{}", if going { "" } else { " (the node keeps serving; this is not a system shutdown)" });
+                log::info!(
+                    "signal {signal}: stopping{}",
+                    if going {
+                        ""
+                    } else {
+                        " (the node keeps serving; this is not a system shutdown)"
+                    }
+                );
                 return boot_failure.unwrap_or(Exit::Ok);
             }
+        }
+    }
+}
+
+/// Answers a request the agent cannot take now.
+fn refuse(request: Request, why: &str) {
+    log::info!(
+        "{} requested by {}: refused: {why}",
+        request.ask.as_str(),
+        request.by
+    );
+    request.answer(Answer::refused(why));
+}
+
+/// The restart under way, or never.
+async fn poll(restarting: &mut Restarting<'_>) -> Result<(), RestartError> {
+    match restarting {
+        Some(r) => r.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An operator's drain, recorded like any termination notice before it is answered: from here on
+/// `/readyz` is 503, and the next turn of the loop runs the termination path (node-drain once).
+fn take_drain<W: World>(world: &W, recorder: &Recorder, request: Request) -> Result<(), Exit> {
+    let seen = Seen {
+        source: Source::Operator,
+        detail: format!("drain requested by {} (tfe-node-agent drain)", request.by),
+        deadline: None,
+    };
+    let said = format!("termination noticed: {}", seen.detail);
+    match record_notice(world, recorder, &seen, &said) {
+        Ok(()) => {
+            request.answer(Answer::accepted("drain accepted and recorded: /readyz answers 503; node-drain runs once, then the app stops. There is no reverse of node-drain: `tfe-node-agent app restart` brings the node back"));
+            Ok(())
+        }
+        Err(code) => {
+            request.answer(Answer::refused(
+                "recording the drain failed; nothing was started (see the agent's log)",
+            ));
+            Err(code)
         }
     }
 }
@@ -364,6 +494,7 @@ async fn finish_termination<W: World>(
     recorder: &Recorder,
     source: Source,
     signals: &mut ShutdownRx,
+    inbox: &mut Inbox,
 ) -> Result<bool, terminate::TerminateError> {
     let asg = source.has_hook();
     let work = terminate::terminate(world, cfg, recorder);
@@ -386,6 +517,14 @@ async fn finish_termination<W: World>(
                 recorder.stopping("stopping after the drain");
             }
             _ = world.clock().sleep(EXTEND_EVERY), if signalled && asg => notify::extend_timeout(EXTEND_BY),
+            request = inbox.next() => {
+                // The drain may have ended while the app still stops: nothing is taken until
+                // the termination path returns.
+                let answer = operator::verdict(&recorder.state(), request.ask, false)
+                    .unwrap_or_else(|| Answer::refused("the drain is still finishing (stopping the app); ask again in a moment"));
+                log::info!("{} requested by {}: {}", request.ask.as_str(), request.by, answer.message);
+                request.answer(answer);
+            }
         }
     }
 }

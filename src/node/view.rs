@@ -40,6 +40,43 @@ pub struct View {
     pub cluster: Option<serde_json::Value>,
     /// Filled by drift detection (a later release); `null` until then.
     pub drift: Option<serde_json::Value>,
+    /// The last `app restart` this process ran (`null` until one ran).
+    #[serde(default)]
+    pub app_restart: Option<AppRestartView>,
+}
+
+/// Where an `app restart` stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartStep {
+    /// `replicatedctl app stop`, then waiting for the app to report stopped.
+    Stopping,
+    /// `replicatedctl app start`, then waiting until TFE is ready.
+    Starting,
+    Succeeded,
+    /// The app started, but TFE was not ready within `[readiness].timeout`.
+    NotReady,
+    /// A tool call failed, or the app did not stop in time.
+    Failed,
+    /// A termination (or the agent's stop) cut it short.
+    Interrupted,
+}
+
+impl RestartStep {
+    pub fn running(self) -> bool {
+        matches!(self, RestartStep::Stopping | RestartStep::Starting)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppRestartView {
+    pub by: String,
+    pub step: RestartStep,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub ended_at: Option<u64>,
+    /// Why it failed or was cut short; what it brought back.
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +183,7 @@ impl View {
             preflight: None,
             cluster: None,
             drift: None,
+            app_restart: None,
         };
         view.follow(state, now);
         view
@@ -219,6 +257,16 @@ impl View {
                 detail: match going {
                     Some(t) => format!("{} ({})", t.source.as_str(), t.detail),
                     None => "none noticed".into(),
+                },
+            },
+            Condition {
+                name: "no-app-restart",
+                ok: !self.app_restart.as_ref().is_some_and(|r| r.step.running()),
+                detail: match &self.app_restart {
+                    Some(r) if r.step.running() => {
+                        format!("app restart by {} running ({:?})", r.by, r.step)
+                    }
+                    _ => "none running".into(),
                 },
             },
         ]

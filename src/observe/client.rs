@@ -1,9 +1,10 @@
-//! Asking a running agent: one GET over its unix socket or a TCP listener, for `status`.
+//! Asking a running agent: one GET over its unix socket or a TCP listener (`status`), or one
+//! operator's POST over the unix socket (`drain`, `app restart`).
 
 use crate::config::Endpoint;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{endpoint} did not answer {path} within {TIMEOUT:?}")]
+    #[error("{endpoint} did not answer {path} in time")]
     Timeout { endpoint: String, path: String },
     #[error("{endpoint} answered {path} with an error: {detail}")]
     Exchange {
@@ -32,8 +33,29 @@ pub enum ClientError {
 
 /// `GET path` on `endpoint`: the status code and the body.
 pub async fn get(endpoint: &Endpoint, path: &str) -> Result<(u16, String), ClientError> {
+    call(endpoint, Method::GET, path, None, TIMEOUT).await
+}
+
+/// `POST path` on `endpoint` naming the operator: the status code and the body. The agent
+/// waits up to [`TAKE_WITHIN`](crate::node::operator::TAKE_WITHIN) for its service loop.
+pub async fn post(
+    endpoint: &Endpoint,
+    path: &str,
+    operator: &str,
+) -> Result<(u16, String), ClientError> {
+    let timeout = TIMEOUT + crate::node::operator::TAKE_WITHIN;
+    call(endpoint, Method::POST, path, Some(operator), timeout).await
+}
+
+async fn call(
+    endpoint: &Endpoint,
+    method: Method,
+    path: &str,
+    operator: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String), ClientError> {
     let name = endpoint.to_string();
-    tokio::time::timeout(TIMEOUT, exchange(endpoint, path, &name))
+    tokio::time::timeout(timeout, exchange(endpoint, method, path, operator, &name))
         .await
         .unwrap_or_else(|_| {
             Err(ClientError::Timeout {
@@ -45,7 +67,9 @@ pub async fn get(endpoint: &Endpoint, path: &str) -> Result<(u16, String), Clien
 
 async fn exchange(
     endpoint: &Endpoint,
+    method: Method,
     path: &str,
+    operator: Option<&str>,
     name: &str,
 ) -> Result<(u16, String), ClientError> {
     let connect = |source| ClientError::Connect {
@@ -57,8 +81,14 @@ async fn exchange(
         path: path.to_string(),
         detail,
     };
-    let request = Request::get(path)
-        .header(hyper::header::HOST, "localhost")
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "localhost");
+    if let Some(who) = operator {
+        request = request.header(crate::observe::routes::OPERATOR_HEADER, who);
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| failed(e.to_string()))?;
     let response = match endpoint {

@@ -6,11 +6,12 @@
 
 pub mod client;
 mod listen;
-mod routes;
+pub mod operate;
+pub(crate) mod routes;
 pub mod server;
 pub mod summary;
 pub mod watchdog;
 
-pub use listen::{bind, ListenError, Listener};
+pub use listen::{bind, ListenError, Listener, Scope};
 pub use routes::StatusDoc;
 pub use server::serve;

@@ -1,7 +1,10 @@
 //! What each path answers. Unknown paths are 404, methods other than GET and HEAD 405; nothing
 //! here can print a secret value (the view holds none, the metrics' labels are closed sets).
+//! The operator's requests (`POST /drain`, `POST /app/restart`) are served on the unix socket
+//! only: 403 on TCP, 405 for any other method.
 
 use super::listen::Scope;
+use crate::node::operator::{self, Ask, Door, Verdict};
 use crate::node::view::View;
 use crate::telemetry::loops;
 use crate::telemetry::loops::LoopReport;
@@ -48,8 +51,79 @@ impl StatusDoc {
     }
 }
 
-pub fn answer<B>(_scope: Scope, request: &Request<B>, view: &View) -> Response<Full<Bytes>> {
+/// The header a client names its operator in (see [`operator::who`]).
+pub const OPERATOR_HEADER: &str = "x-tfe-operator";
+
+/// The paths that change the node, and what each asks.
+fn operator_path(path: &str) -> Option<Ask> {
+    match path {
+        "/drain" => Some(Ask::Drain),
+        "/app/restart" => Some(Ask::AppRestart),
+        _ => None,
+    }
+}
+
+/// An operator's request this listener may take: it goes to the service loop ([`operate`]).
+pub fn operator_request<B>(scope: Scope, request: &Request<B>) -> Option<Ask> {
+    operator_path(request.uri().path())
+        .filter(|_| scope == Scope::Operator && request.method() == Method::POST)
+}
+
+pub fn requested_by<B>(request: &Request<B>) -> String {
+    operator::who(
+        request
+            .headers()
+            .get(OPERATOR_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// Hands `ask` to the service loop and says what became of it, as JSON ([`operator::Answer`]).
+pub async fn operate(door: Option<&Door>, ask: Ask, by: &str) -> Response<Full<Bytes>> {
+    let Some(door) = door else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this listener takes no operator requests\n".into(),
+        );
+    };
+    let Some(answer) = door.ask(ask, by).await else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the agent did not take the request within {}s (it may be answering the launch hook again); try again\n",
+                operator::TAKE_WITHIN.as_secs()
+            ),
+        );
+    };
+    let status = match answer.verdict {
+        Verdict::Accepted => StatusCode::ACCEPTED,
+        Verdict::Running | Verdict::Done => StatusCode::OK,
+        Verdict::Refused => StatusCode::CONFLICT,
+    };
+    let mut body = serde_json::to_vec(&answer).expect("an answer serializes");
+    body.push(b'\n');
+    respond(status, "application/json", body)
+}
+
+pub fn answer<B>(scope: Scope, request: &Request<B>, view: &View) -> Response<Full<Bytes>> {
     let path = request.uri().path();
+    if operator_path(path).is_some() {
+        if request.method() != Method::POST {
+            let mut response = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{path} takes POST\n"),
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let why = match scope {
+            Scope::ReadOnly => "operator requests are served on the agent's unix socket only ([observe].listen); TCP is read-only\n",
+            Scope::Operator => "not taken here\n",
+        };
+        return text(StatusCode::FORBIDDEN, why.into());
+    }
     let verbose = request.uri().query().is_some_and(|q| {
         q.split('&')
             .any(|p| p == "verbose" || p.starts_with("verbose="))
@@ -58,7 +132,7 @@ pub fn answer<B>(_scope: Scope, request: &Request<B>, view: &View) -> Response<F
     if !known {
         return text(
             StatusCode::NOT_FOUND,
-            format!("no such path: {path}; try /livez, /readyz, /status, /metrics\n"),
+            format!("no such path: {path}; try /livez, /readyz, /status, /metrics (and POST /drain, /app/restart on the unix socket)\n"),
         );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -239,12 +313,36 @@ mod tests {
     }
 
     #[test]
+    fn operator_paths_are_post_on_the_unix_socket_only() {
+        let view = in_service();
+        for path in ["/drain", "/app/restart"] {
+            let post = Request::builder()
+                .method("POST")
+                .uri(path)
+                .body(())
+                .unwrap();
+            assert_eq!(operator_request(Scope::ReadOnly, &post), None);
+            let response = answer(Scope::ReadOnly, &post, &view);
+            assert_eq!(response.status(), StatusCode::FORBIDDEN);
+            assert!(body_of(response).contains("unix socket only"));
+            assert!(operator_request(Scope::Operator, &post).is_some());
+            for scope in [Scope::ReadOnly, Scope::Operator] {
+                let get = Request::builder().method("GET").uri(path).body(()).unwrap();
+                assert_eq!(operator_request(scope, &get), None);
+                let response = answer(scope, &get, &view);
+                assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+                assert_eq!(response.headers()[ALLOW], "POST");
+            }
+        }
+    }
+
+    #[test]
     fn readyz_lists_each_condition_when_verbose() {
         let (status, body) = ask("GET", "/readyz?verbose", &in_service());
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             body,
-            "ready\n[+] in-service: phase in-service\n[+] launch-hook-released: answered CONTINUE\n[+] no-termination: none noticed\n"
+            "ready\n[+] in-service: phase in-service\n[+] launch-hook-released: answered CONTINUE\n[+] no-termination: none noticed\n[+] no-app-restart: none running\n"
         );
         let booting = View::of_state(&NodeState::new("i-1"), 100, Some("launch"), None);
         let (status, body) = ask("GET", "/readyz", &booting);

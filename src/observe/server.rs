@@ -6,6 +6,7 @@
 
 use super::listen::Listener;
 use super::routes;
+use crate::node::operator::Door;
 use crate::node::view::View;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -25,7 +26,12 @@ const SAY_FULL_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves `listener` until the runtime ends. Accept errors (out of fds) pause the loop briefly
 /// instead of spinning.
-pub async fn serve(listener: Listener, view: watch::Receiver<View>, slots: Arc<Semaphore>) {
+pub async fn serve(
+    listener: Listener,
+    view: watch::Receiver<View>,
+    slots: Arc<Semaphore>,
+    door: Option<Door>,
+) {
     let scope = listener.scope();
     let name = listener.name().to_string();
     log::info!("HTTP API listening on {name}");
@@ -52,10 +58,23 @@ pub async fn serve(listener: Listener, view: watch::Receiver<View>, slots: Arc<S
             continue;
         };
         let view = view.clone();
+        let door = door.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let response = routes::answer(scope, &request, &view.borrow());
-                async move { Ok::<_, Infallible>(response) }
+                // An operator's request waits for the service loop; everything else is
+                // answered from the view at once.
+                let next = match routes::operator_request(scope, &request) {
+                    Some(ask) => Err((ask, routes::requested_by(&request))),
+                    None => Ok(routes::answer(scope, &request, &view.borrow())),
+                };
+                let door = door.clone();
+                async move {
+                    let response = match next {
+                        Ok(response) => response,
+                        Err((ask, by)) => routes::operate(door.as_ref(), ask, &by).await,
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let mut builder = http1::Builder::new();
             builder

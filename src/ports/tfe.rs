@@ -49,6 +49,14 @@ pub trait TfeTools: Sync {
     /// `replicatedctl app stop` / `app start` (asynchronous: poll `app_status` after).
     fn app_stop(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
     fn app_start(&self) -> impl Future<Output = Result<(), ToolError>> + Send;
+    /// `replicated admin --tty=0 app-config -k KEY -v VALUE`: changes one setting of the running
+    /// app, on this node, until the app restarts (then it takes effect). Only for values that may
+    /// be in argv (never a secret's).
+    fn app_config_set(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<(), ToolError>> + Send;
     /// `replicated admin --tty=0 support-bundle` to completion (bounded by a timeout): TFE's
     /// own bundle of every node, uploaded to the object store in Active/Active. What it printed,
     /// as far as understood; a non-zero exit or a timeout is an error.

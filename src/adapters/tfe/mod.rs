@@ -238,6 +238,14 @@ impl TfeTools for CliTfe {
         )
     }
 
+    async fn app_config_set(&self, key: &str, value: &str) -> Result<(), ToolError> {
+        let args = ["admin", "--tty=0", "app-config", "-k", key, "-v", value];
+        self.query(Spec::new(&self.replicated, &args))
+            .await
+            .map(drop)
+            .map_err(ToolError::from)
+    }
+
     async fn support_bundle(&self) -> Result<SupportBundleRun, ToolError> {
         let spec = Spec::new(&self.replicated, &["admin", "--tty=0", "support-bundle"]);
         let (status, stdout, stderr) = process::run_captured(&spec, SUPPORT_BUNDLE_TIMEOUT)

@@ -1,7 +1,7 @@
 //! The termination half of the node's life: a notice arrives, node-drain runs at most once, the
 //! terminate hook is released at most once — and a restarted agent reads from here what is left.
 
-use super::{Event, IllegalTransition, NodeState, Phase};
+use super::{Event, IllegalTransition, LaunchAnswer, NodeState, Phase};
 use crate::model::asg::HookResult;
 use crate::model::tfe::TrackedProcess;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,9 @@ pub enum Source {
     /// returns the instance to the warm pool (instance reuse policy). The terminate hook waits at
     /// `Warmed:Pending:Wait`; the instance is stopped, not terminated, and serves again later.
     WarmPool,
+    /// An operator asked for it (`tfe-node-agent drain` on the unix socket). There is no reverse
+    /// of node-drain: `tfe-node-agent app restart` brings the node back ([`Event::Restored`]).
+    Operator,
 }
 
 impl Source {
@@ -34,6 +37,7 @@ impl Source {
         Source::Maintenance,
         Source::Shutdown,
         Source::WarmPool,
+        Source::Operator,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Source {
             Source::Maintenance => "maintenance",
             Source::Shutdown => "shutdown",
             Source::WarmPool => "warm-pool",
+            Source::Operator => "operator",
         }
     }
 
@@ -213,11 +218,20 @@ impl NodeState {
     }
 
     /// A drain the instance survived (a reboot after a shutdown or spot-stop drain, no ASG
-    /// termination): the node should serve again rather than stay drained forever.
+    /// termination): the node should serve again rather than stay drained forever. An operator's
+    /// drain stays until the operator undoes it (`app restart`): a reboot is no answer to it.
     pub fn resumable(&self, boot_id: &str) -> bool {
+        self.termination.as_ref().is_some_and(|t| {
+            !matches!(t.source, Source::Asg | Source::Operator) && t.boot_id != boot_id
+        })
+    }
+
+    /// Whether `app restart` may bring this node back: an operator's drain has ended (no ASG
+    /// termination joined it since).
+    pub fn restorable(&self) -> bool {
         self.termination
             .as_ref()
-            .is_some_and(|t| t.source != Source::Asg && t.boot_id != boot_id)
+            .is_some_and(|t| t.source == Source::Operator && t.is_done())
     }
 
     pub(super) fn apply_termination(&mut self, event: Event) -> Result<(), IllegalTransition> {
@@ -319,6 +333,28 @@ impl NodeState {
                 self.phase = Phase::Booting;
                 return Ok(());
             }
+            Event::Restored => {
+                if t.source != Source::Operator {
+                    return Err(illegal(
+                        phase,
+                        "only an operator's drain is undone by an app restart",
+                    ));
+                }
+                if !t.is_done() {
+                    return Err(illegal(phase, "the operator's drain has not ended yet"));
+                }
+                if self.installed_release.is_none() {
+                    return Err(illegal(phase, "TFE was never installed on this instance"));
+                }
+                self.termination = None;
+                self.restart_app = false;
+                // Healthy again after the restart: where a healthy node with this launch answer is.
+                self.phase = match self.launch_hook {
+                    Some(LaunchAnswer::Continue | LaunchAnswer::NoHook) => Phase::InService,
+                    _ => Phase::Ready,
+                };
+                return Ok(());
+            }
             _ => unreachable!("only termination events reach apply_termination"),
         }
         self.update_phase();
@@ -348,6 +384,7 @@ impl Event {
                 | Event::WaitStateSeen { .. }
                 | Event::TerminateHookDone(_)
                 | Event::Resumed
+                | Event::Restored
         )
     }
 }

@@ -150,12 +150,13 @@ fn every_outcome() -> Vec<DrainOutcome> {
     ]
 }
 
-const ALL_SOURCES: [Source; 5] = [
+const ALL_SOURCES: [Source; 6] = [
     Source::Asg,
     Source::Spot,
     Source::Rebalance,
     Source::Maintenance,
     Source::Shutdown,
+    Source::Operator,
 ];
 
 /// Applies `event` expecting a refusal that leaves the state exactly as it was.
@@ -611,8 +612,8 @@ fn only_a_drain_the_instance_survived_is_resumable() {
         );
         assert_eq!(
             s.resumable(BOOT_B),
-            source != Source::Asg,
-            "{source:?}: after a reboot"
+            !matches!(source, Source::Asg | Source::Operator),
+            "{source:?}: after a reboot (an operator's drain waits for the operator)"
         );
     }
 }
@@ -895,4 +896,43 @@ fn a_recorded_drain_that_never_ran_may_be_started_again_but_not_a_finished_one()
         s.apply(Event::DrainNeverRan).is_err(),
         "a finished drain ran"
     );
+}
+
+#[test]
+fn an_operators_drain_is_undone_by_an_app_restart_and_nothing_else_is() {
+    // Ended: back in service at once (the launch hook was answered CONTINUE before).
+    for outcome in every_outcome() {
+        let mut s = noticed(Source::Operator);
+        assert!(!s.restorable(), "still draining");
+        refused(&mut s, Event::Restored);
+        s.apply(Event::DrainStarted(drain_process())).unwrap();
+        s.apply(Event::DrainFinished(outcome.clone())).unwrap();
+        assert!(s.restorable(), "{outcome:?}");
+        s.apply(Event::Restored).unwrap();
+        assert_eq!(s.termination, None, "{outcome:?}");
+        assert_eq!(s.phase, Phase::InService, "{outcome:?}");
+        assert!(!s.restart_app);
+        // Restored, it can be drained again: a new termination starts a new drain.
+        s.apply(Event::TerminationNoticed(notice(Source::Operator)))
+            .unwrap();
+        assert_eq!(termination(&s).drain, DrainRecord::NotStarted);
+    }
+    // Another source, or an ASG termination that joined the operator's drain: never.
+    for source in ALL_SOURCES.into_iter().filter(|s| *s != Source::Operator) {
+        let mut s = drained(source);
+        assert!(!s.restorable(), "{source:?}");
+        let err = refused(&mut s, Event::Restored);
+        assert_eq!(
+            err.why, "only an operator's drain is undone by an app restart",
+            "{source:?}"
+        );
+    }
+    let mut s = drained(Source::Operator);
+    s.apply(Event::TerminationNoticed(notice(Source::Asg)))
+        .unwrap();
+    assert_eq!(termination(&s).source, Source::Asg);
+    assert!(!s.restorable());
+    refused(&mut s, Event::Restored);
+    // A reboot does not undo an operator's drain either.
+    assert!(!drained(Source::Operator).resumable(BOOT_B));
 }

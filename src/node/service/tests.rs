@@ -30,8 +30,18 @@ where
     F: Future<Output = ()>,
 {
     let (tx, mut rx) = fakes::signals();
+    // No listener: the door is gone, so the inbox never yields a request.
+    let (_, mut inbox) = operator::door();
     let service = async {
-        let exit = run(w, cfg, &fakes::identity(), &rec.recorder, &mut rx).await;
+        let exit = run(
+            w,
+            cfg,
+            &fakes::identity(),
+            &rec.recorder,
+            &mut rx,
+            &mut inbox,
+        )
+        .await;
         (exit, Instant::now())
     };
     let (ended, ()) = fakes::within(Duration::from_secs(3600), async {

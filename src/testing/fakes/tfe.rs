@@ -64,6 +64,8 @@ pub struct FakeTfe {
     app_initially_stopped: bool,
     app_stop_takes: Duration,
     app_start_takes: Duration,
+    /// `app-config -k -v` calls, in order.
+    config_sets: Mutex<Vec<(String, String)>>,
     /// What `support-bundle` prints (Err: it fails with this detail).
     pub support_bundle_output: Mutex<Result<String, String>>,
 }
@@ -102,6 +104,7 @@ impl FakeTfe {
             app_initially_stopped: false,
             app_stop_takes: Duration::from_secs(3),
             app_start_takes: Duration::from_secs(3),
+            config_sets: Mutex::new(Vec::new()),
             support_bundle_output: Mutex::new(Ok(
                 "Support bundle uploaded to support-bundles/2026-12-03T17:00:00Z/10.0.1.5/replicated-support1.tar.gz\n".into(),
             )),
@@ -233,6 +236,12 @@ impl FakeTfe {
             .filter(|(_, c)| *c == which)
             .map(|(t, _)| *t)
             .collect()
+    }
+
+    /// The `app-config -k KEY -v VALUE` calls, in order.
+    #[allow(dead_code)] // no unit test of the app-config flow yet (tests/operate.rs covers it)
+    pub fn config_sets(&self) -> Vec<(String, String)> {
+        self.config_sets.lock().unwrap().clone()
     }
 
     fn probe(&self, tool: &'static str) {
@@ -388,6 +397,13 @@ impl TfeTools for FakeTfe {
             .lock()
             .unwrap()
             .push((Instant::now(), AppCommand::Start));
+        Ok(())
+    }
+    async fn app_config_set(&self, key: &str, value: &str) -> Result<(), ToolError> {
+        self.config_sets
+            .lock()
+            .unwrap()
+            .push((key.to_string(), value.to_string()));
         Ok(())
     }
     async fn support_bundle(&self) -> Result<SupportBundleRun, ToolError> {
