@@ -18,6 +18,7 @@ use crate::node::preflight;
 use crate::node::recorder::Recorder;
 use crate::node::service;
 use crate::node::state::StateStore;
+use crate::node::support_bundle::{self, BundleError, TfeBundle};
 use crate::observe::{self, summary, StatusDoc};
 use crate::ports::{
     ClusterStore, ClusterStores, Identity, ImdsError, InstanceMetadata, Parts, TokioClock,
@@ -72,6 +73,20 @@ pub async fn run(cli: Cli) -> Exit {
         Command::AppConfig {
             action: AppConfigCommand::Set { key, value },
         } => app_config_set(&cfg, &key, &value).await,
+        Command::SupportBundle {
+            output,
+            journal_lines,
+            skip_tfe,
+        } => {
+            let request = support_bundle::Request {
+                output,
+                journal_lines,
+                skip_tfe,
+                config_path: cli.config.clone(),
+                status: observe::client::status_body(&cfg.listen).await,
+            };
+            support_bundle_command(&cfg, &request).await
+        }
         Command::Drift { json } => drift_command(&cfg, json).await,
     }
 }
@@ -126,7 +141,7 @@ async fn world(cfg: &Settings, imds: Imds, region: &str) -> RealWorld {
         imds,
         tfe: CliTfe::new(&cfg.tools, cfg.install.sha256.clone(), &cfg.paths.state_dir),
         clock: TokioClock,
-        host: SystemHost::new(&cfg.tools.systemctl),
+        host: SystemHost::new(&cfg.tools.systemctl, &cfg.tools.journalctl),
         stores: RedisStores::default(),
         probes: SystemProbes::default(),
     }
@@ -553,4 +568,35 @@ async fn status(cfg: &Settings, json: bool) -> Exit {
         Err(e) => eprintln!("{}", crate::error_chain(&e)),
     }
     Exit::NoAgent
+}
+
+/// `support-bundle`: TFE's bundle and the agent's (node/support_bundle.rs), and where they went.
+async fn support_bundle_command(cfg: &Settings, request: &support_bundle::Request) -> Exit {
+    let imds = Imds::new();
+    let region = match region(cfg, &imds).await {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let w = world(cfg, imds, &region).await;
+    match support_bundle::run(&w, cfg, request).await {
+        Ok(written) => {
+            print!("{}", support_bundle::describe_tfe(&written.tfe));
+            println!("agent bundle: {} (mode 0600)", written.path.display());
+            for (name, size) in &written.files {
+                println!("  {name} ({size} bytes)");
+            }
+            match written.tfe {
+                TfeBundle::Failed(_) => Exit::TfeBundleFailed,
+                _ => Exit::Ok,
+            }
+        }
+        Err(e) => {
+            let code = match &e {
+                BundleError::Refused(_) => Exit::BundleRefused,
+                BundleError::Secrets(c) => Exit::of_configure(c),
+                BundleError::Archive(_) | BundleError::Write(_) => Exit::LocalIo,
+            };
+            fail(code, &e)
+        }
+    }
 }

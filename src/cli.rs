@@ -77,6 +77,21 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ClusterCommand>,
     },
+    /// Run TFE's support bundle (`replicated admin support-bundle`: every node's, to the object
+    /// store) and write the agent's own as a .tar.gz, refused when any secret value of the node
+    /// is in it. Exit 0: both done; 14: refused, nothing written; 17: the agent's bundle was
+    /// written but TFE's failed.
+    SupportBundle {
+        /// Directory for the .tar.gz (default: support-bundles/ in [paths].state_dir).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// How many of the unit's last journal entries to include.
+        #[arg(long, default_value_t = 1000)]
+        journal_lines: u32,
+        /// Do not run TFE's support bundle; write only the agent's.
+        #[arg(long)]
+        skip_tfe: bool,
+    },
     /// Compare the settings this node renders with what TFE runs (`replicatedctl app-config
     /// export --hidden`), by key; secret values are compared by digest and never shown. Never
     /// corrects anything. Exit 0: no drift; 13: drift found; 16: the export failed.

@@ -1,7 +1,7 @@
 //! Facts about the machine itself: which boot this is, and whether the system is going down.
 
 use crate::model::tfe::TrackedProcess;
-use crate::ports::Host;
+use crate::ports::{Host, JournalError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,12 +28,14 @@ pub fn boot_id() -> String {
 #[derive(Debug, Clone)]
 pub struct SystemHost {
     systemctl: PathBuf,
+    journalctl: PathBuf,
 }
 
 impl SystemHost {
-    pub fn new(systemctl: &Path) -> Self {
+    pub fn new(systemctl: &Path, journalctl: &Path) -> Self {
         Self {
             systemctl: systemctl.to_owned(),
+            journalctl: journalctl.to_owned(),
         }
     }
 }
@@ -44,6 +46,52 @@ impl Host for SystemHost {
     }
     fn system_stopping(&self) -> impl Future<Output = bool> + Send {
         system_is_stopping(&self.systemctl)
+    }
+    fn journal(&self, lines: u32) -> impl Future<Output = Result<Vec<u8>, JournalError>> + Send {
+        journal(&self.journalctl, lines)
+    }
+}
+
+/// How long journalctl may take to print the last entries.
+const JOURNAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `journalctl -u tfe-node-agent -n N -o short-iso --no-pager`.
+async fn journal(journalctl: &Path, lines: u32) -> Result<Vec<u8>, JournalError> {
+    let command = format!(
+        "{} -u tfe-node-agent -n {lines} -o short-iso --no-pager",
+        journalctl.display()
+    );
+    let mut cmd = tokio::process::Command::new(journalctl);
+    cmd.args(["-u", "tfe-node-agent", "-n", &lines.to_string()])
+        .args(["-o", "short-iso", "--no-pager"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for var in SCRUBBED_ENV {
+        cmd.env_remove(var);
+    }
+    let failed = |detail: String| JournalError::Failed {
+        command: command.clone(),
+        detail,
+    };
+    match tokio::time::timeout(JOURNAL_TIMEOUT, cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => Ok(out.stdout),
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+            Err(failed(format!(
+                "{}: {}",
+                out.status,
+                last.unwrap_or("(no output on stderr)").trim()
+            )))
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(JournalError::Missing {
+            command: journalctl.display().to_string(),
+        }),
+        Ok(Err(e)) => Err(failed(format!("cannot run it: {e}"))),
+        Err(_) => Err(failed(format!(
+            "did not finish within {}",
+            humantime::format_duration(JOURNAL_TIMEOUT)
+        ))),
     }
 }
 

@@ -301,6 +301,9 @@ pub struct ToolsSection {
     /// Asked on SIGTERM whether the whole system is going down (`is-system-running` = stopping).
     #[serde(default = "default_systemctl")]
     pub systemctl: PathBuf,
+    /// Read by `support-bundle` for the unit's last journal entries; a missing one is noted.
+    #[serde(default = "default_journalctl")]
+    pub journalctl: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -438,6 +441,9 @@ fn default_replicated() -> PathBuf {
 fn default_systemctl() -> PathBuf {
     "/usr/bin/systemctl".into()
 }
+fn default_journalctl() -> PathBuf {
+    "/usr/bin/journalctl".into()
+}
 fn default_attempt_timeout() -> Duration {
     Duration::from_secs(20)
 }
@@ -499,6 +505,7 @@ impl Default for ToolsSection {
             replicatedctl: default_replicatedctl(),
             replicated: default_replicated(),
             systemctl: default_systemctl(),
+            journalctl: default_journalctl(),
         }
     }
 }

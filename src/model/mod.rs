@@ -5,6 +5,7 @@
 pub mod asg;
 pub mod cluster;
 pub mod drift;
+pub mod leak;
 pub mod lifecycle;
 pub mod preflight;
 pub mod problem;

@@ -35,6 +35,8 @@ pub enum Exit {
     Preflight = 12,
     /// `drift`: TFE runs settings that differ from the rendered ones.
     Drift = 13,
+    /// `support-bundle`: refused, a secret value was found in it; nothing was written.
+    BundleRefused = 14,
     /// `drain`, `app restart`, `app-config set`: the request was refused (the node is booting, a
     /// drain or restart runs, the key's value comes from a secret); nothing was started.
     Refused = 15,
@@ -42,6 +44,9 @@ pub enum Exit {
     /// failed, the app did not stop or start, the tool refused the change), or did not end in
     /// time; `drift`: the export failed or timed out.
     OperationFailed = 16,
+    /// `support-bundle`: the agent's bundle was written, but TFE's (`replicated admin
+    /// support-bundle`) failed or timed out.
+    TfeBundleFailed = 17,
 }
 
 impl From<Exit> for ExitCode {

@@ -15,6 +15,7 @@ pub mod recorder;
 pub mod restart;
 pub mod service;
 pub mod state;
+pub mod support_bundle;
 pub mod terminate;
 pub mod view;
 pub mod watch;

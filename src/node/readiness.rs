@@ -103,7 +103,9 @@ async fn probe<T: TfeTools>(tfe: &T) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+    use crate::model::tfe::{
+        AppStatus, DrainState, HealthReport, SupportBundleRun, SystemStatus, TrackedProcess,
+    };
     use crate::ports::{InstallCommand, TokioClock, ToolError};
 
     /// replicatedctl that never answers.
@@ -139,6 +141,12 @@ mod tests {
             unreachable!()
         }
         async fn app_config_set(&self, _: &str, _: &str) -> Result<(), ToolError> {
+            unreachable!()
+        }
+        async fn support_bundle(&self) -> Result<SupportBundleRun, ToolError> {
+            unreachable!()
+        }
+        async fn replicated_version(&self) -> Result<String, ToolError> {
             unreachable!()
         }
         async fn app_config_export(&self) -> Result<crate::model::drift::LiveSettings, ToolError> {

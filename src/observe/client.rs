@@ -129,3 +129,21 @@ where
         .await
         .map_err(|e| e.to_string())
 }
+
+/// The running agent's `/status` body (unix sockets first, then TCP), or why none answered.
+pub async fn status_body(listen: &[Endpoint]) -> Result<String, String> {
+    let mut endpoints: Vec<&Endpoint> = listen.iter().collect();
+    endpoints.sort_by_key(|e| !matches!(e, Endpoint::Unix(_)));
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        match get(endpoint, "/status").await {
+            Ok((200, body)) => return Ok(body),
+            Ok((code, _)) => failures.push(format!("{endpoint}: HTTP {code}")),
+            Err(e) => failures.push(crate::error_chain(&e)),
+        }
+    }
+    if failures.is_empty() {
+        return Err("[observe].listen is off".into());
+    }
+    Err(failures.join("; "))
+}

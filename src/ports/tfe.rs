@@ -1,7 +1,9 @@
 //! The TFE tools (install.sh, replicatedctl, `replicated admin`) as the flows see them.
 
 use crate::model::drift::LiveSettings;
-use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+use crate::model::tfe::{
+    AppStatus, DrainState, HealthReport, SupportBundleRun, SystemStatus, TrackedProcess,
+};
 use std::future::Future;
 use std::time::Duration;
 
@@ -56,6 +58,12 @@ pub trait TfeTools: Sync {
         key: &str,
         value: &str,
     ) -> impl Future<Output = Result<(), ToolError>> + Send;
+    /// `replicated admin --tty=0 support-bundle` to completion (bounded by a timeout): TFE's
+    /// own bundle of every node, uploaded to the object store in Active/Active. What it printed,
+    /// as far as understood; a non-zero exit or a timeout is an error.
+    fn support_bundle(&self) -> impl Future<Output = Result<SupportBundleRun, ToolError>> + Send;
+    /// `replicatedctl version`: the Replicated version line, as printed.
+    fn replicated_version(&self) -> impl Future<Output = Result<String, ToolError>> + Send;
     /// `replicatedctl app-config export --hidden`: every app-config item TFE runs with, the
     /// hidden (secret) ones included; items without a value are left out. For drift detection.
     fn app_config_export(&self) -> impl Future<Output = Result<LiveSettings, ToolError>> + Send;

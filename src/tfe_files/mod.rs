@@ -27,12 +27,20 @@ pub enum ConfigureError {
     Write(#[source] FsError),
 }
 
-/// Fetches every configured secret in one go and validates them with the config.
-pub async fn load<S: SecretSource, C: Clock>(
+/// Fetches and decodes every configured secret in one go, not yet validated: every value the
+/// node knows (the support bundle's scan needs them even when they do not validate), and the
+/// decoding problems.
+pub async fn fetch<S: SecretSource, C: Clock>(
     secrets_port: &S,
     clock: &C,
     cfg: &Settings,
-) -> Result<TfeConfig, ConfigureError> {
+) -> Result<
+    (
+        secret_bundle::SecretBundle,
+        Vec<crate::model::problem::Problem>,
+    ),
+    ConfigureError,
+> {
     let ids: Vec<String> = secret_bundle::requested(&cfg.secrets)
         .into_iter()
         .map(|(_, id)| id)
@@ -43,7 +51,16 @@ pub async fn load<S: SecretSource, C: Clock>(
         ids.len(),
         ids.join(", ")
     );
-    let (bundle, problems) = secret_bundle::decode(&cfg.secrets, fetched);
+    Ok(secret_bundle::decode(&cfg.secrets, fetched))
+}
+
+/// Fetches every configured secret in one go and validates them with the config.
+pub async fn load<S: SecretSource, C: Clock>(
+    secrets_port: &S,
+    clock: &C,
+    cfg: &Settings,
+) -> Result<TfeConfig, ConfigureError> {
+    let (bundle, problems) = fetch(secrets_port, clock, cfg).await?;
     validate::validate(cfg, bundle, problems).map_err(|p| ConfigureError::Invalid(Problems(p)))
 }
 

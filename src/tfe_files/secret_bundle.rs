@@ -36,7 +36,7 @@ pub fn requested(cfg: &SecretsSection) -> Vec<(Role, String)> {
 }
 
 /// The decoded secrets. Every value stays wrapped; ids are kept to name them in problems.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SecretBundle {
     pub shared_id: String,
     /// ptfe settings from the shared secret's JSON object.

@@ -8,7 +8,9 @@ pub mod parse;
 pub mod process;
 
 use crate::model::drift::LiveSettings;
-use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+use crate::model::tfe::{
+    AppStatus, DrainState, HealthReport, SupportBundleRun, SystemStatus, TrackedProcess,
+};
 use crate::ports::{InstallCommand, TfeTools, ToolError};
 use detached::Detached;
 use process::{ProcessError, Spec};
@@ -17,6 +19,9 @@ use std::time::Duration;
 
 /// How long a status query may take before it counts as a failed poll.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `replicated admin support-bundle` may take: it collects and uploads every node's
+/// bundle, which takes minutes on a busy cluster (its duration is undocumented).
+pub const SUPPORT_BUNDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TfeError {
@@ -240,6 +245,29 @@ impl TfeTools for CliTfe {
             .await
             .map(drop)
             .map_err(ToolError::from)
+    }
+
+    async fn support_bundle(&self) -> Result<SupportBundleRun, ToolError> {
+        let spec = Spec::new(&self.replicated, &["admin", "--tty=0", "support-bundle"]);
+        let (status, stdout, stderr) = process::run_captured(&spec, SUPPORT_BUNDLE_TIMEOUT)
+            .await
+            .map_err(TfeError::from)?;
+        if !status.success() {
+            return Err(TfeError::Exited {
+                command: spec.display(),
+                status: status.to_string(),
+                stderr: last_line(&stderr),
+            }
+            .into());
+        }
+        Ok(SupportBundleRun::parse(&stdout))
+    }
+
+    async fn replicated_version(&self) -> Result<String, ToolError> {
+        let out = self
+            .query(Spec::new(&self.replicatedctl, &["version"]))
+            .await?;
+        Ok(out.trim().to_string())
     }
 
     async fn app_config_export(&self) -> Result<LiveSettings, ToolError> {

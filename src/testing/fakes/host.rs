@@ -1,6 +1,6 @@
 //! The fake of the host.
 
-use crate::ports::Host;
+use crate::ports::{Host, JournalError};
 use crate::testing::states::BOOT_A;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -9,6 +9,8 @@ pub struct FakeHost {
     boot_id: String,
     stopping: AtomicBool,
     asked: AtomicUsize,
+    /// What `journal` answers (None: journalctl is missing).
+    pub journal: std::sync::Mutex<Option<Vec<u8>>>,
 }
 
 impl Default for FakeHost {
@@ -17,6 +19,9 @@ impl Default for FakeHost {
             boot_id: BOOT_A.into(),
             stopping: AtomicBool::new(false),
             asked: AtomicUsize::new(0),
+            journal: std::sync::Mutex::new(Some(
+                b"2026-12-03T17:00:00+0000 host tfe-node-agent[1]: started\n".to_vec(),
+            )),
         }
     }
 }
@@ -47,5 +52,14 @@ impl Host for FakeHost {
     async fn system_stopping(&self) -> bool {
         self.asked.fetch_add(1, Ordering::SeqCst);
         self.stopping.load(Ordering::SeqCst)
+    }
+    async fn journal(&self, lines: u32) -> Result<Vec<u8>, JournalError> {
+        let text = self.journal.lock().unwrap().clone();
+        let text = text.ok_or_else(|| JournalError::Missing {
+            command: "journalctl".into(),
+        })?;
+        let all: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+        let from = all.len().saturating_sub(lines as usize);
+        Ok(all[from..].concat())
     }
 }

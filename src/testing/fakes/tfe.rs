@@ -1,7 +1,9 @@
 //! The fake of the TFE tools.
 
 use crate::model::drift::LiveSettings;
-use crate::model::tfe::{AppStatus, DrainState, HealthReport, SystemStatus, TrackedProcess};
+use crate::model::tfe::{
+    AppStatus, DrainState, HealthReport, SupportBundleRun, SystemStatus, TrackedProcess,
+};
 use crate::ports::{InstallCommand, TfeTools, ToolError};
 use crate::testing::states::{self};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -65,6 +67,8 @@ pub struct FakeTfe {
     app_start_takes: Duration,
     /// `app-config -k -v` calls, in order.
     config_sets: Mutex<Vec<(String, String)>>,
+    /// What `support-bundle` prints (Err: it fails with this detail).
+    pub support_bundle_output: Mutex<Result<String, String>>,
 
     /// What `app-config export` shows (set with [`FakeTfe::set_live`]).
     live: Mutex<BTreeMap<String, String>>,
@@ -106,6 +110,9 @@ impl FakeTfe {
             app_stop_takes: Duration::from_secs(3),
             app_start_takes: Duration::from_secs(3),
             config_sets: Mutex::new(Vec::new()),
+            support_bundle_output: Mutex::new(Ok(
+                "Support bundle uploaded to support-bundles/2026-12-03T17:00:00Z/10.0.1.5/replicated-support1.tar.gz\n".into(),
+            )),
             live: Mutex::default(),
             export_results: Mutex::default(),
         }
@@ -426,6 +433,18 @@ impl TfeTools for FakeTfe {
             .unwrap()
             .insert(key.to_string(), value.to_string());
         Ok(())
+    }
+    async fn support_bundle(&self) -> Result<SupportBundleRun, ToolError> {
+        match &*self.support_bundle_output.lock().unwrap() {
+            Ok(out) => Ok(SupportBundleRun::parse(out)),
+            Err(detail) => Err(ToolError::Failed {
+                command: "replicated admin --tty=0 support-bundle".into(),
+                detail: detail.clone(),
+            }),
+        }
+    }
+    async fn replicated_version(&self) -> Result<String, ToolError> {
+        Ok("replicatedctl version 2.53.7".into())
     }
     async fn app_config_export(&self) -> Result<LiveSettings, ToolError> {
         self.probe("app-config export");

@@ -128,12 +128,49 @@ def replicated_main(argv, sd, knobs):
         return 0
     if cmd == "support-bundle":
         need_running()
-        out.line("Generating support bundle...")
-        out.line("Support bundle uploaded to support-bundles/%s/%s/replicated-support%d.tar.gz"
-                 % (rfc3339nano(t), d.get("private_address"), int(t)))
-        return 0
+        return support_bundle(out, sd, d, knobs, t)
     raise ToolExit(1, 'Error: unknown admin command "%s"\nRun \'replicated admin\' to list the available admin '
                       "commands." % cmd)
+
+
+def support_bundle(out, sd, d, knobs, t):
+    """Every node's bundle (§5.2). Active/Active (the settings say enable_active_active=1): one
+    object per node under support-bundles/<JobID RFC3339>/<node-ip>/ in the `s3_bucket` setting's
+    bucket, modelled as files under $FAKE_TFE_STATE/object-store/<bucket>/. Standalone: one file
+    in $FAKE_TFE_STATE/var/lib/replicated/support-bundles/. The printed lines are [INF]."""
+    out.line("Generating support bundle...")
+    time.sleep(max(0.0, float(knobs["support_bundle_duration_s"])))
+    code = knobs["support_bundle_exit_code"]
+    if code:
+        sys.stderr.write("Error: support bundle failed (fake-tfe support_bundle_exit_code=%d)\n" % code)
+        return code
+    settings = read_json(os.path.join(sd, "app-config.json"), {})
+    name = "replicated-support%d.tar.gz" % int(t * 1000)
+    if settings.get("enable_active_active") != "1":
+        where = os.path.join(sd, "var/lib/replicated/support-bundles")
+        os.makedirs(where, exist_ok=True)
+        _write_bundle(os.path.join(where, name), d.get("private_address"))
+        out.line("Support bundle written to /var/lib/replicated/support-bundles/%s" % name)
+        return 0
+    job = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    bucket = settings.get("s3_bucket") or "unknown-bucket"
+    for ip in [d.get("private_address")] + list(knobs["list_nodes_extra"]):
+        key = "support-bundles/%s/%s/%s" % (job, ip, name)
+        path = os.path.join(sd, "object-store", bucket, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write_bundle(path, ip)
+        out.line("Support bundle uploaded to %s" % key)
+    return 0
+
+
+def _write_bundle(path, ip):
+    import io
+    import tarfile
+    data = ("fake support bundle of node %s\n" % ip).encode()
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("replicated-support/node.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
 
 
 def health_check(out, knobs, running):

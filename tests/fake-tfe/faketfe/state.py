@@ -70,6 +70,8 @@ KNOBS = {
     "health_error_line": (False, (bool, str), False),
     "drain_duration_s": (1.0, NUM, False),
     "drain_exit_code": (0, (int,), False),
+    "support_bundle_duration_s": (0.2, NUM, False),
+    "support_bundle_exit_code": (0, (int,), False),
     "list_nodes_extra": ([], (list,), False),
     "iact_crlf": (False, (bool,), False),
     "stdout_override": ({}, (dict,), False),
