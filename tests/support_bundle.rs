@@ -109,10 +109,14 @@ fn bundle_holds_every_file_with_a_right_manifest_and_reports_where_tfe_put_its_o
             .into_string()
             .unwrap();
         let doc: Value = serde_json::from_str(&body).unwrap();
-        if doc["phase"] == "in-service" {
+        // In service, and the first drift comparison (right after ready) done: in the bundle.
+        if doc["phase"] == "in-service" && !doc["drift"].is_null() {
             break;
         }
-        assert!(Instant::now() < deadline, "not in service: {doc:#}");
+        assert!(
+            Instant::now() < deadline,
+            "not in service and compared: {doc:#}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = node.path("bundles");
@@ -181,6 +185,7 @@ fn bundle_holds_every_file_with_a_right_manifest_and_reports_where_tfe_put_its_o
     for want in [
         "MANIFEST",
         "agent.toml",
+        "drift.json",
         "install.log",
         "journal.txt",
         "state.json",
@@ -200,6 +205,8 @@ fn bundle_holds_every_file_with_a_right_manifest_and_reports_where_tfe_put_its_o
     assert_eq!(status["instance_id"], node.instance_id.as_str());
     let state: Value = serde_json::from_str(&text("state.json")).unwrap();
     assert_eq!(state["instance_id"], node.instance_id.as_str());
+    let drift: Value = serde_json::from_str(&text("drift.json")).unwrap();
+    assert_eq!(drift["drifted"], false, "{drift:#}");
     assert_eq!(text("journal.txt"), JOURNAL);
     let argv = std::fs::read_to_string(node.path("journalctl.argv")).unwrap();
     assert_eq!(
@@ -226,12 +233,7 @@ fn bundle_holds_every_file_with_a_right_manifest_and_reports_where_tfe_put_its_o
         assert_eq!(cols[1], bytes.len().to_string(), "{row}");
         assert!(!cols[2].is_empty(), "{row}");
     }
-    for absent in [
-        "drift.json\t",
-        "cluster.json\t",
-        "drain.log\t",
-        "drain.status\t",
-    ] {
+    for absent in ["cluster.json\t", "drain.log\t", "drain.status\t"] {
         let after = manifest.split("not included:").nth(1).unwrap();
         assert!(after.contains(absent), "{absent} not noted:\n{manifest}");
     }
