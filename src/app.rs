@@ -25,8 +25,8 @@ use crate::ports::{
 };
 use crate::sys::retry::Backoff;
 use crate::sys::shutdown;
-use crate::tfe_files;
 use crate::tfe_files::render::{self, Redaction};
+use crate::tfe_files::{self, TfeConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -147,15 +147,36 @@ async fn world(cfg: &Settings, imds: Imds, region: &str) -> RealWorld {
     }
 }
 
-async fn validate(cfg: &Settings) -> Exit {
+/// The world of a one-shot command run on or off an instance: the region from `[aws].region`,
+/// else from IMDS.
+async fn command_world(cfg: &Settings) -> Result<RealWorld, Exit> {
     let imds = Imds::new();
-    let region = match region(cfg, &imds).await {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let w = world(cfg, imds, &region).await;
+    let region = region(cfg, &imds).await?;
+    Ok(world(cfg, imds, &region).await)
+}
+
+/// [`command_world`] and the node's settings from its secrets, validated.
+async fn loaded(cfg: &Settings) -> Result<(RealWorld, TfeConfig), Exit> {
+    let w = command_world(cfg).await?;
     match tfe_files::load(&w.secrets, &w.clock, cfg).await {
-        Ok(plan) => {
+        Ok(node) => Ok((w, node)),
+        Err(e) => Err(fail(Exit::of_configure(&e), &e)),
+    }
+}
+
+/// `value` as pretty JSON on stdout when `json`, else `text()`.
+fn print_doc<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    if json {
+        let doc = serde_json::to_string_pretty(value).expect("the document serializes");
+        println!("{doc}");
+    } else {
+        print!("{}", text());
+    }
+}
+
+async fn validate(cfg: &Settings) -> Exit {
+    match loaded(cfg).await {
+        Ok((_, plan)) => {
             let secret = plan.settings.values().filter(|v| v.is_secret()).count();
             println!(
                 "configuration is valid: {} settings ({} from secrets), release sequence {}",
@@ -165,20 +186,14 @@ async fn validate(cfg: &Settings) -> Exit {
             );
             Exit::Ok
         }
-        Err(e) => fail(Exit::of_configure(&e), &e),
+        Err(code) => code,
     }
 }
 
 async fn render_files(cfg: &Settings, dry_run: bool) -> Exit {
-    let imds = Imds::new();
-    let region = match region(cfg, &imds).await {
-        Ok(r) => r,
+    let plan = match loaded(cfg).await {
+        Ok((_, plan)) => plan,
         Err(code) => return code,
-    };
-    let w = world(cfg, imds, &region).await;
-    let plan = match tfe_files::load(&w.secrets, &w.clock, cfg).await {
-        Ok(p) => p,
-        Err(e) => return fail(Exit::of_configure(&e), &e),
     };
     if dry_run {
         for file in render::render(&plan, &cfg.paths, Redaction::Secrets) {
@@ -309,15 +324,9 @@ fn start_api(cfg: &Settings, recorder: &Recorder, door: &operator::Door) {
 /// `cluster`: the cluster view from the store this node's settings name (the secrets are read
 /// for the Redis password), or `cluster reset-identity`.
 async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterCommand>) -> Exit {
-    let imds = Imds::new();
-    let region = match region(cfg, &imds).await {
-        Ok(r) => r,
+    let (w, node) = match loaded(cfg).await {
+        Ok(loaded) => loaded,
         Err(code) => return code,
-    };
-    let w = world(cfg, imds, &region).await;
-    let node = match tfe_files::load(&w.secrets, &w.clock, cfg).await {
-        Ok(n) => n,
-        Err(e) => return fail(Exit::of_configure(&e), &e),
     };
     let Some(target) = cluster::store_target(&cfg.cluster, &node) else {
         eprintln!(
@@ -333,14 +342,7 @@ async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterComma
     match store.read().await {
         Ok(snapshot) => {
             let view = ClusterView::assess(&snapshot, cfg.cluster.node_ttl, cfg.cluster.max_nodes);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&view).expect("the view serializes")
-                );
-            } else {
-                print!("{}", summary::cluster(&view));
-            }
+            print_doc(json, &view, || summary::cluster(&view));
             if view.consistent {
                 Exit::Ok
             } else {
@@ -353,24 +355,13 @@ async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterComma
 
 /// `drift`: the comparison `run` makes every `[drift].interval`, once, now.
 async fn drift_command(cfg: &Settings, json: bool) -> Exit {
-    let imds = Imds::new();
-    let region = match region(cfg, &imds).await {
-        Ok(r) => r,
+    let (w, node) = match loaded(cfg).await {
+        Ok(loaded) => loaded,
         Err(code) => return code,
-    };
-    let w = world(cfg, imds, &region).await;
-    let node = match tfe_files::load(&w.secrets, &w.clock, cfg).await {
-        Ok(n) => n,
-        Err(e) => return fail(Exit::of_configure(&e), &e),
     };
     match drift::check(&w.tfe, &node, &drift::allowlist(&cfg.drift)).await {
         Ok((report, _live)) => {
-            if json {
-                let doc = serde_json::to_string_pretty(&report).expect("the report serializes");
-                println!("{doc}");
-            } else {
-                print!("{}", drift::table(&report));
-            }
+            print_doc(json, &report, || drift::table(&report));
             if report.drifted {
                 Exit::Drift
             } else {
@@ -395,7 +386,7 @@ async fn preflight_command(cfg: &Settings, json: bool) -> Exit {
     let instance_id = identity.map_or_else(|_| "unknown-instance".into(), |id| id.instance_id);
     let w = world(cfg, imds, &region).await;
     let node = match tfe_files::load(&w.secrets, &w.clock, cfg).await {
-        Ok(n) => n,
+        Ok(node) => node,
         Err(e) => return fail(Exit::of_configure(&e), &e),
     };
     let mut report = preflight::before_install(&w, cfg, &node, &instance_id).await;
@@ -405,39 +396,40 @@ async fn preflight_command(cfg: &Settings, json: bool) -> Exit {
         .flatten()
         .is_some_and(|s| s.installed_release.is_some());
     if installed {
-        let peers = match cluster::store_target(&cfg.cluster, &node) {
-            Some(target) => match w.stores.open(target).read().await {
-                Ok(snapshot) => {
-                    let view = ClusterView::assess(&snapshot, cfg.cluster.node_ttl, None);
-                    let view = serde_json::to_value(&view).ok();
-                    preflight::live_peers(view.as_ref(), &instance_id)
-                }
-                Err(e) => {
-                    log::warn!(
-                        "no cluster view for the Vault peers check: {}",
-                        crate::error_chain(&e)
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
+        let peers = live_peers(&w, cfg, &node, &instance_id).await;
         let after = preflight::after_install(&w, cfg, peers.as_deref()).await;
         report.checks.extend(after.checks);
         report.duration += after.duration;
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("the report serializes")
-        );
-    } else {
-        print!("{}", report.table());
-    }
+    print_doc(json, &report, || report.table());
     if report.passed() {
         Exit::Ok
     } else {
         Exit::Preflight
+    }
+}
+
+/// The live peers' addresses from the cluster store, for the Vault peers check; `None` without
+/// a store or when it cannot be read (said).
+async fn live_peers(
+    w: &RealWorld,
+    cfg: &Settings,
+    node: &TfeConfig,
+    instance_id: &str,
+) -> Option<Vec<String>> {
+    let target = cluster::store_target(&cfg.cluster, node)?;
+    match w.stores.open(target).read().await {
+        Ok(snapshot) => {
+            let view = ClusterView::assess(&snapshot, cfg.cluster.node_ttl, None);
+            preflight::live_peers(serde_json::to_value(&view).ok().as_ref(), instance_id)
+        }
+        Err(e) => {
+            log::warn!(
+                "no cluster view for the Vault peers check: {}",
+                crate::error_chain(&e)
+            );
+            None
+        }
     }
 }
 
@@ -491,12 +483,10 @@ async fn reset_identity<S: ClusterStore>(
 
 /// `app-config set KEY VALUE` ([`app_config::set`]).
 async fn app_config_set(cfg: &Settings, key: &str, value: &str) -> Exit {
-    let imds = Imds::new();
-    let region = match region(cfg, &imds).await {
-        Ok(r) => r,
+    let w = match command_world(cfg).await {
+        Ok(w) => w,
         Err(code) => return code,
     };
-    let w = world(cfg, imds, &region).await;
     let by = operator::operator_name();
     match app_config::set(&w, cfg, key, value, &by).await {
         Ok(applied) => {
@@ -572,12 +562,10 @@ async fn status(cfg: &Settings, json: bool) -> Exit {
 
 /// `support-bundle`: TFE's bundle and the agent's (node/support_bundle.rs), and where they went.
 async fn support_bundle_command(cfg: &Settings, request: &support_bundle::Request) -> Exit {
-    let imds = Imds::new();
-    let region = match region(cfg, &imds).await {
-        Ok(r) => r,
+    let w = match command_world(cfg).await {
+        Ok(w) => w,
         Err(code) => return code,
     };
-    let w = world(cfg, imds, &region).await;
     match support_bundle::run(&w, cfg, request).await {
         Ok(written) => {
             print!("{}", support_bundle::describe_tfe(&written.tfe));
