@@ -32,6 +32,7 @@ def start_redis(bench, password):
 
 def start_postgres(bench, user, password, db):
     """A cluster owned by `nobody` (initdb refuses root), scram-sha-256 over TCP on loopback."""
+    os.chmod(bench.work, 0o711)  # nobody passes through to its own directory, lists nothing
     data = os.path.join(bench.work, "pg")
     os.makedirs(data)
     pwfile = os.path.join(bench.work, "pg.pw")
