@@ -267,7 +267,10 @@ mod tests {
         let mut r = Rollout::plan("r1".into(), "alice".into(), &snapshot(), TTL, None).unwrap();
         let refused = Rollout::plan("r2".into(), "bob".into(), &snapshot(), TTL, Some(&r));
         let text = refused.unwrap_err().to_string();
-        assert!(text.contains("r1") && text.contains("alice") && text.contains("0/2"), "{text}");
+        assert!(
+            text.contains("r1") && text.contains("alice") && text.contains("0/2"),
+            "{text}"
+        );
         r.finish("i-1", &TurnOutcome::Restarted).unwrap();
         r.finish("i-3", &TurnOutcome::Restarted).unwrap();
         assert_eq!(r.state, RolloutState::Done);

@@ -3,7 +3,9 @@
 //! be down. Every store opened from one [`FakeStores`] shares its data (the nodes of one cluster).
 
 use crate::model::cluster::{ClusterIdentity, MemberRecord, Snapshot};
-use crate::model::rollout::{Lease, LeaseAnswer, Rollout, RolloutRefusal, RolloutState, TurnOutcome};
+use crate::model::rollout::{
+    Lease, LeaseAnswer, Rollout, RolloutRefusal, RolloutState, TurnOutcome,
+};
 use crate::ports::cluster::{
     ClusterStore, ClusterStores, RolloutStatus, RolloutStore, StoreError, StoreTarget,
 };
