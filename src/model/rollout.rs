@@ -68,6 +68,16 @@ pub struct Rollout {
     pub failure: Option<TurnFailure>,
 }
 
+/// The rolling restart in the cluster view (`cluster`, `/status.cluster.rolling`): who holds the
+/// lease and since when, and the current (or last) rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollingView {
+    pub lease: Option<Lease>,
+    pub rollout: Option<Rollout>,
+    /// The store's clock at the read (unix seconds): the lease is held `now - since`.
+    pub now: u64,
+}
+
 /// How one node's turn ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnOutcome {
