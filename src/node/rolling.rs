@@ -112,7 +112,7 @@ async fn release<S: RolloutStore>(store: &S, token: u64) {
     match store.release_lease(token).await {
         Ok(true) => {}
         Ok(false) => {
-            log::warn!("rolling restart: the lease (token {token}) was no longer ours to release")
+            log::warn!("rolling restart: the lease (token {token}) was no longer ours to release");
         }
         Err(e) => log::warn!(
             "rolling restart: releasing the lease failed: {}; it expires",
