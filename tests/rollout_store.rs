@@ -91,7 +91,7 @@ async fn an_expired_lease_is_taken_and_the_stale_token_can_do_nothing_more() {
     let redis = Redis::plain();
     let (a, b) = (open(&redis), open(&redis));
     assert_eq!(
-        a.start_rollout(&rollout("r1", &["i-a", "i-b"]))
+        a.start_rollout(&rollout("r1", &["i-a", "i-b"]), None)
             .await
             .unwrap(),
         None
@@ -143,9 +143,12 @@ async fn a_rollout_is_refused_while_one_runs_and_ends_done_or_stopped() {
     let store = open(&redis);
     assert_eq!(store.read_rollout().await.unwrap().rollout, None);
     let r1 = rollout("r1", &["i-a", "i-b"]);
-    assert_eq!(store.start_rollout(&r1).await.unwrap(), None);
+    assert_eq!(store.start_rollout(&r1, None).await.unwrap(), None);
     assert_eq!(
-        store.start_rollout(&rollout("r2", &["i-a"])).await.unwrap(),
+        store
+            .start_rollout(&rollout("r2", &["i-a"]), None)
+            .await
+            .unwrap(),
         Some(r1.clone())
     );
     for instance in ["i-a", "i-b"] {
@@ -172,7 +175,7 @@ async fn a_rollout_is_refused_while_one_runs_and_ends_done_or_stopped() {
     // The next one may start; a failed turn stops it and the rest is not restarted.
     assert_eq!(
         store
-            .start_rollout(&rollout("r2", &["i-a", "i-b"]))
+            .start_rollout(&rollout("r2", &["i-a", "i-b"]), None)
             .await
             .unwrap(),
         None
@@ -198,6 +201,16 @@ async fn a_rollout_is_refused_while_one_runs_and_ends_done_or_stopped() {
         matches!(refused, Err(RolloutRefusal::NotRunning { .. })),
         "{refused:?}"
     );
+    // A running rollout is replaced only when named (found waiting for nodes gone).
+    let r3 = rollout("r3", &["i-a"]);
+    assert_eq!(store.start_rollout(&r3, None).await.unwrap(), None);
+    let r4 = rollout("r4", &["i-b"]);
+    assert_eq!(
+        store.start_rollout(&r4, Some("r-other")).await.unwrap(),
+        Some(r3)
+    );
+    assert_eq!(store.start_rollout(&r4, Some("r3")).await.unwrap(), None);
+    assert_eq!(store.read_rollout().await.unwrap().rollout, Some(r4));
     let mut keys: Vec<String> = redis.dump(0).into_iter().map(|(k, _)| k).collect();
     keys.sort();
     assert_eq!(

@@ -116,7 +116,8 @@ pub enum RolloutRefusal {
 
 impl Rollout {
     /// A rollout over the members of `snapshot` that are live (seen within `node_ttl`) and in
-    /// service, in instance id order; refused while `current` runs.
+    /// service, in instance id order; refused while `current` runs and still waits for one of
+    /// them (a running one waiting only for nodes gone is abandoned and replaced).
     pub fn plan(
         id: String,
         requested_by: String,
@@ -124,9 +125,6 @@ impl Rollout {
         node_ttl: Duration,
         current: Option<&Rollout>,
     ) -> Result<Rollout, RolloutRefusal> {
-        if let Some(running) = current.filter(|r| r.state == RolloutState::Running) {
-            return Err(running.refusal());
-        }
         let mut instances: Vec<String> = snapshot
             .members
             .iter()
@@ -136,6 +134,14 @@ impl Rollout {
             .collect();
         instances.sort();
         instances.dedup();
+        // A running rollout blocks a new one while a node it waits for still serves (the lease
+        // holder is one: it heartbeats in service while it restarts). One whose remaining nodes
+        // are all gone (terminated, failed, stale) would block every rollout forever.
+        if let Some(running) = current.filter(|r| {
+            r.state == RolloutState::Running && instances.iter().any(|i| r.waits_for(i))
+        }) {
+            return Err(running.refusal());
+        }
         if instances.is_empty() {
             return Err(RolloutRefusal::NoNodes);
         }
@@ -285,6 +291,20 @@ mod tests {
         r.finish("i-3", &TurnOutcome::Restarted).unwrap();
         assert_eq!(r.state, RolloutState::Done);
         assert!(Rollout::plan("r2".into(), "bob".into(), &snapshot(), TTL, Some(&r)).is_ok());
+    }
+
+    #[test]
+    fn a_running_rollout_waiting_only_for_nodes_gone_is_replaced() {
+        let mut r = Rollout::plan("r1".into(), "alice".into(), &snapshot(), TTL, None).unwrap();
+        r.finish("i-1", &TurnOutcome::Restarted).unwrap();
+        // i-3, the one left, went stale (terminated while waiting for its turn).
+        let mut later = snapshot();
+        later.now += 60;
+        later.members[1].last_seen = later.now;
+        let next = Rollout::plan("r2".into(), "bob".into(), &later, TTL, Some(&r)).unwrap();
+        assert_eq!(next.instances, ["i-1"]);
+        // While i-3 still serves, r1 blocks.
+        assert!(Rollout::plan("r2".into(), "bob".into(), &snapshot(), TTL, Some(&r)).is_err());
     }
 
     #[test]

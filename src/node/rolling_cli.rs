@@ -53,7 +53,22 @@ pub async fn start<S: ClusterStore + RolloutStore>(
         current.rollout.as_ref(),
     )
     .map_err(RollingError::Refused)?;
-    match store.start_rollout(&rollout).await {
+    // A running one that passed the plan waits only for nodes gone: it is replaced, and said.
+    let replaces = current
+        .rollout
+        .as_ref()
+        .filter(|r| r.state == RolloutState::Running);
+    if let Some(old) = replaces {
+        eprintln!(
+            "rollout {} ({}) waits only for nodes no longer in service: replacing it",
+            old.id,
+            old.progress()
+        );
+    }
+    match store
+        .start_rollout(&rollout, replaces.map(|r| r.id.as_str()))
+        .await
+    {
         Ok(None) => Ok(rollout),
         Ok(Some(running)) => Err(RollingError::Refused(running.refusal())),
         Err(e) => Err(RollingError::Start(e)),

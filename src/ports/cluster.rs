@@ -107,10 +107,12 @@ pub trait RolloutStore: Send + Sync {
     /// Gives the lease up if it is still held under `token`; false when it was not.
     fn release_lease(&self, token: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Stores `rollout` unless one runs: `Some(the running one)` when refused.
+    /// Stores `rollout` unless one runs (other than `replaces`, a running one found abandoned):
+    /// `Some(the running one)` when refused.
     fn start_rollout(
         &self,
         rollout: &Rollout,
+        replaces: Option<&str>,
     ) -> impl Future<Output = Result<Option<Rollout>, StoreError>> + Send;
 
     /// The current rollout and lease, writing nothing.

@@ -105,7 +105,11 @@ impl RolloutStore for RedisStore {
         Ok(released == 1)
     }
 
-    async fn start_rollout(&self, rollout: &Rollout) -> Result<Option<Rollout>, StoreError> {
+    async fn start_rollout(
+        &self,
+        rollout: &Rollout,
+        replaces: Option<&str>,
+    ) -> Result<Option<Rollout>, StoreError> {
         let text = serde_json::to_string(rollout).expect("a Rollout is plain JSON");
         let running: Option<String> = self
             .link
@@ -115,6 +119,7 @@ impl RolloutStore for RedisStore {
                     scripts::START_ROLLOUT
                         .key(&self.keys.rollout)
                         .arg(&text)
+                        .arg(replaces.unwrap_or(""))
                         .invoke_async(&mut connection)
                         .await
                 }

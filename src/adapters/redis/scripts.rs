@@ -126,15 +126,16 @@ return 1
     )
 });
 
-/// KEYS: rollout. ARGV: the new rollout JSON. Stores it unless the current one is running:
-/// answers nil (stored) or the running one's JSON. A record that does not decode is replaced.
+/// KEYS: rollout. ARGV: the new rollout JSON, the id of a running rollout it replaces (one that
+/// waits only for nodes gone) or "". Stores it unless another one is running: answers nil
+/// (stored) or the running one's JSON. A record that does not decode is replaced.
 pub(super) static START_ROLLOUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, r = pcall(cjson.decode, current)
-  if ok and type(r) == 'table' and r.state == 'running' then return current end
+  if ok and type(r) == 'table' and r.state == 'running' and r.id ~= ARGV[2] then return current end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 return false

@@ -215,12 +215,16 @@ impl RolloutStore for FakeStore {
         Ok(mine)
     }
 
-    async fn start_rollout(&self, rollout: &Rollout) -> Result<Option<Rollout>, StoreError> {
+    async fn start_rollout(
+        &self,
+        rollout: &Rollout,
+        replaces: Option<&str>,
+    ) -> Result<Option<Rollout>, StoreError> {
         let mut data = self.call(format!("start {}", rollout.id))?;
         if let Some(running) = data
             .rollout
             .as_ref()
-            .filter(|r| r.state == RolloutState::Running)
+            .filter(|r| r.state == RolloutState::Running && Some(r.id.as_str()) != replaces)
         {
             return Ok(Some(running.clone()));
         }
