@@ -3,8 +3,9 @@
 //! TFE tools making each restart take seconds. `app restart --rolling` restarts every node
 //! exactly once and never two at once (the fake's timestamped call logs); a node whose TFE does
 //! not come back (a failing health check, a short `[readiness].timeout`) stops the next rollout
-//! with its reason, and the nodes after it are not restarted. Waits are bounded; nothing asserts
-//! a speed.
+//! with its reason, and the nodes after it are not restarted; a lease holder killed mid-turn lets
+//! the next node go once its lease expires (a greater token), and once it is stale a new rollout
+//! replaces the one still waiting for it. Waits are bounded; nothing asserts a speed.
 
 mod common;
 
@@ -39,19 +40,7 @@ fn rolling_node(moto: &Arc<Moto>, redis: &Redis) -> Node {
 /// This node's app restarts from the fake's log: (app stop's start, app start's start + the
 /// time the fake takes to report started), in seconds.
 fn restarts(node: &Node) -> Vec<(f64, f64)> {
-    let calls = node.calls();
-    let at = |what: &str| -> Vec<f64> {
-        calls
-            .iter()
-            .filter(|c| {
-                c["tool"] == "replicatedctl"
-                    && c["event"] == "start"
-                    && c["argv"] == json!(["app", what])
-            })
-            .map(|c| c["t"].as_f64().unwrap())
-            .collect()
-    };
-    let (stops, starts) = (at("stop"), at("start"));
+    let (stops, starts) = (app_calls(node, "stop"), app_calls(node, "start"));
     assert_eq!(
         stops.len(),
         starts.len(),
@@ -65,9 +54,137 @@ fn restarts(node: &Node) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// When `replicatedctl app WHAT` began, from the fake's log, in order.
+fn app_calls(node: &Node, what: &str) -> Vec<f64> {
+    node.calls()
+        .iter()
+        .filter(|c| {
+            c["tool"] == "replicatedctl"
+                && c["event"] == "start"
+                && c["argv"] == json!(["app", what])
+        })
+        .map(|c| c["t"].as_f64().unwrap())
+        .collect()
+}
+
 fn rollout(redis: &Redis) -> Value {
     serde_json::from_str(redis.cli(&["GET", "tfe-node-agent:rollout"]).trim())
         .unwrap_or(Value::Null)
+}
+
+/// Waits (bounded) until `n` nodes are seen live and in service by `node`'s `cluster`.
+fn wait_serving(node: &Node, n: usize) {
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let run = node.run(&["cluster", "--json"], COMMAND);
+        let view: Value = serde_json::from_str(&run.stdout).unwrap_or(Value::Null);
+        let serving = view["nodes"].as_array().map_or(0, |nodes| {
+            nodes
+                .iter()
+                .filter(|n| n["phase"] == "in-service" && n["stale"] == false)
+                .count()
+        });
+        if serving == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not {n} in service: {view:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn lease(redis: &Redis) -> Value {
+    serde_json::from_str(redis.cli(&["GET", "tfe-node-agent:lease"]).trim()).unwrap_or(Value::Null)
+}
+
+/// Polls (bounded) until `ready` holds for the value `read` returns.
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    read: impl Fn() -> Value,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = read();
+        if ready(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {what} within {timeout:?}; last: {v:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_lease_holder_lets_the_next_node_go_after_its_lease_expires_and_a_new_rollout_replaces_the_stuck_one(
+) {
+    let moto = Arc::new(Moto::start());
+    let redis = Redis::plain();
+    let nodes: Vec<Node> = (0..2).map(|_| rolling_node(&moto, &redis)).collect();
+    let mut agents: Vec<Agent> = nodes.iter().map(|n| n.start(&["run"])).collect();
+    for a in &agents {
+        a.wait_line("is in service", BOOT);
+    }
+    wait_serving(&nodes[0], 2);
+    let mut follower = nodes[0].start(&["app", "restart", "--rolling"]);
+    let first = wait_for(
+        "a lease holder",
+        ROLLOUT,
+        || lease(&redis),
+        |l| l.is_object(),
+    );
+    let holder = nodes
+        .iter()
+        .position(|n| first["owner"] == json!(n.instance_id))
+        .expect("the holder is one of the nodes");
+    let other = 1 - holder;
+    agents[holder].child.kill().unwrap();
+    agents[holder].child.wait().unwrap();
+    // The lease expires (3 heartbeats) and the other node takes it under a greater token.
+    let second = wait_for(
+        "the other node holding the lease",
+        ROLLOUT,
+        || lease(&redis),
+        |l| l["owner"] == json!(nodes[other].instance_id),
+    );
+    assert!(
+        second["token"].as_u64() > first["token"].as_u64(),
+        "{first} then {second}"
+    );
+    let r = wait_for(
+        "the other node's turn recorded",
+        ROLLOUT,
+        || rollout(&redis),
+        |r| {
+            r["done"]
+                .as_array()
+                .is_some_and(|d| d.contains(&json!(nodes[other].instance_id)))
+        },
+    );
+    // The dead holder's turn stays open: the rollout runs, waiting for it.
+    assert_eq!(r["state"], "running", "{r:#}");
+    assert_eq!(restarts(&nodes[other]).len(), 1);
+    // The killed holder may have been killed before its `app stop`, or during its restart: the
+    // other node's restart began after it either way.
+    if let Some(killed_began) = app_calls(&nodes[holder], "stop").first() {
+        assert!(restarts(&nodes[other])[0].0 > *killed_began);
+    }
+    let _ = follower.child.kill();
+    let _ = follower.child.wait();
+
+    wait_serving(&nodes[other], 1);
+    // Once the dead node is stale, a new rollout is not blocked by the stuck one: it replaces it.
+    let run = nodes[other].run(&["app", "restart", "--rolling"], ROLLOUT);
+    run.assert_code(0);
+    assert!(run.stderr.contains("replacing it"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("1/1 restarted (done)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(restarts(&nodes[other]).len(), 2);
 }
 
 #[test]
