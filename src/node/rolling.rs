@@ -181,3 +181,143 @@ fn step_name(step: RestartStep) -> &'static str {
         RestartStep::Interrupted => "interrupted",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::rollout::{Rollout, RolloutState};
+    use crate::node::operator;
+    use crate::node::view::AppRestartView;
+    use crate::ports::cluster::{ClusterStores, StoreTarget};
+    use crate::testing::fakes::{FakeStore, FakeStores};
+    use crate::testing::states::in_service;
+
+    const BEAT: Duration = Duration::from_secs(1);
+
+    fn store(stores: &FakeStores) -> Arc<FakeStore> {
+        Arc::new(stores.open(StoreTarget {
+            host: "fake".into(),
+            port: 6379,
+            password: None,
+            tls: false,
+            ca_bundle: None,
+            database: 0,
+            key_prefix: "p:".into(),
+        }))
+    }
+
+    fn rollout(ids: &[&str]) -> Rollout {
+        Rollout {
+            id: "r1".into(),
+            requested_by: "alice".into(),
+            requested_at: 1,
+            instances: ids.iter().map(|s| s.to_string()).collect(),
+            done: vec![],
+            state: RolloutState::Running,
+            failure: None,
+        }
+    }
+
+    /// A service loop that takes one app restart and ends it with `step` after `takes`.
+    fn service(
+        mut inbox: operator::Inbox,
+        view: watch::Sender<View>,
+        step: RestartStep,
+        takes: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let request = inbox.next().await;
+            let by = request.by.clone();
+            request.answer(operator::Answer::accepted("ok"));
+            tokio::time::sleep(takes).await;
+            view.send_modify(|v| {
+                v.app_restart = Some(AppRestartView {
+                    by,
+                    step,
+                    started_at: 1,
+                    ended_at: Some(2),
+                    detail: Some("why".into()),
+                });
+            });
+        })
+    }
+
+    fn turn(
+        store: &Arc<FakeStore>,
+        door: Door,
+        view: &watch::Sender<View>,
+        me: &str,
+    ) -> Turn<FakeStore> {
+        Turn {
+            store: store.clone(),
+            door,
+            view: view.subscribe(),
+            instance_id: me.into(),
+            heartbeat: BEAT,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_restarts_renews_the_lease_while_it_runs_records_and_releases() {
+        let stores = FakeStores::default();
+        let s = store(&stores);
+        s.start_rollout(&rollout(&["i-1", "i-2"]), None)
+            .await
+            .unwrap();
+        let (door, inbox) = operator::door();
+        let (view, _) = watch::channel(View::of_state(&in_service(), 1, None, None));
+        // Longer than the lease (3 beats): it must be renewed to be recorded.
+        let svc = service(inbox, view.clone(), RestartStep::Succeeded, BEAT * 10);
+        take_turn(turn(&s, door, &view, "i-1")).await.unwrap();
+        svc.await.unwrap();
+        let status = s.read_rollout().await.unwrap();
+        assert_eq!(status.rollout.unwrap().done, ["i-1"]);
+        assert_eq!(status.lease, None);
+        let calls = stores.data.lock().unwrap().calls.clone();
+        assert!(
+            calls.iter().filter(|c| c.starts_with("renew")).count() >= 9,
+            "{calls:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_lease_means_no_turn_and_a_failed_restart_stops_the_rollout() {
+        let stores = FakeStores::default();
+        let s = store(&stores);
+        s.start_rollout(&rollout(&["i-1", "i-2"]), None)
+            .await
+            .unwrap();
+        let other = s.acquire_lease("i-2", BEAT * 3).await.unwrap();
+        let (door, inbox) = operator::door();
+        let (view, _) = watch::channel(View::of_state(&in_service(), 1, None, None));
+        take_turn(turn(&s, door.clone(), &view, "i-1"))
+            .await
+            .unwrap();
+        assert!(s
+            .read_rollout()
+            .await
+            .unwrap()
+            .rollout
+            .unwrap()
+            .done
+            .is_empty());
+        // The holder dies: its lease expires and this node goes; its restart does not come back.
+        tokio::time::sleep(BEAT * 4).await;
+        let svc = service(inbox, view.clone(), RestartStep::NotReady, BEAT);
+        take_turn(turn(&s, door, &view, "i-1")).await.unwrap();
+        svc.await.unwrap();
+        let r = s.read_rollout().await.unwrap().rollout.unwrap();
+        assert_eq!(r.state, RolloutState::Stopped);
+        assert_eq!(r.failure.unwrap().why, "app restart not ready: why");
+        // The dead holder's late answer is fenced.
+        let LeaseAnswer::Acquired(old) = other else {
+            panic!()
+        };
+        let late = s
+            .finish_turn("r1", "i-2", old.token, &TurnOutcome::Restarted)
+            .await
+            .unwrap();
+        assert!(late.is_err());
+        assert!(!s.release_lease(old.token).await.unwrap());
+    }
+}
