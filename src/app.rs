@@ -8,6 +8,7 @@ use crate::adapters::tfe::CliTfe;
 use crate::cli::{AppCommand, AppConfigCommand, Cli, ClusterCommand, Command};
 use crate::config::{self, AgentConfig, Endpoint, Settings};
 use crate::model::cluster::ClusterView;
+use crate::model::rollout::RollingView;
 use crate::node::app_config::{self, AppConfigError};
 use crate::node::boot;
 use crate::node::cluster;
@@ -16,12 +17,14 @@ pub use crate::node::exit::Exit;
 use crate::node::operator;
 use crate::node::preflight;
 use crate::node::recorder::Recorder;
+use crate::node::rolling_cli;
 use crate::node::service;
 use crate::node::state::StateStore;
 use crate::node::support_bundle::{self, BundleError, TfeBundle};
 use crate::observe::{self, summary, StatusDoc};
 use crate::ports::{
-    ClusterStore, ClusterStores, Identity, ImdsError, InstanceMetadata, Parts, TokioClock,
+    cluster::RolloutStore, ClusterStore, ClusterStores, Identity, ImdsError, InstanceMetadata,
+    Parts, TokioClock,
 };
 use crate::sys::retry::Backoff;
 use crate::sys::shutdown;
@@ -68,8 +71,11 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Preflight { json } => preflight_command(&cfg, json).await,
         Command::Drain { detach } => observe::operate::drain(&cfg, detach).await,
         Command::App {
-            action: AppCommand::Restart,
+            action: AppCommand::Restart { rolling: false },
         } => observe::operate::app_restart(&cfg).await,
+        Command::App {
+            action: AppCommand::Restart { rolling: true },
+        } => rolling_restart(&cfg).await,
         Command::AppConfig {
             action: AppConfigCommand::Set { key, value },
         } => app_config_set(&cfg, &key, &value).await,
@@ -292,7 +298,7 @@ async fn run_service(cfg: &Settings) -> Exit {
     recorder.configured(cfg);
     let (door, mut inbox) = operator::door();
     start_api(cfg, &recorder, &door);
-    drop(door);
+    recorder.set_door(door);
     tokio::spawn(observe::watchdog::run());
     service::run(&w, cfg, &identity, &recorder, &mut signals, &mut inbox).await
 }
@@ -341,7 +347,22 @@ async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterComma
     }
     match store.read().await {
         Ok(snapshot) => {
-            let view = ClusterView::assess(&snapshot, cfg.cluster.node_ttl, cfg.cluster.max_nodes);
+            let mut view =
+                ClusterView::assess(&snapshot, cfg.cluster.node_ttl, cfg.cluster.max_nodes);
+            view.rolling = match store.read_rollout().await {
+                Ok(s) => Some(RollingView {
+                    lease: s.lease,
+                    rollout: s.rollout,
+                    now: s.now,
+                }),
+                Err(e) => {
+                    eprintln!(
+                        "reading the rolling restart failed: {}",
+                        crate::error_chain(&e)
+                    );
+                    None
+                }
+            };
             print_doc(json, &view, || summary::cluster(&view));
             if view.consistent {
                 Exit::Ok
@@ -350,6 +371,33 @@ async fn cluster_command(cfg: &Settings, json: bool, action: Option<ClusterComma
             }
         }
         Err(e) => fail(Exit::ClusterStore, &e),
+    }
+}
+
+/// `app restart --rolling`: a rollout over the live in-service nodes, followed until it ends.
+async fn rolling_restart(cfg: &Settings) -> Exit {
+    let (w, node) = match loaded(cfg).await {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let Some(target) = cluster::store_target(&cfg.cluster, &node) else {
+        eprintln!("no cluster store: [cluster].enabled is false, or no redis_host setting names a Redis; `app restart` restarts this node alone");
+        return Exit::Config;
+    };
+    let store = w.stores.open(target);
+    match rolling_cli::start(&store, cfg, operator::operator_name()).await {
+        Ok(rollout) => {
+            println!(
+                "rollout {} started by {}: {} node(s), one at a time: {}",
+                rollout.id,
+                rollout.requested_by,
+                rollout.instances.len(),
+                rollout.instances.join(", ")
+            );
+            let bound = rolling_cli::follow_bound(cfg, rollout.instances.len());
+            rolling_cli::follow(&store, &rollout.id, bound).await
+        }
+        Err(e) => fail(e.exit(), &e),
     }
 }
 

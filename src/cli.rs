@@ -118,7 +118,15 @@ pub enum AppCommand {
     /// Restart TFE on this node through the running agent (app stop, app start, until ready);
     /// after `drain`, the way back into service. Exit 0: ready again; 6: not ready within
     /// [readiness].timeout; 9: no agent; 15: refused; 16: failed.
-    Restart,
+    ///
+    /// `--rolling`: every live in-service node of the cluster, one at a time, through the
+    /// cluster store's lease; followed until it ends. Exit 0: every node restarted; 11: the
+    /// store cannot be read; 15: refused (a rollout runs); 16: a node did not come back (the
+    /// rollout stopped) or it did not end in time.
+    Restart {
+        #[arg(long)]
+        rolling: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 //! port (`crate::ports::cluster`), the flows are in `crate::node::cluster`.
 
 use crate::model::lifecycle::Phase;
+use crate::model::rollout::RollingView;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -82,6 +83,9 @@ pub struct ClusterView {
     pub findings: Vec<Finding>,
     /// No findings: `cluster` exits 0.
     pub consistent: bool,
+    /// The rolling restart's lease and rollout; absent when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling: Option<RollingView>,
 }
 
 /// One member: its record as it wrote it, and how long ago the store last saw it.
@@ -334,6 +338,7 @@ impl ClusterView {
             consistent: findings.is_empty(),
             nodes,
             findings,
+            rolling: None,
         }
     }
 

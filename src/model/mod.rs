@@ -9,4 +9,5 @@ pub mod leak;
 pub mod lifecycle;
 pub mod preflight;
 pub mod problem;
+pub mod rollout;
 pub mod tfe;

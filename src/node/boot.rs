@@ -468,6 +468,7 @@ async fn prepare<W: World>(
             recorder.subscribe(),
             recorder.live_values(),
             recorder.publisher(),
+            recorder.door(),
         ));
     }
     recorder.milestone(Milestone::SecretsFetched, "secrets fetched and valid");

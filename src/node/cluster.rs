@@ -9,8 +9,11 @@ use crate::model::cluster::{
     Snapshot, Verdict,
 };
 use crate::model::lifecycle::Phase;
+use crate::model::rollout::RollingView;
+use crate::node::operator::Door;
 use crate::node::recorder::{LiveValues, Recorder, ViewPublisher};
-use crate::ports::cluster::{ClusterStore, ClusterStores, StoreError, StoreTarget};
+use crate::node::rolling::{self, Turn};
+use crate::ports::cluster::{ClusterStore, ClusterStores, RolloutStore, StoreError, StoreTarget};
 use crate::ports::{Clock, Identity, World};
 use crate::sys::secret::Secret;
 use crate::telemetry::metrics::metrics;
@@ -18,6 +21,7 @@ use crate::telemetry::{loops, LoopName};
 use crate::tfe_files::fingerprint;
 use crate::tfe_files::{SettingValue, TfeConfig};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -55,7 +59,8 @@ pub fn store_target(cfg: &ClusterSection, node: &TfeConfig) -> Option<StoreTarge
 
 /// What the guard lets through: the store and this node's record, for [`run_membership`].
 pub struct Membership<S> {
-    store: S,
+    /// Shared with a rolling restart's turn while one runs.
+    store: Arc<S>,
     me: MemberRecord,
     /// The must-match values (fingerprinted again when the cluster's salt changes).
     values: BTreeMap<String, Secret>,
@@ -85,7 +90,7 @@ pub async fn guard<W: World>(
         return Ok(None);
     };
     let address = format!("{}:{}", target.host, target.port);
-    let store = world.stores().open(target);
+    let store = Arc::new(world.stores().open(target));
     let values: BTreeMap<String, Secret> = cfg
         .cluster
         .must_match
@@ -116,7 +121,7 @@ pub async fn guard<W: World>(
         joined: None,
         cfg: cfg.cluster.clone(),
     };
-    let snapshot = match read(world, &membership.store).await {
+    let snapshot = match read(world, &*membership.store).await {
         Ok(s) => s,
         Err(e) => {
             log::warn!(
@@ -223,7 +228,7 @@ async fn claim_if_first<W: World, S: ClusterStore>(
         humantime::format_duration(wait)
     );
     world.clock().sleep(wait).await;
-    let snapshot = match read(world, &membership.store).await {
+    let snapshot = match read(world, &*membership.store).await {
         Ok(s) if s.identity.is_some() => return s,
         Ok(s) => s,
         Err(e) => {
@@ -365,17 +370,19 @@ async fn kdf(
 /// when they change. `live`: the must-match values TFE runs, from the drift loop, published as
 /// fingerprints so that a value changed live on one node shows. When the node is drained and its
 /// terminate hook released it leaves the cluster and ends.
-pub async fn run_membership<S: ClusterStore + 'static>(
+pub async fn run_membership<S: ClusterStore + RolloutStore + 'static>(
     mut membership: Membership<S>,
     mut view: watch::Receiver<crate::node::view::View>,
     live: watch::Receiver<LiveValues>,
     publish: ViewPublisher,
+    door: Option<Door>,
 ) {
     let interval = membership.cfg.heartbeat_interval;
     let keep_for = membership.cfg.node_ttl * 2;
     let alive = loops().enter(LoopName::Cluster, interval);
     let mut last_findings = None;
     let mut last_error: Option<String> = None;
+    let mut turn: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         alive.tick();
         let phase = view.borrow_and_update().phase;
@@ -425,6 +432,9 @@ pub async fn run_membership<S: ClusterStore + 'static>(
                     membership.cfg.node_ttl,
                     membership.cfg.max_nodes,
                 );
+                let mut cluster = cluster;
+                cluster.rolling =
+                    rolling_turn(&membership, phase, door.as_ref(), &view, &mut turn).await;
                 metrics().cluster(&cluster);
                 // Said once per change: a stale node's age grows every heartbeat, not its finding.
                 let findings = unaged(&cluster.findings);
@@ -461,6 +471,50 @@ pub async fn run_membership<S: ClusterStore + 'static>(
             }
         }
     }
+}
+
+/// The rolling restart as the store holds it (for the view), and this node's turn spawned when
+/// the rollout waits for it, the node is in service and no turn of its own runs already.
+async fn rolling_turn<S: ClusterStore + RolloutStore + 'static>(
+    membership: &Membership<S>,
+    phase: Phase,
+    door: Option<&Door>,
+    view: &watch::Receiver<crate::node::view::View>,
+    turn: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Option<RollingView> {
+    let status = match membership.store.read_rollout().await {
+        Ok(s) => s,
+        Err(e) => {
+            log::debug!(
+                "reading the rolling restart failed: {}",
+                crate::error_chain(&e)
+            );
+            return None;
+        }
+    };
+    let me = &membership.me.instance_id;
+    let idle = turn.as_ref().is_none_or(|t| t.is_finished());
+    if let Some(door) = door.filter(|_| {
+        idle && phase == Phase::InService && rolling::my_turn(status.rollout.as_ref(), me)
+    }) {
+        let work = Turn {
+            store: membership.store.clone(),
+            door: door.clone(),
+            view: view.clone(),
+            instance_id: me.clone(),
+            heartbeat: membership.cfg.heartbeat_interval,
+        };
+        *turn = Some(tokio::spawn(async move {
+            if let Err(e) = rolling::take_turn(work).await {
+                log::warn!("rolling restart: {}", crate::error_chain(&e));
+            }
+        }));
+    }
+    Some(RollingView {
+        lease: status.lease,
+        rollout: status.rollout,
+        now: status.now,
+    })
 }
 
 /// `findings` with the ages of stale nodes left out (what the log compares).

@@ -13,6 +13,8 @@ pub mod preflight;
 pub mod readiness;
 pub mod recorder;
 pub mod restart;
+pub mod rolling;
+pub mod rolling_cli;
 pub mod service;
 pub mod state;
 pub mod support_bundle;

@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::model::asg::HookResult;
 use crate::model::lifecycle::{Event, HookOutcome, IllegalTransition, NodeState, Phase, Source};
 use crate::model::preflight::Report;
+use crate::node::operator::Door;
 use crate::node::state::{StateError, StateStore};
 use crate::node::view::{AppRestartView, HookState, LastError, NoticeView, View};
 use crate::sys::notify;
@@ -46,6 +47,9 @@ pub struct Recorder {
     boot_started: Cell<Option<Instant>>,
     install_started: Cell<Option<Instant>>,
     drain_started: Cell<Option<Instant>>,
+    /// The operator channel into the service loop (`run` only): a rolling restart's turn asks
+    /// through it like an operator would.
+    door: RefCell<Option<Door>>,
 }
 
 impl Recorder {
@@ -68,6 +72,7 @@ impl Recorder {
             boot_started: Cell::new(None),
             install_started: Cell::new(None),
             drain_started: Cell::new(None),
+            door: RefCell::new(None),
         }
     }
 
@@ -90,6 +95,15 @@ impl Recorder {
     }
 
     /// Lets a task of its own (the membership loop) publish its part of the view.
+    /// Lets the membership loop ask the service loop for a rolling restart's turn.
+    pub fn set_door(&self, door: Door) {
+        *self.door.borrow_mut() = Some(door);
+    }
+
+    pub fn door(&self) -> Option<Door> {
+        self.door.borrow().clone()
+    }
+
     pub fn publisher(&self) -> ViewPublisher {
         ViewPublisher(self.view.clone(), self.live.clone())
     }

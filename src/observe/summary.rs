@@ -158,5 +158,32 @@ pub fn cluster(view: &ClusterView) -> String {
     for f in &view.findings {
         let _ = writeln!(out, "finding: {}", f.describe());
     }
+    if let Some(rolling) = &view.rolling {
+        if let Some(l) = &rolling.lease {
+            let _ = writeln!(
+                out,
+                "restart lease: held by {} since {} ({}s, token {})",
+                l.owner,
+                l.since,
+                rolling.now.saturating_sub(l.since),
+                l.token
+            );
+        }
+        if let Some(r) = &rolling.rollout {
+            let _ = writeln!(
+                out,
+                "rollout {} by {} at {}: {}; done: {}",
+                r.id,
+                r.requested_by,
+                r.requested_at,
+                r.progress(),
+                if r.done.is_empty() {
+                    "none".into()
+                } else {
+                    r.done.join(", ")
+                }
+            );
+        }
+    }
     out
 }

@@ -2,6 +2,7 @@
 //! shares with TFE. The real one is `crate::adapters::redis`.
 
 use crate::model::cluster::{ClusterIdentity, MemberRecord, Snapshot};
+use crate::model::rollout::{Lease, LeaseAnswer, Rollout, RolloutRefusal, TurnOutcome};
 use crate::sys::secret::Secret;
 use std::future::Future;
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub enum StoreError {
 
 /// Opens stores: the target is known only once the secrets are (the password is one).
 pub trait ClusterStores: Sync {
-    type Store: ClusterStore + 'static;
+    type Store: ClusterStore + RolloutStore + 'static;
     /// A store that connects on first use (and reconnects with backoff after that).
     fn open(&self, target: StoreTarget) -> Self::Store;
 }
@@ -75,4 +76,55 @@ pub trait ClusterStore: Send + Sync {
 
     /// Deletes the identity (an operator's deliberate reset: new database, new enc_password).
     fn reset_identity(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The rolling restart as the store holds it, read in one round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutStatus {
+    pub rollout: Option<Rollout>,
+    pub lease: Option<Lease>,
+    /// The store's clock (unix seconds).
+    pub now: u64,
+}
+
+/// The rolling restart's lease and record (`app restart --rolling`): each operation atomic on
+/// the store; every write of a turn is fenced by the lease's token.
+pub trait RolloutStore: Send + Sync {
+    /// Takes the lease for `owner` for `ttl` unless someone holds it; a new token each time.
+    fn acquire_lease(
+        &self,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<LeaseAnswer, StoreError>> + Send;
+
+    /// Keeps the lease `ttl` more if it is still held under `token`; false when it is not.
+    fn renew_lease(
+        &self,
+        token: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives the lease up if it is still held under `token`; false when it was not.
+    fn release_lease(&self, token: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores `rollout` unless one runs (other than `replaces`, a running one found abandoned):
+    /// `Some(the running one)` when refused.
+    fn start_rollout(
+        &self,
+        rollout: &Rollout,
+        replaces: Option<&str>,
+    ) -> impl Future<Output = Result<Option<Rollout>, StoreError>> + Send;
+
+    /// The current rollout and lease, writing nothing.
+    fn read_rollout(&self) -> impl Future<Output = Result<RolloutStatus, StoreError>> + Send;
+
+    /// Records `instance`'s turn in rollout `rollout_id` if the lease is still held under
+    /// `token` (a stale holder's late answer is refused); answers the rollout after it.
+    fn finish_turn(
+        &self,
+        rollout_id: &str,
+        instance: &str,
+        token: u64,
+        outcome: &TurnOutcome,
+    ) -> impl Future<Output = Result<Result<Rollout, RolloutRefusal>, StoreError>> + Send;
 }

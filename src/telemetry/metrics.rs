@@ -707,6 +707,7 @@ mod tests {
             nodes: Vec::new(),
             findings: Vec::new(),
             consistent: true,
+            rolling: None,
         });
         // Every verdict of every check in turn: one series a check remains.
         for verdict in Verdict::ALL {

@@ -3,13 +3,15 @@
 //! Keys, all under the target's `key_prefix` (`tfe-node-agent:`):
 //! - `{prefix}identity`: the [`ClusterIdentity`] as JSON, no TTL;
 //! - `{prefix}node:{instance_id}`: a [`MemberRecord`] as JSON, kept `keep_for`;
-//! - `{prefix}nodes`: sorted set, member = instance id, score = last_seen (the server's clock).
+//! - `{prefix}nodes`: sorted set, member = instance id, score = last_seen (the server's clock);
+//! - the rolling restart's lease and rollout (`rollout.rs`).
 //!
 //! Every operation is one round trip (a Lua script, `scripts.rs`, or one atomic pipeline) on one
 //! multiplexed connection (`link.rs`).
 
 pub(in crate::adapters) mod client;
 mod link;
+mod rollout;
 mod scripts;
 
 use crate::model::cluster::{ClusterIdentity, MemberRecord, Snapshot};
@@ -64,6 +66,9 @@ struct Keys {
     index: String,
     /// `{prefix}node:`; a record's key is this and the instance id.
     node: String,
+    lease: String,
+    lease_token: String,
+    rollout: String,
 }
 
 impl RedisStore {
@@ -73,6 +78,9 @@ impl RedisStore {
             identity: format!("{prefix}identity"),
             index: format!("{prefix}nodes"),
             node: format!("{prefix}node:"),
+            lease: format!("{prefix}lease"),
+            lease_token: format!("{prefix}lease-token"),
+            rollout: format!("{prefix}rollout"),
         };
         RedisStore {
             keys,

@@ -83,3 +83,87 @@ return 1
 "#,
     )
 });
+
+/// KEYS: lease, token counter. ARGV: owner, ttl in milliseconds. Answers `[1, lease JSON]` when
+/// taken (a new token from the counter, `since` from the server's clock) or `[0, holder's lease
+/// JSON]`. The owner is JSON-encoded by cjson, so `"token":` cannot appear inside it.
+pub(super) static ACQUIRE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call('GET', KEYS[1])
+if current then return {0, current} end
+local token = redis.call('INCR', KEYS[2])
+local t = redis.call('TIME')
+local lease = '{"owner":' .. cjson.encode(ARGV[1]) .. ',"token":' .. token .. ',"since":' .. t[1] .. '}'
+redis.call('SET', KEYS[1], lease, 'PX', ARGV[2])
+return {1, lease}
+"#,
+    )
+});
+
+/// KEYS: lease. ARGV: token, ttl in milliseconds. Answers 1 (kept `ttl` more) or 0 (not held
+/// under this token).
+pub(super) static RENEW_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call('GET', KEYS[1]) or ''
+if string.match(current, '"token":(%d+)') ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// KEYS: lease. ARGV: token. Answers 1 (deleted) or 0 (not held under this token).
+pub(super) static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call('GET', KEYS[1]) or ''
+if string.match(current, '"token":(%d+)') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"#,
+    )
+});
+
+/// KEYS: rollout. ARGV: the new rollout JSON, the id of a running rollout it replaces (one that
+/// waits only for nodes gone) or "". Stores it unless another one is running: answers nil
+/// (stored) or the running one's JSON. A record that does not decode is replaced.
+pub(super) static START_ROLLOUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, r = pcall(cjson.decode, current)
+  if ok and type(r) == 'table' and r.state == 'running' and r.id ~= ARGV[2] then return current end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return false
+"#,
+    )
+});
+
+/// KEYS: rollout, lease. Answers `[server time, rollout JSON or nil, lease JSON or nil]`.
+pub(super) static READ_ROLLOUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+return {t[1], redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+"#,
+    )
+});
+
+/// KEYS: lease, rollout. ARGV: token, the rollout JSON as read, the rollout JSON after the turn
+/// (computed by the agent from the pure rules). Answers 1 (written), 0 (the lease is not held
+/// under this token: fenced) or -1 (the rollout changed since it was read: read again).
+pub(super) static FINISH_TURN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local lease = redis.call('GET', KEYS[1]) or ''
+if string.match(lease, '"token":(%d+)') ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
+redis.call('SET', KEYS[2], ARGV[3])
+return 1
+"#,
+    )
+});

@@ -229,7 +229,7 @@ async fn the_values_tfe_runs_are_published_as_fingerprints_with_the_clusters_sal
         .map(|k| (k.clone(), Secret::new(shared[k].as_str().unwrap())))
         .collect();
     let publish = rec.recorder.publisher();
-    publish.live_values(Some(std::sync::Arc::new(rendered.clone())));
+    publish.live_values(Some(Arc::new(rendered.clone())));
     tokio::time::sleep(cfg.cluster.heartbeat_interval * 2).await;
     let me = record();
     assert_eq!(me.live_fingerprints, me.fingerprints);
@@ -237,7 +237,7 @@ async fn the_values_tfe_runs_are_published_as_fingerprints_with_the_clusters_sal
     // enc_password changed live: its live fingerprint is the new value's, with the same salt.
     let mut changed = rendered;
     changed.insert("enc_password".into(), Secret::new("enc-changed-live-4b1d"));
-    publish.live_values(Some(std::sync::Arc::new(changed)));
+    publish.live_values(Some(Arc::new(changed)));
     tokio::time::sleep(cfg.cluster.heartbeat_interval * 2).await;
     let me = record();
     let salt = stores.data.lock().unwrap().identity.clone().unwrap().salt;

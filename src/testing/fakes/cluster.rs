@@ -3,7 +3,12 @@
 //! be down. Every store opened from one [`FakeStores`] shares its data (the nodes of one cluster).
 
 use crate::model::cluster::{ClusterIdentity, MemberRecord, Snapshot};
-use crate::ports::cluster::{ClusterStore, ClusterStores, StoreError, StoreTarget};
+use crate::model::rollout::{
+    Lease, LeaseAnswer, Rollout, RolloutRefusal, RolloutState, TurnOutcome,
+};
+use crate::ports::cluster::{
+    ClusterStore, ClusterStores, RolloutStatus, RolloutStore, StoreError, StoreTarget,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +25,10 @@ pub struct FakeCluster {
     pub down: bool,
     /// Every call, in order ("heartbeat i-1", "claim", …).
     pub calls: Vec<String>,
+    /// The rolling restart's lease and the instant it expires; the last token given.
+    pub lease: Option<(Lease, Instant)>,
+    pub last_token: u64,
+    pub rollout: Option<Rollout>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +101,9 @@ impl FakeStore {
         }
         let now = Instant::now();
         data.members.retain(|_, (_, until)| *until > now);
+        if data.lease.as_ref().is_some_and(|(_, until)| *until <= now) {
+            data.lease = None;
+        }
         Ok(data)
     }
 
@@ -159,5 +171,102 @@ impl ClusterStore for FakeStore {
         let mut data = self.call("reset".into())?;
         data.identity = None;
         Ok(())
+    }
+}
+
+fn held(data: &FakeCluster, token: u64) -> bool {
+    data.lease.as_ref().is_some_and(|(l, _)| l.token == token)
+}
+
+impl RolloutStore for FakeStore {
+    async fn acquire_lease(&self, owner: &str, ttl: Duration) -> Result<LeaseAnswer, StoreError> {
+        let since = self.unix_now();
+        let mut data = self.call(format!("acquire {owner}"))?;
+        if let Some((lease, _)) = &data.lease {
+            return Ok(LeaseAnswer::Held(lease.clone()));
+        }
+        data.last_token += 1;
+        let lease = Lease {
+            owner: owner.to_string(),
+            token: data.last_token,
+            since,
+        };
+        data.lease = Some((lease.clone(), Instant::now() + ttl));
+        Ok(LeaseAnswer::Acquired(lease))
+    }
+
+    async fn renew_lease(&self, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        let mut data = self.call(format!("renew {token}"))?;
+        match data.lease.as_mut().filter(|(l, _)| l.token == token) {
+            Some((_, until)) => {
+                *until = Instant::now() + ttl;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn release_lease(&self, token: u64) -> Result<bool, StoreError> {
+        let mut data = self.call(format!("release {token}"))?;
+        let mine = held(&data, token);
+        if mine {
+            data.lease = None;
+        }
+        Ok(mine)
+    }
+
+    async fn start_rollout(
+        &self,
+        rollout: &Rollout,
+        replaces: Option<&str>,
+    ) -> Result<Option<Rollout>, StoreError> {
+        let mut data = self.call(format!("start {}", rollout.id))?;
+        if let Some(running) = data
+            .rollout
+            .as_ref()
+            .filter(|r| r.state == RolloutState::Running && Some(r.id.as_str()) != replaces)
+        {
+            return Ok(Some(running.clone()));
+        }
+        data.rollout = Some(rollout.clone());
+        Ok(None)
+    }
+
+    async fn read_rollout(&self) -> Result<RolloutStatus, StoreError> {
+        let now = self.unix_now();
+        let data = self.call("read-rollout".into())?;
+        Ok(RolloutStatus {
+            rollout: data.rollout.clone(),
+            lease: data.lease.as_ref().map(|(l, _)| l.clone()),
+            now,
+        })
+    }
+
+    async fn finish_turn(
+        &self,
+        rollout_id: &str,
+        instance: &str,
+        token: u64,
+        outcome: &TurnOutcome,
+    ) -> Result<Result<Rollout, RolloutRefusal>, StoreError> {
+        let mut data = self.call(format!("finish {instance} {token}"))?;
+        if !held(&data, token) {
+            return Ok(Err(RolloutRefusal::Fenced {
+                instance: instance.to_string(),
+                token,
+            }));
+        }
+        let Some(rollout) = data.rollout.as_mut() else {
+            return Ok(Err(RolloutRefusal::Missing {
+                id: rollout_id.to_string(),
+            }));
+        };
+        if rollout.id != rollout_id {
+            return Ok(Err(RolloutRefusal::Replaced {
+                id: rollout_id.to_string(),
+                current: rollout.id.clone(),
+            }));
+        }
+        Ok(rollout.finish(instance, outcome).map(|()| rollout.clone()))
     }
 }
