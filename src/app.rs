@@ -5,7 +5,7 @@ use crate::adapters::host::SystemHost;
 use crate::adapters::probes::SystemProbes;
 use crate::adapters::redis::RedisStores;
 use crate::adapters::tfe::CliTfe;
-use crate::cli::{AppCommand, AppConfigCommand, Cli, ClusterCommand, Command};
+use crate::cli::{AppCommand, AppConfigCommand, Cli, ClusterCommand, Command, RestartMode};
 use crate::config::{self, AgentConfig, Endpoint, Settings};
 use crate::model::cluster::ClusterView;
 use crate::model::rollout::RollingView;
@@ -77,8 +77,16 @@ pub async fn run(cli: Cli) -> Exit {
             action: AppCommand::Restart { rolling: true },
         } => rolling_restart(&cfg).await,
         Command::AppConfig {
-            action: AppConfigCommand::Set { key, value },
-        } => app_config_set(&cfg, &key, &value).await,
+            action:
+                AppConfigCommand::Set {
+                    key,
+                    value,
+                    restart,
+                },
+        } => match app_config_set(&cfg, &key, &value).await {
+            Exit::Ok if restart == Some(RestartMode::Rolling) => rolling_restart(&cfg).await,
+            code => code,
+        },
         Command::SupportBundle {
             output,
             journal_lines,

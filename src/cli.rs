@@ -134,5 +134,18 @@ pub enum AppConfigCommand {
     /// Set one setting (`replicated admin app-config -k KEY -v VALUE`), checked by the rules of
     /// boot; never a key whose value comes from a secret. Exit 0: set and recorded; 3: invalid;
     /// 15: refused (secret key); 16: the tool failed.
-    Set { key: String, value: String },
+    Set {
+        key: String,
+        value: String,
+        /// `rolling`: then restart TFE on every live node, one at a time (`app restart
+        /// --rolling`), so the change takes effect.
+        #[arg(long, value_enum)]
+        restart: Option<RestartMode>,
+    },
+}
+
+/// How `app-config set` restarts TFE after the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartMode {
+    Rolling,
 }

@@ -216,13 +216,28 @@ fn a_rolling_restart_restarts_each_node_once_one_at_a_time_and_a_node_not_coming
     let before: Vec<usize> = nodes.iter().map(|n| restarts(n).len()).collect();
     assert_eq!(before, [0, 0, 0]);
 
-    let run = nodes[1].run(&["app", "restart", "--rolling"], ROLLOUT);
+    // A live change with its rolling restart (`app-config set … --restart rolling`), which is
+    // `app restart --rolling` once the change is made and recorded.
+    let run = nodes[1].run(
+        &[
+            "app-config",
+            "set",
+            "capacity_concurrency",
+            "15",
+            "--restart",
+            "rolling",
+        ],
+        ROLLOUT,
+    );
     run.assert_code(0);
     assert!(
         run.stdout.contains("3/3 restarted (done)"),
         "{}",
         run.stdout
     );
+    let changes = std::fs::read_to_string(nodes[1].path("state/config-changes.jsonl"))
+        .expect("the change is recorded");
+    assert!(changes.contains("\"capacity_concurrency\""), "{changes}");
     let mut intervals: Vec<(f64, f64)> = Vec::new();
     for n in &nodes {
         let r = restarts(n);

@@ -157,7 +157,7 @@ pub fn next_steps(applied: &Applied) -> String {
     format!(
         "set {key} = {value:?} on this node's app config; recorded in {record}.\n\
          Make it permanent: set `{key} = {value:?}` under [settings] in agent.toml, i.e. in the launch template's user data{was}.\n\
-         It takes effect once the app restarts on every node: run `tfe-node-agent app restart --rolling` once (every node, one at a time). Whether other nodes' app config follows this change is not documented: run this command on each node too (each records its own change).\n",
+         It takes effect once the app restarts on every node: run `tfe-node-agent app restart --rolling` once (every node, one at a time), or give the last `app-config set` `--restart rolling`. Whether other nodes' app config follows this change is not documented: run this command on each node too (each records its own change).\n",
         key = applied.key,
         value = applied.value,
         record = applied.record.display(),
