@@ -6,7 +6,7 @@ use crate::adapters::probes::SystemProbes;
 use crate::adapters::redis::RedisStores;
 use crate::adapters::tfe::CliTfe;
 use crate::cli::{AppCommand, AppConfigCommand, Cli, ClusterCommand, Command, RestartMode};
-use crate::config::{self, AgentConfig, Endpoint, Settings};
+use crate::config::{self, AgentConfig, Settings};
 use crate::model::cluster::ClusterView;
 use crate::model::rollout::RollingView;
 use crate::node::app_config::{self, AppConfigError};
@@ -21,7 +21,7 @@ use crate::node::rolling_cli;
 use crate::node::service;
 use crate::node::state::StateStore;
 use crate::node::support_bundle::{self, BundleError, TfeBundle};
-use crate::observe::{self, summary, StatusDoc};
+use crate::observe::{self, summary};
 use crate::ports::{
     cluster::RolloutStore, ClusterStore, ClusterStores, Identity, ImdsError, InstanceMetadata,
     Parts, TokioClock,
@@ -565,34 +565,16 @@ async fn app_config_set(cfg: &Settings, key: &str, value: &str) -> Exit {
 /// `status`: the running agent's `/status` (unix socket first, then TCP), else what
 /// `state.json` records.
 async fn status(cfg: &Settings, json: bool) -> Exit {
-    let mut endpoints: Vec<&Endpoint> = cfg.listen.iter().collect();
-    endpoints.sort_by_key(|e| !matches!(e, Endpoint::Unix(_)));
-    let mut failures = Vec::new();
-    for endpoint in endpoints {
-        match observe::client::get(endpoint, "/status").await {
-            Ok((200, body)) => {
-                let doc: StatusDoc = match serde_json::from_str(&body) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        failures.push(format!("{endpoint}: not the agent's /status ({e})"));
-                        continue;
-                    }
-                };
-                if json {
-                    print!("{body}");
-                } else {
-                    print!("{}", summary::running(&doc));
-                }
-                return if doc.ready { Exit::Ok } else { Exit::NotReady };
+    let why = match observe::client::status(&cfg.listen).await {
+        Ok((body, doc)) => {
+            if json {
+                print!("{body}");
+            } else {
+                print!("{}", summary::running(&doc));
             }
-            Ok((code, _)) => failures.push(format!("{endpoint}: HTTP {code}")),
-            Err(e) => failures.push(crate::error_chain(&e)),
+            return if doc.ready { Exit::Ok } else { Exit::NotReady };
         }
-    }
-    let why = if failures.is_empty() {
-        "[observe].listen is off".to_string()
-    } else {
-        failures.join("; ")
+        Err(why) => why,
     };
     eprintln!("no running agent answered: {why}");
     let store = StateStore::new(&cfg.paths.state_dir);

@@ -2,6 +2,7 @@
 //! operator's POST over the unix socket (`drain`, `app restart`).
 
 use crate::config::Endpoint;
+use crate::observe::StatusDoc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::{Method, Request};
@@ -130,14 +131,18 @@ where
         .map_err(|e| e.to_string())
 }
 
-/// The running agent's `/status` body (unix sockets first, then TCP), or why none answered.
-pub async fn status_body(listen: &[Endpoint]) -> Result<String, String> {
+/// The running agent's `/status` (unix sockets first, then TCP): its body as served and as read,
+/// or why no endpoint answered with it (an answer that is not the agent's `/status` is skipped).
+pub async fn status(listen: &[Endpoint]) -> Result<(String, StatusDoc), String> {
     let mut endpoints: Vec<&Endpoint> = listen.iter().collect();
     endpoints.sort_by_key(|e| !matches!(e, Endpoint::Unix(_)));
     let mut failures = Vec::new();
     for endpoint in endpoints {
         match get(endpoint, "/status").await {
-            Ok((200, body)) => return Ok(body),
+            Ok((200, body)) => match serde_json::from_str(&body) {
+                Ok(doc) => return Ok((body, doc)),
+                Err(e) => failures.push(format!("{endpoint}: not the agent's /status ({e})")),
+            },
             Ok((code, _)) => failures.push(format!("{endpoint}: HTTP {code}")),
             Err(e) => failures.push(crate::error_chain(&e)),
         }
@@ -146,4 +151,9 @@ pub async fn status_body(listen: &[Endpoint]) -> Result<String, String> {
         return Err("[observe].listen is off".into());
     }
     Err(failures.join("; "))
+}
+
+/// [`status`]'s body alone (for the support bundle).
+pub async fn status_body(listen: &[Endpoint]) -> Result<String, String> {
+    status(listen).await.map(|(body, _)| body)
 }
