@@ -617,22 +617,6 @@ fn a_tls_redis_works_with_the_right_ca_and_another_ca_is_named() {
     unusable_store_fails_cluster_but_not_boot(&wrong, &redis, "unknown issuer");
 }
 
-/// `replicated admin app-config -k KEY -v VALUE` as an operator runs it on `node` (the fake
-/// tool, on that node's fake state).
-fn set_live(node: &Node, key: &str, value: &str) {
-    let out = std::process::Command::new(repo().join("tests/fake-tfe/replicated"))
-        .args(["admin", "app-config", "-k", key, "-v", value])
-        .env("FAKE_TFE_STATE", node.fake_state())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "replicated admin app-config -k {key}: {:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn a_must_match_setting_changed_live_on_one_node_is_a_live_mismatch_until_set_back() {
     const LIVE_ENC: &str = "enc-LIVE-on-one-node-91c4e07b";
@@ -660,7 +644,7 @@ fn a_must_match_setting_changed_live_on_one_node_is_a_live_mismatch_until_set_ba
         |code, v| code == 0 && consistent_with(v, &ids) && compared(v),
     );
 
-    set_live(&nodes[1], "enc_password", LIVE_ENC);
+    nodes[1].set_live("enc_password", LIVE_ENC);
     let changed = nodes[1].instance_id.clone();
     let view = wait_view(
         &nodes[0],
@@ -705,7 +689,7 @@ fn a_must_match_setting_changed_live_on_one_node_is_a_live_mismatch_until_set_ba
     assert_no_secret_in(&redis, &[LIVE_ENC]);
 
     // Set back: consistent again.
-    set_live(&nodes[1], "enc_password", SHARED_SECRET_VALUES[0]);
+    nodes[1].set_live("enc_password", SHARED_SECRET_VALUES[0]);
     wait_view(&nodes[0], "consistent again", FEW_BEATS, |code, v| {
         code == 0 && consistent_with(v, &ids) && compared(v)
     });

@@ -9,7 +9,6 @@ mod common;
 use common::hygiene::{files_under, Scanner};
 use common::*;
 use serde_json::Value;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const BOOT: Duration = Duration::from_secs(90);
@@ -77,22 +76,6 @@ fn drift_metric(metrics: &str, kind: &str) -> f64 {
     line[series.len()..].trim().parse().unwrap()
 }
 
-/// `replicated admin app-config -k KEY -v VALUE` as an operator runs it on the node (the fake
-/// tool, on this node's fake state).
-fn set_live(node: &Node, key: &str, value: &str) {
-    let out = Command::new(repo().join("tests/fake-tfe/replicated"))
-        .args(["admin", "app-config", "-k", key, "-v", value])
-        .env("FAKE_TFE_STATE", node.fake_state())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "replicated admin app-config -k {key}: {:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// How many app-config exports the agent has run.
 fn exports(node: &Node) -> usize {
     node.tool_calls("export").len()
@@ -135,7 +118,7 @@ fn a_live_change_is_seen_logged_once_shown_and_cleared_when_set_back() {
     let metrics = get(&format!("{base}/metrics"));
     assert_eq!(drift_metric(&metrics, "changed"), 0.0);
 
-    set_live(&node, "capacity_concurrency", "20");
+    node.set_live("capacity_concurrency", "20");
     let drift = wait_drift(&base, "drifted", |d| d["drifted"] == true);
     assert_eq!(
         drift["counts"],
@@ -183,7 +166,7 @@ fn a_live_change_is_seen_logged_once_shown_and_cleared_when_set_back() {
     );
 
     // Set back to the rendered value: no drift, said once.
-    set_live(&node, "capacity_concurrency", "10");
+    node.set_live("capacity_concurrency", "10");
     let drift = wait_drift(&base, "clear", |d| d["drifted"] == false);
     assert_eq!(drift["keys"], serde_json::json!([]), "{drift:#}");
     let metrics = get(&format!("{base}/metrics"));
@@ -208,7 +191,7 @@ fn a_secret_changed_live_is_found_by_digest_and_its_values_appear_nowhere() {
     let (mut agent, base) = in_service(&node);
     let mut seen: Vec<(String, Vec<u8>)> = Vec::new();
 
-    set_live(&node, "enc_password", ENC_LIVE[0]);
+    node.set_live("enc_password", ENC_LIVE[0]);
     let drift = wait_drift(&base, "drifted", |d| d["drifted"] == true);
     assert_eq!(
         drift["keys"],
@@ -228,7 +211,7 @@ fn a_secret_changed_live_is_found_by_digest_and_its_values_appear_nowhere() {
     }
 
     // Changed again, to another value that still differs: the same outcome, not said again.
-    set_live(&node, "enc_password", ENC_LIVE[1]);
+    node.set_live("enc_password", ENC_LIVE[1]);
     let at = exports(&node);
     wait_comparisons(&node, 3);
     assert!(exports(&node) >= at + 3);
@@ -246,7 +229,7 @@ fn a_secret_changed_live_is_found_by_digest_and_its_values_appear_nowhere() {
     seen.push(("/status".into(), drift_of(&base).1.into_bytes()));
 
     // Set back: no drift, exit 0.
-    set_live(&node, "enc_password", ENC_RENDERED);
+    node.set_live("enc_password", ENC_RENDERED);
     wait_drift(&base, "clear", |d| d["drifted"] == false);
     let run = node.run(&["drift", "--json"], REQUEST * 3);
     run.assert_code(0);

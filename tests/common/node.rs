@@ -257,6 +257,22 @@ impl Node {
         std::fs::write(&self.config, text).unwrap();
     }
 
+    /// `replicated admin app-config -k KEY -v VALUE` as an operator runs it on this node (the
+    /// fake tool, on this node's fake state).
+    pub fn set_live(&self, key: &str, value: &str) {
+        let out = Command::new(repo().join("tests/fake-tfe/replicated"))
+            .args(["admin", "app-config", "-k", key, "-v", value])
+            .env("FAKE_TFE_STATE", self.fake_state())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "replicated admin app-config -k {key}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn agent(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tfe-node-agent"));
         cmd.args(args)
