@@ -477,7 +477,7 @@ async fn live_peers(
     match w.stores.open(target).read().await {
         Ok(snapshot) => {
             let view = ClusterView::assess(&snapshot, cfg.cluster.node_ttl, None);
-            preflight::live_peers(serde_json::to_value(&view).ok().as_ref(), instance_id)
+            Some(preflight::live_peers(&view, instance_id))
         }
         Err(e) => {
             log::warn!(

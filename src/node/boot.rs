@@ -5,6 +5,7 @@
 
 use crate::config::{LifecycleSection, Settings};
 use crate::model::asg::{HookResult, LifecycleState};
+use crate::model::cluster::ClusterView;
 use crate::model::lifecycle::{Event, IllegalTransition, LaunchAnswer, NodeState};
 use crate::node::cluster::{self, JoinRefused};
 use crate::node::hook::{self, ActiveHook, LaunchHook, Released};
@@ -531,8 +532,10 @@ async fn prepare<W: World>(
     )
     .await?;
     if cfg.preflight.enabled {
+        // The view as the membership loop last published it (`/status`'s `cluster`), if any.
         let cluster = recorder.subscribe().borrow().cluster.clone();
-        let peers = preflight::live_peers(cluster.as_ref(), &identity.instance_id);
+        let view = cluster.and_then(|v| serde_json::from_value::<ClusterView>(v).ok());
+        let peers = view.map(|v| preflight::live_peers(&v, &identity.instance_id));
         let report = preflight::after_install(world, cfg, peers.as_deref()).await;
         gate(recorder, &report, Stage::AfterInstall, first_install)?;
     }

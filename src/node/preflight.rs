@@ -56,17 +56,13 @@ impl std::fmt::Display for Stage {
     }
 }
 
-/// The private addresses of the live peers in a published cluster view (`/status`'s `cluster`),
-/// this instance left out; `None` without a view.
-pub fn live_peers(cluster: Option<&serde_json::Value>, me: &str) -> Option<Vec<String>> {
-    let view: ClusterView = serde_json::from_value(cluster?.clone()).ok()?;
-    Some(
-        view.nodes
-            .into_iter()
-            .filter(|n| !n.stale && n.record.instance_id != me)
-            .map(|n| n.record.private_ip)
-            .collect(),
-    )
+/// The private addresses of the live peers in a cluster view, this instance left out.
+pub fn live_peers(view: &ClusterView, me: &str) -> Vec<String> {
+    view.nodes
+        .iter()
+        .filter(|n| !n.stale && n.record.instance_id != me)
+        .map(|n| n.record.private_ip.clone())
+        .collect()
 }
 
 /// TFE's Vault HA port: every node's must be reachable from every other.
