@@ -308,7 +308,8 @@ class AutoScalingApiTests(EmulatorTestCase):
         self.assertIsNone(self.state(IID))
         states = [(e["from_state"], e["to_state"], e["cause"]) for e in self.events("state")]
         self.assertEqual(states, [("Pending", "InService", "launch"),
-                                  ("InService", "Terminating:Wait", "wait-state-delay")])
+                                  ("InService", "Terminating:Wait", "wait-state-delay"),
+                                  ("Terminating:Wait", "Terminated", "complete")])
 
     def test_terminate_via_api_and_keepalive(self):
         self.group(hooks=[hook("tfe-drain", TERMINATE)])
@@ -732,8 +733,11 @@ class StandbyTests(EmulatorTestCase):
         self.complete(IID, "tfe-launch")
         self.assertEqual(self.state(IID), "InService")
         states = [(e["from_state"], e["to_state"], e["cause"]) for e in self.events("state")]
-        self.assertEqual(states, [("Pending", "Pending:Wait", "launch"), ("InService", "Standby", "enter-standby"),
-                                  ("Standby", "Pending:Wait", "exit-standby")])
+        # Hook resolutions are state events too (cause as in the lifecycle event).
+        self.assertEqual(states, [("Pending", "Pending:Wait", "launch"), ("Pending:Wait", "InService", "complete"),
+                                  ("InService", "Standby", "enter-standby"),
+                                  ("Standby", "Pending:Wait", "exit-standby"),
+                                  ("Pending:Wait", "InService", "complete")])
         self.assertEqual([(e["hook"], e["result"]) for e in self.events("lifecycle")],
                          [("tfe-launch", "CONTINUE")] * 2)
 
