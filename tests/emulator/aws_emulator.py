@@ -1073,7 +1073,8 @@ class QueryApi:
                 raise ApiError("MissingParameter", "To describe the launch template data for all your launch "
                                "templates, for '--versions' specify '$Latest', '$Default', or both, and omit "
                                "'--launch-template-id', '--launch-template-name', and version numbers.")
-            rows = list(dict.fromkeys((t, t.resolve(v)) for t in model.templates.values() for v in wanted))
+            keys = dict.fromkeys((t.id, t.resolve(v)) for t in model.templates.values() for v in wanted)
+            rows = [(model.templates[tid], number) for tid, number in keys]
         items = []
         for template, number in rows:
             user_data, created = template.versions[number - 1]
