@@ -395,8 +395,7 @@ class Model:
             current = group.desired if group.desired is not None else live
             new_desired = desired
             if new_desired is None:  # AWS: a new min above / max below the current size moves desired
-                new_desired = max(new_min, min(new_max, current)) if min_size is not None or max_size is not None \
-                    else current
+                new_desired = max(new_min, min(effective_max, current))
             if not new_min <= new_desired <= effective_max:
                 raise ApiError("ValidationError", f"Desired capacity:{new_desired} must be between the specified "
                                                   f"min size:{new_min} and max size:{new_max}")
