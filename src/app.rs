@@ -1,6 +1,6 @@
 //! Wires the real world (AWS clients, TFE tools) from the config and runs a subcommand.
 
-use crate::adapters::aws::{self, AutoScalingClient, Imds, SecretsManager};
+use crate::adapters::aws::{self, AutoScalingClient, GroupsClient, Imds, SecretsManager};
 use crate::adapters::host::SystemHost;
 use crate::adapters::probes::SystemProbes;
 use crate::adapters::redis::RedisStores;
@@ -43,6 +43,7 @@ type RealWorld = Parts<
     SystemHost,
     RedisStores,
     SystemProbes,
+    GroupsClient,
 >;
 
 pub async fn run(cli: Cli) -> Exit {
@@ -158,6 +159,7 @@ async fn world(cfg: &Settings, imds: Imds, region: &str) -> RealWorld {
         host: SystemHost::new(&cfg.tools.systemctl, &cfg.tools.journalctl),
         stores: RedisStores::default(),
         probes: SystemProbes::default(),
+        groups: GroupsClient::new(&sdk),
     }
 }
 

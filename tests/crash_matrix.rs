@@ -158,7 +158,10 @@ fn rows() -> Vec<Row> {
             detect: "fsutil's temp file `.NAME.tmp-PID` beside the TFE files (written, not yet renamed)",
             part: Boot,
             hold: None,
-            trigger: |o| o.temp_in(ETC, ".tmp"),
+            // The temp file lives for microseconds; the first `wrote …` line as a fallback, so a
+            // busy machine that never sees it kills anyway (and the row says it missed its
+            // window) rather than wait for nothing (CI once ran the whole boot past it).
+            trigger: |o| o.temp_in(ETC, ".tmp") || o.line("wrote "),
             delay_ms: 0,
             missed: |o| {
                 (!o.kill.temp_files.iter().any(|n| n.starts_with("etc/")))

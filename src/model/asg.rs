@@ -218,3 +218,60 @@ mod tests {
         );
     }
 }
+
+/// An Auto Scaling process that SuspendProcesses/ResumeProcesses name. The repave suspends the
+/// three that would fight it: `AZRebalance` and `ReplaceUnhealthy` launch or terminate behind its
+/// back, `ScheduledActions` would change the capacity it set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum ScalingProcess {
+    Launch,
+    Terminate,
+    AddToLoadBalancer,
+    AlarmNotification,
+    AZRebalance,
+    HealthCheck,
+    InstanceRefresh,
+    ReplaceUnhealthy,
+    ScheduledActions,
+    /// A process this agent does not know (a newer API); shown, never suspended or resumed.
+    Other(String),
+}
+
+impl ScalingProcess {
+    /// The ones the repave suspends for its duration.
+    pub const REPAVE: [ScalingProcess; 3] = [
+        ScalingProcess::AZRebalance,
+        ScalingProcess::ReplaceUnhealthy,
+        ScalingProcess::ScheduledActions,
+    ];
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "Launch" => ScalingProcess::Launch,
+            "Terminate" => ScalingProcess::Terminate,
+            "AddToLoadBalancer" => ScalingProcess::AddToLoadBalancer,
+            "AlarmNotification" => ScalingProcess::AlarmNotification,
+            "AZRebalance" => ScalingProcess::AZRebalance,
+            "HealthCheck" => ScalingProcess::HealthCheck,
+            "InstanceRefresh" => ScalingProcess::InstanceRefresh,
+            "ReplaceUnhealthy" => ScalingProcess::ReplaceUnhealthy,
+            "ScheduledActions" => ScalingProcess::ScheduledActions,
+            other => ScalingProcess::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ScalingProcess::Launch => "Launch",
+            ScalingProcess::Terminate => "Terminate",
+            ScalingProcess::AddToLoadBalancer => "AddToLoadBalancer",
+            ScalingProcess::AlarmNotification => "AlarmNotification",
+            ScalingProcess::AZRebalance => "AZRebalance",
+            ScalingProcess::HealthCheck => "HealthCheck",
+            ScalingProcess::InstanceRefresh => "InstanceRefresh",
+            ScalingProcess::ReplaceUnhealthy => "ReplaceUnhealthy",
+            ScalingProcess::ScheduledActions => "ScheduledActions",
+            ScalingProcess::Other(text) => text,
+        }
+    }
+}

@@ -6,6 +6,7 @@
 mod autoscaling;
 mod clock;
 pub mod cluster;
+mod groups;
 mod host;
 mod imds;
 mod probes;
@@ -15,6 +16,7 @@ mod tfe;
 pub use autoscaling::*;
 pub use clock::*;
 pub use cluster::{ClusterStore, ClusterStores};
+pub use groups::*;
 pub use host::*;
 pub use imds::*;
 pub use probes::*;
@@ -33,6 +35,7 @@ pub trait World: Sync {
     type Host: Host;
     type Stores: ClusterStores;
     type Probes: Probes;
+    type Groups: GroupControl;
 
     fn secrets(&self) -> &Self::Secrets;
     fn asg(&self) -> &Self::Asg;
@@ -42,12 +45,13 @@ pub trait World: Sync {
     fn host(&self) -> &Self::Host;
     fn stores(&self) -> &Self::Stores;
     fn probes(&self) -> &Self::Probes;
+    fn groups(&self) -> &Self::Groups;
 }
 
 /// A [`World`] made of one value per port: the real one (`crate::app`) and the fake one
 /// (`crate::testing`) are both this struct.
 #[derive(Debug)]
-pub struct Parts<S, A, M, T, C, H, K, P> {
+pub struct Parts<S, A, M, T, C, H, K, P, G> {
     pub secrets: S,
     pub asg: A,
     pub imds: M,
@@ -56,9 +60,10 @@ pub struct Parts<S, A, M, T, C, H, K, P> {
     pub host: H,
     pub stores: K,
     pub probes: P,
+    pub groups: G,
 }
 
-impl<S, A, M, T, C, H, K, P> World for Parts<S, A, M, T, C, H, K, P>
+impl<S, A, M, T, C, H, K, P, G> World for Parts<S, A, M, T, C, H, K, P, G>
 where
     S: SecretSource,
     A: AutoScaling,
@@ -68,6 +73,7 @@ where
     H: Host,
     K: ClusterStores,
     P: Probes,
+    G: GroupControl,
 {
     type Secrets = S;
     type Asg = A;
@@ -77,6 +83,7 @@ where
     type Host = H;
     type Stores = K;
     type Probes = P;
+    type Groups = G;
 
     fn secrets(&self) -> &S {
         &self.secrets
@@ -101,5 +108,8 @@ where
     }
     fn probes(&self) -> &P {
         &self.probes
+    }
+    fn groups(&self) -> &G {
+        &self.groups
     }
 }

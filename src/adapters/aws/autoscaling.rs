@@ -24,7 +24,7 @@ impl AutoScalingClient {
     }
 }
 
-fn map_err<E>(op: &'static str, err: SdkError<E, HttpResponse>) -> AsgError
+pub(super) fn map_err<E>(op: &'static str, err: SdkError<E, HttpResponse>) -> AsgError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
@@ -48,7 +48,7 @@ where
     }
 }
 
-fn seconds(value: Option<i32>) -> Duration {
+pub(super) fn seconds(value: Option<i32>) -> Duration {
     Duration::from_secs(value.unwrap_or(0).max(0) as u64)
 }
 

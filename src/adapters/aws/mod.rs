@@ -3,10 +3,13 @@
 //! AWS_EC2_METADATA_SERVICE_ENDPOINT): there is no private override.
 
 mod autoscaling;
+mod ec2;
+mod groups;
 mod imds;
 mod secrets_manager;
 
 pub use autoscaling::AutoScalingClient;
+pub use groups::GroupsClient;
 pub use imds::{with_cause, Imds, TokenAnswer, TokenError};
 pub use secrets_manager::SecretsManager;
 

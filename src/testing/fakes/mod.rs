@@ -6,6 +6,7 @@
 
 mod asg;
 mod cluster;
+mod groups;
 mod host;
 mod imds;
 mod probes;
@@ -14,6 +15,7 @@ mod tfe;
 
 pub use asg::*;
 pub use cluster::*;
+pub use groups::*;
 pub use host::*;
 pub use imds::*;
 pub use probes::*;
@@ -36,7 +38,17 @@ pub const TERMINATE_HOOK: &str = "tfe-terminate";
 
 /// The world of the unit tests: every port faked, tokio's clock (paused in the tests).
 pub type FakeWorld =
-    Parts<FakeSecrets, FakeAsg, FakeImds, FakeTfe, TokioClock, FakeHost, FakeStores, FakeProbes>;
+    Parts<
+    FakeSecrets,
+    FakeAsg,
+    FakeImds,
+    FakeTfe,
+    TokioClock,
+    FakeHost,
+    FakeStores,
+    FakeProbes,
+    FakeGroups,
+>;
 
 /// A [`FakeWorld`] of default fakes: valid secrets, an instance waiting on its launch hook
 /// (`Pending:Wait`), an on-demand instance IMDS has nothing to say about, TFE that installs at
@@ -50,6 +62,7 @@ pub fn world() -> FakeWorldBuilder {
         host: FakeHost::default(),
         stores: FakeStores::default(),
         probes: FakeProbes::default(),
+        groups: FakeGroups::default(),
     }
 }
 
@@ -61,6 +74,7 @@ pub struct FakeWorldBuilder {
     host: FakeHost,
     stores: FakeStores,
     probes: FakeProbes,
+    groups: FakeGroups,
 }
 
 impl FakeWorldBuilder {
@@ -92,6 +106,10 @@ impl FakeWorldBuilder {
         self.probes = probes;
         self
     }
+    pub fn groups(mut self, groups: FakeGroups) -> Self {
+        self.groups = groups;
+        self
+    }
     pub fn build(self) -> FakeWorld {
         Parts {
             secrets: self.secrets,
@@ -102,6 +120,7 @@ impl FakeWorldBuilder {
             host: self.host,
             stores: self.stores,
             probes: self.probes,
+            groups: self.groups,
         }
     }
 }
