@@ -214,6 +214,8 @@ def main():
                     detail += f" ({e['params'].get('LifecycleActionResult')})"
             elif e["kind"] == "lifecycle":
                 detail = f"hook {e['hook']}: {e['result']} by {e['cause']}, {e['from_state']} -> {e['to_state']}"
+            elif e["kind"] == "state" and "hook" in e:
+                continue  # the hook's resolution, listed once as its "lifecycle" event
             elif e["kind"] == "state":
                 detail = f"instance {e['from_state']} -> {e['to_state']} ({e['cause']})"
             elif e["kind"] == "target":

@@ -275,3 +275,27 @@ impl ScalingProcess {
         }
     }
 }
+
+/// The launch template the group points at: by id or name, and a version (a number, `$Latest`
+/// or `$Default` as the group records it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TemplateRef {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub version: String,
+}
+
+impl TemplateRef {
+    pub fn at(&self, version: &str) -> TemplateRef {
+        TemplateRef {
+            version: version.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// `name` (or the id) and the version, for humans.
+    pub fn label(&self) -> String {
+        let which = self.name.as_deref().or(self.id.as_deref()).unwrap_or("?");
+        format!("{which} version {}", self.version)
+    }
+}

@@ -9,5 +9,6 @@ pub mod leak;
 pub mod lifecycle;
 pub mod preflight;
 pub mod problem;
+pub mod repave;
 pub mod rollout;
 pub mod tfe;

@@ -2,6 +2,7 @@
 //! shares with TFE. The real one is `crate::adapters::redis`.
 
 use crate::model::cluster::{ClusterIdentity, MemberRecord, Snapshot};
+use crate::model::repave::Repave;
 use crate::model::rollout::{Lease, LeaseAnswer, Rollout, RolloutRefusal, TurnOutcome};
 use crate::sys::secret::Secret;
 use std::future::Future;
@@ -40,7 +41,7 @@ pub enum StoreError {
 
 /// Opens stores: the target is known only once the secrets are (the password is one).
 pub trait ClusterStores: Sync {
-    type Store: ClusterStore + RolloutStore + 'static;
+    type Store: ClusterStore + RolloutStore + RepaveStore + 'static;
     /// A store that connects on first use (and reconnects with backoff after that).
     fn open(&self, target: StoreTarget) -> Self::Store;
 }
@@ -127,4 +128,51 @@ pub trait RolloutStore: Send + Sync {
         token: u64,
         outcome: &TurnOutcome,
     ) -> impl Future<Output = Result<Result<Rollout, RolloutRefusal>, StoreError>> + Send;
+}
+
+/// The repave as the store holds it, read in one round trip.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepaveStatus {
+    /// The current (or last) repave.
+    pub repave: Option<Repave>,
+    pub lease: Option<Lease>,
+    /// The store's clock (unix seconds).
+    pub now: u64,
+}
+
+/// The repave's lease and record (`repave`): one orchestrator at a time, each write fenced by
+/// the lease's token so an orchestrator that lost its lease (paused, cut off) cannot overwrite
+/// the record of the one that took over. A lease of its own: a rolling restart and a repave
+/// exclude each other through the record, not the lease.
+pub trait RepaveStore: Send + Sync {
+    /// Takes the repave lease for `owner` for `ttl` unless someone holds it; a new token each time.
+    fn acquire_repave_lease(
+        &self,
+        owner: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<LeaseAnswer, StoreError>> + Send;
+
+    /// Keeps the lease `ttl` more if it is still held under `token`; false when it is not.
+    fn renew_repave_lease(
+        &self,
+        token: u64,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives the lease up if it is still held under `token`; false when it was not.
+    fn release_repave_lease(
+        &self,
+        token: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The current (or last) repave and the lease, writing nothing.
+    fn read_repave(&self) -> impl Future<Output = Result<RepaveStatus, StoreError>> + Send;
+
+    /// Stores `repave` if the lease is still held under `token`; false (nothing written) when
+    /// it is not.
+    fn write_repave(
+        &self,
+        token: u64,
+        repave: &Repave,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

@@ -4,17 +4,9 @@
 //! [`super::AutoScaling`]; these run from an operator's machine or CI as well as from a node.
 
 use super::autoscaling::{AsgError, HookInfo};
+pub use crate::model::asg::TemplateRef;
 use crate::model::asg::{LifecycleState, ScalingProcess};
 use std::future::Future;
-
-/// Which launch template (by id or by name) and which version of it. `version` is what the group
-/// records: a number, `$Latest` or `$Default`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TemplateRef {
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub version: String,
-}
 
 /// One instance of the group, as DescribeAutoScalingGroups lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ mod tfe;
 
 pub use autoscaling::*;
 pub use clock::*;
-pub use cluster::{ClusterStore, ClusterStores};
+pub use cluster::{ClusterStore, ClusterStores, RepaveStatus, RepaveStore};
 pub use groups::*;
 pub use host::*;
 pub use imds::*;

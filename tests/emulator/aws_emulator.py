@@ -12,6 +12,7 @@ See README.md next to this file for the control API and the event format.
 """
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ import faults
 log = logging.getLogger("aws-emulator")
 
 NAMESPACE = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
+EC2_NAMESPACE = "http://ec2.amazonaws.com/doc/2016-11-15/"
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 RESULTS = ("CONTINUE", "ABANDON")
@@ -49,6 +51,11 @@ FAULT_ERRORS = {"throttle": ("Throttling", "Rate exceeded", 400),
                 "http500": ("InternalFailure", "An internal error occurred (injected fault).", 500),
                 "http503": ("ServiceUnavailable", "Service is unavailable (injected fault).", 503)}
 MAX_IMDS_TTL = 21600
+# Capacity-managed launches cycle through these zones.
+AZS = ("us-east-1a", "us-east-1b", "us-east-1c")
+# Every Auto Scaling process SuspendProcesses / ResumeProcesses know (none named = all of them).
+PROCESSES = ("Launch", "Terminate", "AddToLoadBalancer", "AlarmNotification", "AZRebalance", "HealthCheck",
+             "InstanceRefresh", "ReplaceUnhealthy", "ScheduledActions")
 
 
 def iso(ts: float) -> str:
@@ -95,9 +102,45 @@ class Group:
     retain_on_terminate_abandon: bool
     wait_state_delay: float  # used by the API's TerminateInstanceInAutoScalingGroup
     created: float = field(default_factory=time.time)
+    min_size: int = 0
+    max_size: int | None = None          # None: unmanaged groups report max(10, instances)
+    desired: int | None = None           # None unless capacity-managed (has a launch template)
+    template_id: str | None = None       # the group's launch template (capacity-managed when set)
+    template_version: str | None = None  # as given: "3", "$Latest" or "$Default"
+    launch_delay: float = 0.0            # seconds between deciding a launch and making it
+    suspended: dict[str, float] = field(default_factory=dict)  # process -> wall time suspended
+    pending_launches: list[float] = field(default_factory=list)  # monotonic due times
+    launches: int = 0                    # launches made (cycles the AZ)
+    owed_replacements: int = 0           # instances lost other than by scale-in, not yet replaced
 
     def hooks_for(self, transition: str) -> list[Hook]:
         return [h for h in self.hooks.values() if h.transition == transition]
+
+    @property
+    def managed(self) -> bool:
+        return self.template_id is not None
+
+
+@dataclass
+class LaunchTemplate:
+    id: str
+    name: str
+    versions: list[tuple[str, float]]  # (user data, wall-clock creation) of version i+1
+    default_version: int = 1
+
+    def resolve(self, version: str | None) -> int | None:
+        """A version spec ("3", "$Latest", "$Default"; None = $Default) as an existing number, else None."""
+        if version in (None, "$Default"):
+            return self.default_version
+        if version == "$Latest":
+            return len(self.versions)
+        if isinstance(version, str) and version.isdigit() and 1 <= int(version) <= len(self.versions):
+            return int(version)
+        return None
+
+    def view(self) -> dict:
+        return {"id": self.id, "name": self.name, "versions": list(range(1, len(self.versions) + 1)),
+                "default_version": self.default_version, "latest_version": len(self.versions)}
 
 
 @dataclass
@@ -128,6 +171,13 @@ class Instance:
     imds_tokens: dict[str, float] = field(default_factory=dict)   # token -> monotonic expiry
     imds_requests: Counter = field(default_factory=Counter)
     imds_port: int | None = None
+    az: str = AZ
+    template_id: str | None = None
+    template_version: int | None = None   # the launch template version it was launched from
+    user_data: str | None = None
+    in_service_at: float | None = None    # wall clock, last time it reached InService
+    live_seen: bool = False               # it has counted toward capacity at some point
+    gone_noted: bool = False              # it has stopped counting toward capacity
 
 
 class Model:
@@ -137,15 +187,27 @@ class Model:
         self.lock = threading.RLock()
         self.started = time.monotonic()
         self.faults = faults.FaultEngine(("api", "imds"))
+        # Makes a capacity launch: (group, cause) -> Instance; the Emulator sets it (it owns the IMDS listeners).
+        self.launcher = None
         self.reset()
 
     def reset(self):
         with self.lock:
             self.groups: dict[str, Group] = {}
             self.instances: dict[str, Instance] = {}
+            self.templates: dict[str, LaunchTemplate] = {}
             self.events: list[dict] = []
             self.faults.clear()
             self._next_ip = 10
+
+    def _alloc_ip(self) -> str:
+        """The next free 10.0.<n>.<m> (m in 1..254), skipping addresses any instance already holds."""
+        used = {i.private_ip for i in self.instances.values()}
+        while True:
+            k, self._next_ip = self._next_ip, self._next_ip + 1
+            ip = f"10.0.{1 + (k - 1) // 254}.{1 + (k - 1) % 254}"
+            if ip not in used:
+                return ip
 
     @staticmethod
     def now() -> float:
@@ -171,7 +233,240 @@ class Model:
         delay = spec.get("wait_state_delay", 0)
         if not isinstance(delay, (int, float)) or delay < 0:
             raise ControlError(400, "wait_state_delay must be a number >= 0")
-        self.groups[name] = Group(name, hooks, bool(spec.get("retain_on_terminate_abandon", False)), delay)
+        launch_delay = spec.get("launch_delay", 0)
+        if isinstance(launch_delay, bool) or not isinstance(launch_delay, (int, float)) or launch_delay < 0:
+            raise ControlError(400, "launch_delay must be a number >= 0")
+        sizes = {}
+        for key in ("min_size", "max_size", "desired_capacity"):
+            value = spec.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ControlError(400, f"{key} must be an integer >= 0")
+            sizes[key] = value
+        group = Group(name, hooks, bool(spec.get("retain_on_terminate_abandon", False)), delay,
+                      min_size=sizes["min_size"] or 0, max_size=sizes["max_size"], launch_delay=float(launch_delay))
+        lt = spec.get("launch_template")
+        if lt is not None:
+            if not isinstance(lt, dict):
+                raise ControlError(400, "launch_template must be {\"id\"|\"name\": str, \"version\": str}")
+            ref = lt.get("id") or lt.get("name")
+            version = lt.get("version", "$Default")
+            if isinstance(version, int) and not isinstance(version, bool):
+                version = str(version)
+            template = self.templates_lookup(ref)
+            if template is None:
+                raise ControlError(404, f"launch template {ref} not found")
+            if not isinstance(version, str) or template.resolve(version) is None:
+                raise ControlError(400, f"launch template {template.id} has no version {version!r}")
+            group.template_id, group.template_version = template.id, version
+            desired = sizes["desired_capacity"]
+            group.desired = group.min_size if desired is None else desired
+            if group.max_size is None:
+                group.max_size = max(10, group.min_size, group.desired)
+            if not group.min_size <= group.desired <= group.max_size:
+                raise ControlError(400, f"Desired capacity:{group.desired} must be between the specified "
+                                        f"min size:{group.min_size} and max size:{group.max_size}")
+        elif sizes["desired_capacity"] is not None:
+            raise ControlError(400, "desired_capacity needs a launch_template (a group without one is not "
+                                    "capacity-managed: its desired capacity is its instance count)")
+        elif group.max_size is not None and group.min_size > group.max_size:
+            raise ControlError(400, "min_size must be <= max_size")
+        self.groups[name] = group
+        if group.managed:
+            self.record_capacity(group, "create", ["min_size", "max_size", "desired_capacity", "launch_template"])
+
+    # ---- launch templates
+
+    def templates_lookup(self, ref) -> LaunchTemplate | None:
+        """A template by id or by name."""
+        if not isinstance(ref, str):
+            return None
+        return self.templates.get(ref) or next((t for t in self.templates.values() if t.name == ref), None)
+
+    def template(self, ref: str) -> LaunchTemplate:
+        template = self.templates_lookup(ref)
+        if template is None:
+            raise ControlError(404, f"launch template {ref} not found")
+        return template
+
+    @staticmethod
+    def _user_data(spec) -> str:
+        if not isinstance(spec, dict) or not isinstance(spec.get("user_data", ""), str):
+            raise ControlError(400, "a version is {\"user_data\": \"<plain text>\"}")
+        return spec.get("user_data", "")
+
+    def create_template(self, spec: dict) -> LaunchTemplate:
+        name, versions = spec.get("name"), spec.get("versions") or [{}]
+        if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9().\-/_]{3,128}", name):
+            raise ControlError(400, "launch template needs a 'name' (3-128 of letters, digits, ( ) . - / _)")
+        if any(t.name == name for t in self.templates.values()):
+            raise ControlError(409, f"launch template {name} already exists")
+        if not isinstance(versions, list):
+            raise ControlError(400, "versions must be a list of {\"user_data\": ...}")
+        now = time.time()
+        template = LaunchTemplate("lt-" + secrets.token_hex(9)[:17], name,
+                                  [(self._user_data(v), now) for v in versions])
+        self.templates[template.id] = template
+        return template
+
+    def add_template_version(self, ref: str, spec: dict) -> int:
+        template = self.template(ref)
+        template.versions.append((self._user_data(spec), time.time()))
+        return len(template.versions)
+
+    # ---- capacity
+
+    def live(self, group: Group) -> list[Instance]:
+        return [i for i in self.instances.values() if i.group == group.name and self.counts(i)]
+
+    @staticmethod
+    def counts(inst: Instance) -> bool:
+        """Whether the instance counts toward its group's capacity: not terminating (nor about to), not
+        gone, not in the warm pool, not in Standby (AWS replaces a standby instance unless desired was
+        decremented)."""
+        return (inst.state not in GONE and not inst.state.startswith(("Warmed:", "Terminating"))
+                and inst.state != "Standby" and inst.terminate_at is None)
+
+    def record_capacity(self, group: Group, cause: str, changed: list[str]):
+        template = self.templates.get(group.template_id)
+        self.record("capacity", group=group.name, cause=cause, changed=changed, min_size=group.min_size,
+                    max_size=group.max_size, desired_capacity=group.desired,
+                    launch_template=None if template is None else {
+                        "id": template.id, "name": template.name, "version": group.template_version,
+                        "resolved_version": template.resolve(group.template_version)},
+                    time=time.time())
+
+    def group_or_error(self, name: str) -> Group:
+        group = self.groups.get(name)
+        if group is None:
+            # AWS's wording for SetDesiredCapacity / UpdateAutoScalingGroup on an unknown group (unverified).
+            raise ApiError("ValidationError", f"AutoScalingGroup name not found - AutoScalingGroup {name} not found")
+        return group
+
+    def set_desired(self, group: Group, desired: int, cause: str):
+        if not group.managed:
+            raise ApiError("ValidationError", f"emulator: group {group.name} has no launch template, so it is not "
+                                              "capacity-managed (give it one with UpdateAutoScalingGroup)")
+        if desired > group.max_size:
+            raise ApiError("ValidationError", f"New SetDesiredCapacity value {desired} is above max value "
+                                              f"{group.max_size} for the AutoScalingGroup.")
+        if desired < group.min_size:
+            raise ApiError("ValidationError", f"New SetDesiredCapacity value {desired} is below min value "
+                                              f"{group.min_size} for the AutoScalingGroup.")
+        if desired != group.desired:
+            group.desired = desired
+            self.record_capacity(group, cause, ["desired_capacity"])
+
+    def update_group(self, group: Group, min_size: int | None, max_size: int | None, desired: int | None,
+                     template_ref: str | None, by_name: bool, version: str | None):
+        """UpdateAutoScalingGroup: validate everything first, then apply all of it (or nothing)."""
+        template = self.templates.get(group.template_id)
+        if template_ref is not None:
+            template = self.templates.get(template_ref) if not by_name else \
+                next((t for t in self.templates.values() if t.name == template_ref), None)
+            if template is None:
+                what = f"template name {template_ref}" if by_name else f"template ID {template_ref}"
+                raise ApiError("ValidationError", "You must use a valid fully-formed launch template. "
+                                                  f"The specified launch template, with {what}, does not exist.")
+            if version is None:
+                version = "$Default"
+        elif version is not None and template is None:
+            raise ApiError("ValidationError", "You must use a valid fully-formed launch template. "
+                                              "Either a LaunchTemplateId or a LaunchTemplateName must be specified.")
+        new_version = group.template_version if version is None else version
+        if template is not None and template.resolve(new_version) is None:
+            raise ApiError("ValidationError", "You must use a valid fully-formed launch template. Could not find "
+                                              f"the specified version {new_version} for the launch template "
+                                              f"with ID {template.id}.")
+        new_min = group.min_size if min_size is None else min_size
+        live = len(self.live(group))
+        new_max = group.max_size if max_size is None else max_size
+        if template is not None and new_max is None:
+            new_max = max(10, new_min, live)
+        effective_max = max(10, live) if new_max is None else new_max
+        if new_min > effective_max:
+            raise ApiError("ValidationError", f"Max bound, {effective_max}, must be greater than or equal to "
+                                              f"min bound, {new_min}")  # unverified wording
+        if template is None:
+            if desired is not None:
+                raise ApiError("ValidationError", f"emulator: group {group.name} has no launch template, so it is "
+                                                  "not capacity-managed; give it one to set DesiredCapacity")
+            new_desired = None
+        else:
+            current = group.desired if group.desired is not None else live
+            new_desired = desired
+            if new_desired is None:  # AWS: a new min above / max below the current size moves desired
+                new_desired = max(new_min, min(effective_max, current))
+            if not new_min <= new_desired <= effective_max:
+                raise ApiError("ValidationError", f"Desired capacity:{new_desired} must be between the specified "
+                                                  f"min size:{new_min} and max size:{new_max}")
+        changed = [k for k, old, new in (("min_size", group.min_size, new_min), ("max_size", group.max_size, new_max),
+                                         ("desired_capacity", group.desired, new_desired),
+                                         ("launch_template", (group.template_id, group.template_version),
+                                          (template.id if template else None, new_version if template else None)))
+                   if old != new]
+        group.min_size, group.max_size, group.desired = new_min, new_max, new_desired
+        if template is not None:
+            group.template_id, group.template_version = template.id, new_version
+        if changed:
+            self.record_capacity(group, "UpdateAutoScalingGroup", changed)
+
+    def suspend(self, group: Group, processes: list[str], suspend: bool):
+        unknown = [p for p in processes if p not in PROCESSES]
+        if unknown:
+            # The AWS text for an unknown process name is unverified.
+            raise ApiError("ValidationError", f"Process names {', '.join(unknown)} are not valid. Valid values: "
+                                              + ", ".join(PROCESSES))
+        now = time.time()
+        for p in processes or PROCESSES:
+            if suspend:
+                group.suspended.setdefault(p, now)
+            else:
+                group.suspended.pop(p, None)
+        self.record("processes", group=group.name, action="suspend" if suspend else "resume",
+                    processes=list(processes or PROCESSES), suspended=sorted(group.suspended), time=now)
+
+    def launch(self, group: Group, imds_port: int, cause: str) -> Instance:
+        """A capacity launch: a new instance from the group's launch template, version resolved now."""
+        template = self.templates[group.template_id]
+        version = template.resolve(group.template_version)
+        iid = "i-" + secrets.token_hex(9)[:17]
+        inst = Instance(iid, group.name, self._alloc_ip(), False, False, imds_port=imds_port,
+                        az=AZS[group.launches % len(AZS)], template_id=template.id, template_version=version,
+                        user_data=template.versions[version - 1][0])
+        group.launches += 1
+        self.instances[iid] = inst
+        self.record("launch", instance=iid, group=group.name, template_version=version, cause=cause,
+                    availability_zone=inst.az, private_ip=inst.private_ip, imds_port=imds_port, time=time.time())
+        self._begin(inst, LAUNCHING, "Pending:Wait", "InService", "launch")
+        return inst
+
+    def _capacity(self, group: Group, now: float):
+        """One ticker step of a capacity-managed group: scale in, or plan and make launches."""
+        live = self.live(group)
+        excess = len(live) - group.desired
+        if excess > 0:
+            group.pending_launches.clear()
+            if "Terminate" not in group.suspended:
+                current = self.templates[group.template_id].resolve(group.template_version)
+                # Simplified default termination policy: off the current version first, then oldest launch.
+                for inst in sorted(live, key=lambda i: (i.template_version == current, i.launched_at))[:excess]:
+                    self.terminate(inst.id, group.wait_state_delay, "scale-in")
+            return
+        missing = -excess
+        group.owed_replacements = min(group.owed_replacements, missing)
+        if "Launch" in group.suspended:
+            group.pending_launches.clear()
+            return
+        del group.pending_launches[missing:]  # desired went down: drop the latest plans
+        while len(group.pending_launches) < missing:
+            group.pending_launches.append(now + group.launch_delay)
+        while group.pending_launches and group.pending_launches[0] <= now and self.launcher is not None:
+            group.pending_launches.pop(0)
+            cause = "scale-out"
+            if group.owed_replacements > 0:
+                group.owed_replacements -= 1
+                cause = "replacement"
+            self.launcher(group, cause)
 
     @staticmethod
     def _parse_hook(group: str, h: dict) -> Hook:
@@ -202,7 +497,7 @@ class Model:
             raise ControlError(409, f"instance {iid} already exists")
         ip = spec.get("private_ip")
         if ip is None:
-            ip, self._next_ip = f"10.0.1.{self._next_ip}", self._next_ip + 1
+            ip = self._alloc_ip()
         inst = Instance(iid, group, ip, bool(spec.get("spot", False)), bool(spec.get("defer_target_state", False)),
                         imds_port=imds_port)
         self.instances[iid] = inst
@@ -236,6 +531,7 @@ class Model:
             # IMDS already says Terminated, but the wait state (and so any action a
             # Complete/Heartbeat could address) only appears after the delay.
             inst.terminate_at = self.now() + delay
+            self._note_capacity(inst, cause)
         else:
             self._enter_terminating(inst, cause)
         return inst
@@ -328,6 +624,9 @@ class Model:
                          "heartbeat_deadline_in": round(a.deadline - now, 3),
                          "global_deadline_in": round(a.global_deadline - now, 3)}
                         for a in inst.actions.values()],
+            "availability_zone": inst.az, "launch_template_id": inst.template_id,
+            "template_version": inst.template_version, "user_data": inst.user_data,
+            "launched_at": inst.launched_at, "in_service_at": inst.in_service_at,
         }
 
     # ---- Query-API-side operations
@@ -373,6 +672,9 @@ class Model:
                         self._resolve(inst, name, action.hook.default_result, "global-timeout")
                     elif now >= action.deadline:
                         self._resolve(inst, name, action.hook.default_result, "heartbeat-timeout")
+            for group in list(self.groups.values()):
+                if group.managed:
+                    self._capacity(group, now)
 
     # ---- transitions
 
@@ -410,20 +712,41 @@ class Model:
             to_state = from_state  # other hooks of this transition are still pending
         else:
             to_state = inst.done_state
-        inst.state = to_state
         self.record("lifecycle", instance=inst.id, group=inst.group, hook=hook_name,
                     transition=action.hook.transition, result=result, cause=cause,
                     from_state=from_state, to_state=to_state)
+        if to_state != from_state:
+            self._change_state(inst, to_state, cause, hook=hook_name, result=result)
         if result == "ABANDON":
             self._set_target(inst, "Warmed:Terminated" if warm else "Terminated")
         elif to_state in STEADY:
             self._set_target(inst, to_state)
 
     def _set_state(self, inst: Instance, state: str, cause: str):
-        from_state, inst.state = inst.state, state
-        self.record("state", instance=inst.id, from_state=from_state, to_state=state, cause=cause)
+        self._change_state(inst, state, cause)
         if state in STEADY:
             self._set_target(inst, state)
+
+    def _change_state(self, inst: Instance, state: str, cause: str, **extra):
+        """Every lifecycle state change goes through here: one `state` event each."""
+        from_state, inst.state = inst.state, state
+        now = time.time()
+        if state == "InService":
+            inst.in_service_at = now
+        self.record("state", instance=inst.id, from_state=from_state, to_state=state, cause=cause,
+                    template_version=inst.template_version, time=now, **extra)
+        self._note_capacity(inst, cause)
+
+    def _note_capacity(self, inst: Instance, cause: str):
+        """Track when an instance starts and stops counting toward capacity; one lost other than by
+        scale-in is owed a replacement (an abandoned launch, a terminate that kept desired, …)."""
+        if self.counts(inst):
+            inst.live_seen, inst.gone_noted = True, False
+        elif inst.live_seen and not inst.gone_noted:
+            inst.gone_noted = True
+            group = self.groups.get(inst.group)
+            if group is not None and group.managed and cause != "scale-in":
+                group.owed_replacements += 1
 
     def _set_target(self, inst: Instance, target: str | None):
         if target != inst.target:
@@ -471,6 +794,14 @@ class QueryApi:
             "TerminateInstanceInAutoScalingGroup": self.terminate,
             "EnterStandby": self.enter_standby,
             "ExitStandby": self.exit_standby,
+            "SetDesiredCapacity": self.set_desired_capacity,
+            "UpdateAutoScalingGroup": self.update_group,
+            "SuspendProcesses": self.suspend_processes,
+            "ResumeProcesses": self.resume_processes,
+        }
+        # EC2 actions answered on the same port, in EC2's own Query flavour (its XML and error shape).
+        self.ec2_actions = {
+            "DescribeLaunchTemplateVersions": self.describe_template_versions,
         }
 
     def handle(self, params: dict, fault: str | None = None) -> tuple[int, bytes, str]:
@@ -481,17 +812,27 @@ class QueryApi:
             try:
                 if fault in FAULT_ERRORS:
                     raise ApiError(*FAULT_ERRORS[fault])
-                handler = self.actions.get(action)
+                handler = self.actions.get(action) or self.ec2_actions.get(action)
                 if handler is None:
                     raise ApiError("InvalidAction", f"The action {action or '(none)'} is not valid for this web service.")
                 result = handler(params)
-                body = (f'<{action}Response xmlns="{NAMESPACE}">'
-                        + (f"<{action}Result>{result}</{action}Result>" if result else f"<{action}Result/>")
-                        + f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
-                        + f"</{action}Response>")
+                if action in self.ec2_actions:
+                    body = (f'<{action}Response xmlns="{EC2_NAMESPACE}"><requestId>{request_id}</requestId>'
+                            f"{result}</{action}Response>")
+                else:
+                    body = (f'<{action}Response xmlns="{NAMESPACE}">'
+                            + (f"<{action}Result>{result}</{action}Result>" if result else f"<{action}Result/>")
+                            + f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
+                            + f"</{action}Response>")
                 status, code = 200, None
             except ApiError as e:
                 side = "Receiver" if e.status >= 500 else "Sender"
+                if action in self.ec2_actions:  # EC2's error shape
+                    body = (f"<Response><Errors><Error><Code>{escape(e.code)}</Code><Message>{escape(e.message)}"
+                            f"</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>")
+                    self.model.record("api", action=action, params=params, status=e.status, error_code=e.code,
+                                      fault=fault)
+                    return e.status, body.encode(), request_id
                 body = (f'<ErrorResponse xmlns="{NAMESPACE}"><Error><Type>{side}</Type>'
                         f"<Code>{escape(e.code)}</Code><Message>{escape(e.message)}</Message></Error>"
                         f"<RequestId>{request_id}</RequestId></ErrorResponse>")
@@ -527,8 +868,17 @@ class QueryApi:
         return "<AutoScalingInstances>" + "".join(
             "<member>" + xml_fields([
                 ("InstanceId", i.id), ("InstanceType", INSTANCE_TYPE), ("AutoScalingGroupName", i.group),
-                ("AvailabilityZone", AZ), ("LifecycleState", i.state), ("HealthStatus", "HEALTHY"),
+                ("AvailabilityZone", i.az), ("LifecycleState", i.state), ("HealthStatus", "HEALTHY"),
+                ("LaunchTemplate", self.instance_template(i)),
                 ("ProtectedFromScaleIn", False)]) + "</member>" for i in rows) + "</AutoScalingInstances>"
+
+    def instance_template(self, inst: Instance) -> bytes | None:
+        """An instance's LaunchTemplate element: the version it was launched from, as a number string."""
+        template = self.model.templates.get(inst.template_id)
+        if template is None:
+            return None
+        return xml_fields([("LaunchTemplateId", template.id), ("LaunchTemplateName", template.name),
+                           ("Version", inst.template_version)]).encode()
 
     def describe_groups(self, params: dict) -> str:
         wanted = set(members(params, "AutoScalingGroupNames"))
@@ -540,17 +890,27 @@ class QueryApi:
             live = [i for i in self.model.instances.values() if i.group == g.name and i.state not in GONE
                     and not i.state.startswith("Warmed:") and i.state != "Terminating:Retained"]
             instances = [xml_fields([("InstanceId", i.id), ("InstanceType", INSTANCE_TYPE),
-                                     ("AvailabilityZone", AZ), ("LifecycleState", i.state),
-                                     ("HealthStatus", "HEALTHY"), ("ProtectedFromScaleIn", False)])
+                                     ("AvailabilityZone", i.az), ("LifecycleState", i.state),
+                                     ("HealthStatus", "HEALTHY"), ("LaunchTemplate", self.instance_template(i)),
+                                     ("ProtectedFromScaleIn", False)])
                          for i in live]
+            template = self.model.templates.get(g.template_id)
+            spec = None if template is None else xml_fields([
+                ("LaunchTemplateId", template.id), ("LaunchTemplateName", template.name),
+                ("Version", g.template_version)]).encode()
+            suspended = [xml_fields([("ProcessName", p), ("SuspensionReason", f"User suspended at {iso(t)[:19]}Z")])
+                         for p, t in g.suspended.items()]
             out.append("<member>" + xml_fields([
                 ("AutoScalingGroupName", g.name),
                 ("AutoScalingGroupARN", f"arn:aws:autoscaling:{REGION}:{ACCOUNT_ID}:autoScalingGroup:"
                                         f"{uuid.uuid5(uuid.NAMESPACE_DNS, g.name)}:autoScalingGroupName/{g.name}"),
-                ("MinSize", 0), ("MaxSize", max(10, len(live))), ("DesiredCapacity", len(live)),
-                ("DefaultCooldown", 300), ("AvailabilityZones", member_list([AZ])),
+                ("LaunchTemplate", spec),
+                ("MinSize", g.min_size), ("MaxSize", max(10, len(live)) if g.max_size is None else g.max_size),
+                ("DesiredCapacity", g.desired if g.managed else len(live)),
+                ("DefaultCooldown", 300), ("AvailabilityZones", member_list(list(AZS) if g.managed else [AZ])),
                 ("HealthCheckType", "EC2"), ("HealthCheckGracePeriod", 300),
                 ("Instances", member_list(instances)), ("CreatedTime", iso(g.created)),
+                ("SuspendedProcesses", member_list(suspended)),
                 ("NewInstancesProtectedFromScaleIn", False)]) + "</member>")
         return f"<AutoScalingGroups>{''.join(out)}</AutoScalingGroups>"
 
@@ -593,6 +953,14 @@ class QueryApi:
         try:
             for iid in ids:  # all or nothing: check every instance before moving any
                 self.model.standby_check(iid, group, enter)
+            g = self.model.groups[group]
+            # A managed group's desired capacity follows (simplified: clamped to [min, max], never refused).
+            if g.managed and (not enter or params.get("ShouldDecrementDesiredCapacity") == "true"):
+                desired = g.desired - len(ids) if enter else g.desired + len(ids)
+                desired = max(g.min_size, min(g.max_size, desired))
+                if desired != g.desired:
+                    g.desired = desired
+                    self.model.record_capacity(g, "EnterStandby" if enter else "ExitStandby", ["desired_capacity"])
             for iid in ids:
                 (self.model.enter_standby if enter else self.model.exit_standby)(iid, group)
         except ControlError as e:
@@ -625,12 +993,99 @@ class QueryApi:
             inst = self.model.terminate(iid, delay, "api-terminate")
         except ControlError as e:
             raise ApiError("ValidationError", e.message) from None
+        g = self.model.groups[inst.group]
+        if g.managed and params.get("ShouldDecrementDesiredCapacity") == "true" and g.desired > g.min_size:
+            g.desired -= 1  # simplified: at min size AWS refuses; here desired just stays
+            self.model.record_capacity(g, "TerminateInstanceInAutoScalingGroup", ["desired_capacity"])
         now = time.time()
         return "<Activity>" + xml_fields([
             ("ActivityId", uuid.uuid4()), ("AutoScalingGroupName", inst.group),
             ("Description", f"Terminating EC2 instance: {iid}"),
             ("Cause", f"At {iso(now)[:19]}Z instance {iid} was taken out of service in response to a user request."),
             ("StartTime", iso(now)), ("StatusCode", "InProgress"), ("Progress", 0)]) + "</Activity>"
+
+    @staticmethod
+    def integer(params: dict, name: str, required: bool = False) -> int | None:
+        value = QueryApi.required(params, name) if required else params.get(name)
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise ApiError("ValidationError", f"1 validation error detected: Value '{value}' at "
+                           f"'{name[0].lower() + name[1:]}' failed to satisfy constraint: Member must be an integer")
+        return int(value)
+
+    def set_desired_capacity(self, params: dict) -> str:
+        group = self.model.group_or_error(self.required(params, "AutoScalingGroupName"))
+        desired = self.integer(params, "DesiredCapacity", required=True)  # HonorCooldown: ignored
+        self.model.set_desired(group, desired, "SetDesiredCapacity")
+        return ""
+
+    def update_group(self, params: dict) -> str:
+        group = self.model.group_or_error(self.required(params, "AutoScalingGroupName"))
+        by_id, by_name = params.get("LaunchTemplate.LaunchTemplateId"), params.get("LaunchTemplate.LaunchTemplateName")
+        if by_id and by_name:
+            raise ApiError("ValidationError", "You must use a valid fully-formed launch template. Either a "
+                                              "LaunchTemplateId or a LaunchTemplateName must be specified, not both.")
+        self.model.update_group(group, self.integer(params, "MinSize"), self.integer(params, "MaxSize"),
+                                self.integer(params, "DesiredCapacity"), by_id or by_name, bool(by_name),
+                                params.get("LaunchTemplate.Version"))
+        return ""
+
+    def _processes(self, params: dict, suspend: bool) -> str:
+        group = self.model.group_or_error(self.required(params, "AutoScalingGroupName"))
+        self.model.suspend(group, members(params, "ScalingProcesses"), suspend)
+        return ""
+
+    def suspend_processes(self, params: dict) -> str:
+        return self._processes(params, True)
+
+    def resume_processes(self, params: dict) -> str:
+        return self._processes(params, False)
+
+    def describe_template_versions(self, params: dict) -> str:
+        """EC2 DescribeLaunchTemplateVersions: one template (id or name) and some or all versions, or every
+        template's $Latest / $Default."""
+        model, tid, tname = self.model, params.get("LaunchTemplateId"), params.get("LaunchTemplateName")
+        pat = re.compile(r"LaunchTemplateVersion\.(\d+)$")
+        found = sorted((int(m.group(1)), v) for k, v in params.items() if (m := pat.match(k)))
+        wanted = [v for _, v in found]
+        if tid or tname:
+            template = model.templates.get(tid) if tid else \
+                next((t for t in model.templates.values() if t.name == tname), None)
+            if template is None:
+                if tid:
+                    raise ApiError("InvalidLaunchTemplateId.NotFound",
+                                   f"The specified launch template, with template ID {tid}, does not exist.")
+                raise ApiError("InvalidLaunchTemplateName.NotFoundException",
+                               f"The specified launch template, with template name {tname}, does not exist.")
+            rows = []
+            for spec in wanted:
+                number = template.resolve(spec)
+                if number is None:
+                    raise ApiError("InvalidLaunchTemplateId.VersionNotFound", f"Could not find the specified "
+                                   f"version {spec} for the launch template with ID {template.id}.")
+                rows.append((template, number))
+            if not wanted:
+                rows = [(template, n) for n in range(len(template.versions), 0, -1)]
+        else:
+            if not wanted or any(v not in ("$Latest", "$Default") for v in wanted):
+                raise ApiError("MissingParameter", "To describe the launch template data for all your launch "
+                               "templates, for '--versions' specify '$Latest', '$Default', or both, and omit "
+                               "'--launch-template-id', '--launch-template-name', and version numbers.")
+            keys = dict.fromkeys((t.id, t.resolve(v)) for t in model.templates.values() for v in wanted)
+            rows = [(model.templates[tid], number) for tid, number in keys]
+        items = []
+        for template, number in rows:
+            user_data, created = template.versions[number - 1]
+            data = xml_fields([("imageId", "ami-0abcdef1234567890"), ("instanceType", INSTANCE_TYPE),
+                               ("userData", base64.b64encode(user_data.encode()).decode())])
+            items.append("<item>" + xml_fields([
+                ("launchTemplateId", template.id), ("launchTemplateName", template.name),
+                ("versionNumber", number), ("createTime", iso(created)),
+                ("createdBy", f"arn:aws:iam::{ACCOUNT_ID}:root"),
+                ("defaultVersion", number == template.default_version),
+                ("launchTemplateData", data.encode())]) + "</item>")
+        return f"<launchTemplateVersionSet>{''.join(items)}</launchTemplateVersionSet>"
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -754,11 +1209,12 @@ class ImdsHandler(Handler):
             md + "instance-life-cycle": "spot" if inst.spot else "on-demand",
             md + "local-ipv4": inst.private_ip,
             md + "placement/region": REGION,
-            md + "placement/availability-zone": AZ,
+            md + "placement/availability-zone": inst.az,
+            "/latest/user-data": inst.user_data,
             md + "autoscaling/target-lifecycle-state": inst.target,
             md + "events/maintenance/scheduled": json.dumps(inst.imds["maintenance"]),
             "/latest/dynamic/instance-identity/document": json.dumps({
-                "accountId": ACCOUNT_ID, "architecture": "x86_64", "availabilityZone": AZ,
+                "accountId": ACCOUNT_ID, "architecture": "x86_64", "availabilityZone": inst.az,
                 "billingProducts": None, "devpayProductCodes": None, "marketplaceProductCodes": None,
                 "imageId": "ami-0abcdef1234567890", "instanceId": inst.id, "instanceType": INSTANCE_TYPE,
                 "kernelId": None, "pendingTime": iso(inst.launched_at)[:19] + "Z",
@@ -810,6 +1266,12 @@ class ControlApi:
                     return 200, m.view(inst)
                 case "GET", ["instances"]:
                     return 200, {"instances": [m.view(i) for i in m.instances.values()]}
+                case "POST", ["launch-templates"]:
+                    return 200, m.create_template(body).view()
+                case "GET", ["launch-templates"]:
+                    return 200, {"launch_templates": [t.view() for t in m.templates.values()]}
+                case "POST", ["launch-templates", ref, "versions"]:
+                    return 200, {"version": m.add_template_version(ref, body), **m.template(ref).view()}
                 case "GET", ["instances", iid]:
                     return 200, m.view(m.instance(iid))
                 case "POST", ["instances", iid, "terminate"]:
@@ -892,6 +1354,19 @@ class Emulator:
         self.httpd.emulator = self
         self.port = self.httpd.server_address[1]
         self.stopping = threading.Event()
+        self.model.launcher = self.launch
+
+    def launch(self, group: Group, cause: str) -> Instance:
+        """A capacity launch (called by the ticker under the model lock): a new IMDS listener and instance."""
+        server = ImdsServer(self.model)
+        try:
+            inst = self.model.launch(group, server.port, cause)
+        except Exception:
+            server.close()
+            raise
+        server.start(inst.id)
+        self.imds_servers[inst.id] = server
+        return inst
 
     def create_instance(self, spec: dict) -> Instance:
         server = ImdsServer(self.model)

@@ -7,6 +7,7 @@ Every wait is bounded in both iterations and time, and every emulator process is
 stopped by its own PID in a cleanup hook.
 """
 
+import base64
 import http.client
 import json
 import os
@@ -308,7 +309,8 @@ class AutoScalingApiTests(EmulatorTestCase):
         self.assertIsNone(self.state(IID))
         states = [(e["from_state"], e["to_state"], e["cause"]) for e in self.events("state")]
         self.assertEqual(states, [("Pending", "InService", "launch"),
-                                  ("InService", "Terminating:Wait", "wait-state-delay")])
+                                  ("InService", "Terminating:Wait", "wait-state-delay"),
+                                  ("Terminating:Wait", "Terminated", "complete")])
 
     def test_terminate_via_api_and_keepalive(self):
         self.group(hooks=[hook("tfe-drain", TERMINATE)])
@@ -732,8 +734,11 @@ class StandbyTests(EmulatorTestCase):
         self.complete(IID, "tfe-launch")
         self.assertEqual(self.state(IID), "InService")
         states = [(e["from_state"], e["to_state"], e["cause"]) for e in self.events("state")]
-        self.assertEqual(states, [("Pending", "Pending:Wait", "launch"), ("InService", "Standby", "enter-standby"),
-                                  ("Standby", "Pending:Wait", "exit-standby")])
+        # Hook resolutions are state events too (cause as in the lifecycle event).
+        self.assertEqual(states, [("Pending", "Pending:Wait", "launch"), ("Pending:Wait", "InService", "complete"),
+                                  ("InService", "Standby", "enter-standby"),
+                                  ("Standby", "Pending:Wait", "exit-standby"),
+                                  ("Pending:Wait", "InService", "complete")])
         self.assertEqual([(e["hook"], e["result"]) for e in self.events("lifecycle")],
                          [("tfe-launch", "CONTINUE")] * 2)
 
@@ -767,6 +772,255 @@ class StandbyTests(EmulatorTestCase):
                             AutoScalingGroupName="tfe-asg", ShouldDecrementDesiredCapacity=False)
         self.assertEqual(self.state(IID), "InService")
         self.control("POST", f"/_emulator/instances/{IID}/exit-standby", expect=409)
+
+
+class CapacityTests(EmulatorTestCase):
+    """Launch templates, group sizes and the capacity-managed groups' real launches and scale-ins."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ec2 = boto3.client(
+            "ec2", region_name="us-east-1", endpoint_url=cls.emu.url,
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+            config=Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=2, read_timeout=5))
+
+    def template(self, name="tfe", versions=("release=504", "release=505")):
+        return self.control("POST", "/_emulator/launch-templates",
+                            {"name": name, "versions": [{"user_data": u} for u in versions]})
+
+    def managed(self, hooks=(), version="1", **sizes):
+        lt = self.template()
+        self.group(hooks=hooks, launch_template={"id": lt["id"], "version": version},
+                   **{"min_size": 0, "max_size": 3, "desired_capacity": 0, **sizes})
+        return lt
+
+    def describe(self, name="tfe-asg"):
+        [g] = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+        return g
+
+    def live(self, state=None):
+        """Instances that are not gone, optionally only those in `state`."""
+        return [i for i in self.control("GET", "/_emulator/instances")["instances"]
+                if i["lifecycle_state"] not in ("Terminated",) and (state is None or i["lifecycle_state"] == state)]
+
+    def test_launch_templates_control_and_ec2_wire(self):
+        lt = self.template()
+        self.assertRegex(lt["id"], r"^lt-[0-9a-f]{17}$")
+        self.assertEqual((lt["name"], lt["versions"], lt["default_version"]), ("tfe", [1, 2], 1))
+        added = self.control("POST", "/_emulator/launch-templates/tfe/versions", {"user_data": "release=506"})
+        self.assertEqual((added["version"], added["versions"]), (3, [1, 2, 3]))
+        self.assertEqual(self.control("POST", f"/_emulator/launch-templates/{lt['id']}/versions", {})["version"], 4)
+        self.assertEqual([t["id"] for t in self.control("GET", "/_emulator/launch-templates")["launch_templates"]],
+                         [lt["id"]])
+        self.control("POST", "/_emulator/launch-templates", {"name": "tfe"}, expect=409)
+        self.control("POST", "/_emulator/launch-templates/nope/versions", {}, expect=404)
+
+        rows = self.ec2.describe_launch_template_versions(LaunchTemplateId=lt["id"])["LaunchTemplateVersions"]
+        self.assertEqual([(r["VersionNumber"], r["DefaultVersion"]) for r in rows],
+                         [(4, False), (3, False), (2, False), (1, True)])
+        self.assertEqual(rows[-1]["LaunchTemplateData"]["UserData"], base64.b64encode(b"release=504").decode())
+        self.assertEqual((rows[0]["LaunchTemplateId"], rows[0]["LaunchTemplateName"]), (lt["id"], "tfe"))
+        picked = self.ec2.describe_launch_template_versions(LaunchTemplateName="tfe", Versions=["$Latest", "2", "$Default"])
+        self.assertEqual([r["VersionNumber"] for r in picked["LaunchTemplateVersions"]], [4, 2, 1])
+        every = self.ec2.describe_launch_template_versions(Versions=["$Latest"])["LaunchTemplateVersions"]
+        self.assertEqual([r["VersionNumber"] for r in every], [4])
+        self.assertApiError("InvalidLaunchTemplateId.NotFound", self.ec2.describe_launch_template_versions,
+                            LaunchTemplateId="lt-00000000000000000",
+                            message="The specified launch template, with template ID lt-00000000000000000, does not exist.")
+        self.assertApiError("InvalidLaunchTemplateName.NotFoundException", self.ec2.describe_launch_template_versions,
+                            LaunchTemplateName="nope",
+                            message="The specified launch template, with template name nope, does not exist.")
+        self.assertApiError("InvalidLaunchTemplateId.VersionNotFound", self.ec2.describe_launch_template_versions,
+                            LaunchTemplateId=lt["id"], Versions=["9"],
+                            message=f"Could not find the specified version 9 for the launch template with ID {lt['id']}.")
+        self.assertApiError("MissingParameter", self.ec2.describe_launch_template_versions)
+        actions = [(e["action"], e["status"], e["error_code"]) for e in self.events("api")]
+        self.assertEqual(actions[-1], ("DescribeLaunchTemplateVersions", 400, "MissingParameter"))
+        # Faults apply to the EC2 action like to the others, answered in EC2's error shape.
+        self.control("POST", "/_emulator/faults", {"add": [{"target": "api", "action": "DescribeLaunchTemplateVersions",
+                                                            "kind": "throttle"}]})
+        self.assertApiError("Throttling", self.ec2.describe_launch_template_versions, LaunchTemplateId=lt["id"])
+
+    def test_group_sizes_template_and_processes_in_describe(self):
+        lt = self.managed(version="$Latest", min_size=0, max_size=2)
+        g = self.describe()
+        self.assertEqual((g["MinSize"], g["MaxSize"], g["DesiredCapacity"], g["SuspendedProcesses"], g["Instances"]),
+                         (0, 2, 0, [], []))
+        self.assertEqual(g["LaunchTemplate"], {"LaunchTemplateId": lt["id"], "LaunchTemplateName": "tfe",
+                                               "Version": "$Latest"})
+        self.asg.suspend_processes(AutoScalingGroupName="tfe-asg", ScalingProcesses=["AZRebalance", "ReplaceUnhealthy"])
+        procs = self.describe()["SuspendedProcesses"]
+        self.assertEqual([p["ProcessName"] for p in procs], ["AZRebalance", "ReplaceUnhealthy"])
+        self.assertRegex(procs[0]["SuspensionReason"], r"^User suspended at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.asg.suspend_processes(AutoScalingGroupName="tfe-asg")
+        self.assertEqual(len(self.describe()["SuspendedProcesses"]), 9)
+        self.asg.resume_processes(AutoScalingGroupName="tfe-asg", ScalingProcesses=["Launch"])
+        self.assertNotIn("Launch", [p["ProcessName"] for p in self.describe()["SuspendedProcesses"]])
+        self.asg.resume_processes(AutoScalingGroupName="tfe-asg")
+        self.assertEqual(self.describe()["SuspendedProcesses"], [])
+        self.assertApiError("ValidationError", self.asg.suspend_processes, AutoScalingGroupName="tfe-asg",
+                            ScalingProcesses=["Nope"])
+        self.assertApiError("ValidationError", self.asg.suspend_processes, AutoScalingGroupName="missing")
+        # An unmanaged group keeps today's view: desired = its instances.
+        self.group("plain", min_size=1)
+        self.launch("plain")
+        plain = self.describe("plain")
+        self.assertEqual((plain["MinSize"], plain["MaxSize"], plain["DesiredCapacity"]), (1, 10, 1))
+        self.assertNotIn("LaunchTemplate", plain)
+        self.assertApiError("ValidationError", self.asg.set_desired_capacity, AutoScalingGroupName="plain",
+                            DesiredCapacity=2)
+        self.control("POST", "/_emulator/groups", {"name": "bad", "desired_capacity": 1}, expect=400)
+        self.control("POST", "/_emulator/groups", {"name": "bad", "launch_template": {"name": "tfe", "version": "7"}},
+                     expect=400)
+        self.control("POST", "/_emulator/groups", {"name": "bad", "launch_template": {"name": "nope"}}, expect=404)
+
+    def test_scale_out_launches_instances_with_their_own_imds(self):
+        self.managed(hooks=[hook("tfe-launch", LAUNCH)], max_size=2)
+        self.assertApiError("ValidationError", self.asg.set_desired_capacity, AutoScalingGroupName="tfe-asg",
+                            DesiredCapacity=5, message="New SetDesiredCapacity value 5 is above max value 2 for the "
+                                                       "AutoScalingGroup.")
+        self.asg.set_desired_capacity(AutoScalingGroupName="tfe-asg", DesiredCapacity=2, HonorCooldown=False)
+        waiting = wait_until(lambda: len(self.live("Pending:Wait")) == 2 and self.live("Pending:Wait"), timeout=3)
+        time.sleep(0.2)  # never more than desired
+        self.assertEqual(len(self.live()), 2)
+        self.assertEqual(len({i["imds_port"] for i in waiting}), 2)
+        self.assertEqual(len({i["private_ip"] for i in waiting}), 2)
+        self.assertEqual(sorted(i["availability_zone"] for i in waiting), ["us-east-1a", "us-east-1b"])
+        for inst in waiting:
+            self.assertRegex(inst["id"], r"^i-[0-9a-f]{17}$")
+            self.assertEqual((inst["template_version"], inst["user_data"], inst["in_service_at"]),
+                             (1, "release=504", None))
+            self.assertAlmostEqual(inst["launched_at"], time.time(), delta=5)
+            token = self.token(inst["imds_port"])
+            self.assertEqual(self.imds(inst["imds_port"], "/latest/meta-data/instance-id", token)[1], inst["id"])
+            self.assertEqual(self.imds(inst["imds_port"], "/latest/user-data", token)[1], "release=504")
+            self.assertEqual(self.imds(inst["imds_port"], "/latest/meta-data/placement/availability-zone",
+                                       token)[1], inst["availability_zone"])
+            self.complete(inst["id"], "tfe-launch")
+        g = self.describe()
+        self.assertEqual(g["DesiredCapacity"], 2)
+        self.assertEqual(sorted((i["LifecycleState"], i["HealthStatus"], i["LaunchTemplate"]["Version"])
+                                for i in g["Instances"]), [("InService", "HEALTHY", "1")] * 2)
+        self.assertTrue(all(i["in_service_at"] for i in self.live()))
+        launches = self.events("launch")
+        self.assertEqual([(e["template_version"], e["cause"]) for e in launches], [(1, "scale-out")] * 2)
+        [cap] = [e for e in self.events("capacity") if e["cause"] == "SetDesiredCapacity"]
+        self.assertEqual((cap["desired_capacity"], cap["changed"]), (2, ["desired_capacity"]))
+        ins = [e for e in self.events("state") if e["to_state"] == "InService"]
+        self.assertEqual([(e["template_version"], e["cause"], e["hook"]) for e in ins],
+                         [(1, "complete", "tfe-launch")] * 2)
+        self.assertTrue(all(isinstance(e["time"], float) for e in ins))
+
+    def test_scale_in_goes_through_the_terminate_hook(self):
+        self.managed(hooks=[hook("tfe-drain", TERMINATE)], desired_capacity=2)
+        wait_until(lambda: len(self.live("InService")) == 2, timeout=3)
+        self.asg.set_desired_capacity(AutoScalingGroupName="tfe-asg", DesiredCapacity=0)
+        draining = wait_until(lambda: len(self.live("Terminating:Wait")) == 2 and self.live("Terminating:Wait"),
+                              timeout=3)
+        self.assertEqual([e["cause"] for e in self.events("state") if e["to_state"] == "Terminating:Wait"],
+                         ["scale-in"] * 2)
+        self.assertEqual({i["target_lifecycle_state"] for i in draining}, {"Terminated"})
+        for inst in draining:
+            self.complete(inst["id"], "tfe-drain")
+        time.sleep(0.2)
+        self.assertEqual((self.live(), self.describe()["Instances"], len(self.events("launch"))), ([], [], 2))
+
+    def test_suspended_processes_stop_launches_and_scale_in(self):
+        self.managed()
+        self.asg.suspend_processes(AutoScalingGroupName="tfe-asg", ScalingProcesses=["Launch"])
+        self.asg.set_desired_capacity(AutoScalingGroupName="tfe-asg", DesiredCapacity=1)
+        time.sleep(0.3)
+        self.assertEqual(self.live(), [])
+        self.asg.resume_processes(AutoScalingGroupName="tfe-asg", ScalingProcesses=["Launch"])
+        wait_until(lambda: len(self.live("InService")) == 1, timeout=3)
+        self.asg.suspend_processes(AutoScalingGroupName="tfe-asg", ScalingProcesses=["Terminate"])
+        self.asg.set_desired_capacity(AutoScalingGroupName="tfe-asg", DesiredCapacity=0)
+        time.sleep(0.3)
+        self.assertEqual(len(self.live("InService")), 1)
+        self.asg.resume_processes(AutoScalingGroupName="tfe-asg")
+        wait_until(lambda: self.live() == [], timeout=3)
+        self.assertEqual([e["action"] for e in self.events("processes")], ["suspend", "resume", "suspend", "resume"])
+
+    def test_an_abandoned_launch_is_replaced(self):
+        self.managed(hooks=[hook("tfe-launch", LAUNCH)], desired_capacity=1)
+        [first] = wait_until(lambda: self.live("Pending:Wait"), timeout=3)
+        self.complete(first["id"], "tfe-launch", "ABANDON")
+        self.assertEqual(self.instance(first["id"])["lifecycle_state"], "Terminated")
+        [second] = wait_until(lambda: self.live("Pending:Wait"), timeout=3)
+        self.assertNotEqual(second["id"], first["id"])
+        self.assertEqual([e["cause"] for e in self.events("launch")], ["scale-out", "replacement"])
+
+    def test_update_group_to_a_new_version_and_the_termination_policy(self):
+        lt = self.managed(desired_capacity=1, max_size=3)
+        [old] = wait_until(lambda: self.live("InService"), timeout=3)
+        self.asg.update_auto_scaling_group(AutoScalingGroupName="tfe-asg",
+                                           LaunchTemplate={"LaunchTemplateId": lt["id"], "Version": "2"},
+                                           DesiredCapacity=2)
+        wait_until(lambda: len(self.live("InService")) == 2, timeout=3)
+        [new] = [i for i in self.live() if i["id"] != old["id"]]
+        self.assertEqual((new["template_version"], new["user_data"]), (2, "release=505"))
+        self.assertEqual(self.describe()["LaunchTemplate"]["Version"], "2")
+        [cap] = [e for e in self.events("capacity") if e["cause"] == "UpdateAutoScalingGroup"]
+        self.assertEqual((cap["changed"], cap["launch_template"]["version"]),
+                         (["desired_capacity", "launch_template"], "2"))
+        # Back to version 1 by name: the newer instance is now the one off the current version, so it goes first.
+        self.asg.update_auto_scaling_group(AutoScalingGroupName="tfe-asg",
+                                           LaunchTemplate={"LaunchTemplateName": "tfe", "Version": "1"})
+        self.asg.set_desired_capacity(AutoScalingGroupName="tfe-asg", DesiredCapacity=1)
+        wait_until(lambda: len(self.live()) == 1, timeout=3)
+        self.assertEqual(self.live()[0]["id"], old["id"])
+        # MinSize above the current desired raises desired (AWS); the errors.
+        self.asg.update_auto_scaling_group(AutoScalingGroupName="tfe-asg", MinSize=2)
+        self.assertEqual(self.describe()["DesiredCapacity"], 2)
+        self.assertApiError("ValidationError", self.asg.update_auto_scaling_group, AutoScalingGroupName="tfe-asg",
+                            DesiredCapacity=5,
+                            message="Desired capacity:5 must be between the specified min size:2 and max size:3")
+        self.assertApiError("ValidationError", self.asg.set_desired_capacity, AutoScalingGroupName="tfe-asg",
+                            DesiredCapacity=1, message="New SetDesiredCapacity value 1 is below min value 2 for the "
+                                                       "AutoScalingGroup.")
+        self.assertApiError("ValidationError", self.asg.update_auto_scaling_group, AutoScalingGroupName="tfe-asg",
+                            LaunchTemplate={"LaunchTemplateId": "lt-00000000000000000", "Version": "1"})
+        self.assertApiError("ValidationError", self.asg.update_auto_scaling_group, AutoScalingGroupName="tfe-asg",
+                            LaunchTemplate={"LaunchTemplateId": lt["id"], "Version": "9"})
+        self.assertApiError("ValidationError", self.asg.update_auto_scaling_group, AutoScalingGroupName="tfe-asg",
+                            MinSize=3, MaxSize=2)
+        self.assertApiError("ValidationError", self.asg.set_desired_capacity, AutoScalingGroupName="missing",
+                            DesiredCapacity=1)
+        self.assertEqual(self.describe()["MaxSize"], 3)  # a refused update changes nothing
+
+    def test_an_unmanaged_group_gets_a_template_and_a_launch_delay(self):
+        lt = self.template()
+        self.group(launch_delay=0.5)
+        self.launch(id=IID)
+        self.asg.update_auto_scaling_group(AutoScalingGroupName="tfe-asg", MaxSize=3, DesiredCapacity=2,
+                                           LaunchTemplate={"LaunchTemplateName": "tfe", "Version": "$Latest"})
+        start = time.monotonic()
+        time.sleep(0.2)
+        self.assertEqual(len(self.live()), 1)
+        wait_until(lambda: len(self.live("InService")) == 2, timeout=3)
+        self.assertGreaterEqual(time.monotonic() - start, 0.45)
+        [launched] = [i for i in self.live() if i["id"] != IID]
+        self.assertEqual(launched["template_version"], 2)  # $Latest resolved at launch
+        # Scale-in prefers the instance not on the current version (the control-created one has none).
+        self.asg.set_desired_capacity(AutoScalingGroupName="tfe-asg", DesiredCapacity=1)
+        wait_until(lambda: len(self.live()) == 1, timeout=3)
+        self.assertEqual(self.live()[0]["id"], launched["id"])
+        self.assertEqual(self.control("GET", f"/_emulator/launch-templates")["launch_templates"][0]["id"], lt["id"])
+
+    def test_standby_without_decrement_is_replaced(self):
+        self.managed(desired_capacity=1)
+        [first] = wait_until(lambda: self.live("InService"), timeout=3)
+        self.asg.enter_standby(AutoScalingGroupName="tfe-asg", InstanceIds=[first["id"]],
+                               ShouldDecrementDesiredCapacity=False)
+        wait_until(lambda: len(self.live("InService")) == 1, timeout=3)
+        self.asg.exit_standby(AutoScalingGroupName="tfe-asg", InstanceIds=[first["id"]])
+        self.assertEqual(self.describe()["DesiredCapacity"], 2)
+        self.asg.enter_standby(AutoScalingGroupName="tfe-asg", InstanceIds=[first["id"]],
+                               ShouldDecrementDesiredCapacity=True)
+        self.assertEqual(self.describe()["DesiredCapacity"], 1)
+        time.sleep(0.2)
+        self.assertEqual(len(self.events("launch")), 2)
 
 
 class ProcessTests(unittest.TestCase):

@@ -4,13 +4,16 @@
 //! - `{prefix}identity`: the [`ClusterIdentity`] as JSON, no TTL;
 //! - `{prefix}node:{instance_id}`: a [`MemberRecord`] as JSON, kept `keep_for`;
 //! - `{prefix}nodes`: sorted set, member = instance id, score = last_seen (the server's clock);
-//! - the rolling restart's lease and rollout (`rollout.rs`).
+//! - the rolling restart's lease and rollout (`rollout.rs`), the repave's lease and record
+//!   (`repave.rs`), both leases in `lease.rs`.
 //!
 //! Every operation is one round trip (a Lua script, `scripts.rs`, or one atomic pipeline) on one
 //! multiplexed connection (`link.rs`).
 
 pub(in crate::adapters) mod client;
+mod lease;
 mod link;
+mod repave;
 mod rollout;
 mod scripts;
 
@@ -69,6 +72,8 @@ struct Keys {
     lease: String,
     lease_token: String,
     rollout: String,
+    repave_lease: String,
+    repave: String,
 }
 
 impl RedisStore {
@@ -81,6 +86,8 @@ impl RedisStore {
             lease: format!("{prefix}lease"),
             lease_token: format!("{prefix}lease-token"),
             rollout: format!("{prefix}rollout"),
+            repave_lease: format!("{prefix}repave-lease"),
+            repave: format!("{prefix}repave"),
         };
         RedisStore {
             keys,

@@ -9,7 +9,7 @@
 //! unchanged.
 
 use super::{json_problem, scripts, RedisStore};
-use crate::model::rollout::{Lease, LeaseAnswer, Rollout, RolloutRefusal, TurnOutcome};
+use crate::model::rollout::{LeaseAnswer, Rollout, RolloutRefusal, TurnOutcome};
 use crate::ports::cluster::{RolloutStatus, RolloutStore, StoreError};
 use std::time::Duration;
 
@@ -17,10 +17,6 @@ use std::time::Duration;
 const CAS_TRIES: usize = 5;
 
 impl RedisStore {
-    fn lease_of(&self, text: &str) -> Result<Lease, StoreError> {
-        serde_json::from_str(text).map_err(|e| self.unreadable("lease", json_problem(&e)))
-    }
-
     fn rollout_of(&self, text: &str) -> Result<Rollout, StoreError> {
         serde_json::from_str(text).map_err(|e| self.unreadable("rollout", json_problem(&e)))
     }
@@ -49,60 +45,17 @@ impl RedisStore {
     }
 }
 
-/// PX takes whole milliseconds, at least one.
-fn millis(ttl: Duration) -> u64 {
-    (ttl.as_millis() as u64).max(1)
-}
-
 impl RolloutStore for RedisStore {
     async fn acquire_lease(&self, owner: &str, ttl: Duration) -> Result<LeaseAnswer, StoreError> {
-        let (taken, text): (i64, String) = self
-            .link
-            .call(|mut connection| async move {
-                scripts::ACQUIRE_LEASE
-                    .key(&self.keys.lease)
-                    .key(&self.keys.lease_token)
-                    .arg(owner)
-                    .arg(millis(ttl))
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
-        let lease = self.lease_of(&text)?;
-        Ok(if taken == 1 {
-            LeaseAnswer::Acquired(lease)
-        } else {
-            LeaseAnswer::Held(lease)
-        })
+        self.acquire(&self.keys.lease, owner, ttl).await
     }
 
     async fn renew_lease(&self, token: u64, ttl: Duration) -> Result<bool, StoreError> {
-        let kept: i64 = self
-            .link
-            .call(|mut connection| async move {
-                scripts::RENEW_LEASE
-                    .key(&self.keys.lease)
-                    .arg(token.to_string())
-                    .arg(millis(ttl))
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
-        Ok(kept == 1)
+        self.renew(&self.keys.lease, token, ttl).await
     }
 
     async fn release_lease(&self, token: u64) -> Result<bool, StoreError> {
-        let released: i64 = self
-            .link
-            .call(|mut connection| async move {
-                scripts::RELEASE_LEASE
-                    .key(&self.keys.lease)
-                    .arg(token.to_string())
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await?;
-        Ok(released == 1)
+        self.release(&self.keys.lease, token).await
     }
 
     async fn start_rollout(

@@ -167,3 +167,16 @@ return 1
 "#,
     )
 });
+
+/// KEYS: lease, record. ARGV: token, the record JSON. Answers 1 (written) or 0 (the lease is not
+/// held under this token: fenced, nothing written).
+pub(super) static WRITE_FENCED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local lease = redis.call('GET', KEYS[1]) or ''
+if string.match(lease, '"token":(%d+)') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"#,
+    )
+});

@@ -3,11 +3,13 @@
 //! be down. Every store opened from one [`FakeStores`] shares its data (the nodes of one cluster).
 
 use crate::model::cluster::{ClusterIdentity, MemberRecord, Snapshot};
+use crate::model::repave::Repave;
 use crate::model::rollout::{
     Lease, LeaseAnswer, Rollout, RolloutRefusal, RolloutState, TurnOutcome,
 };
 use crate::ports::cluster::{
-    ClusterStore, ClusterStores, RolloutStatus, RolloutStore, StoreError, StoreTarget,
+    ClusterStore, ClusterStores, RepaveStatus, RepaveStore, RolloutStatus, RolloutStore,
+    StoreError, StoreTarget,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,9 @@ pub struct FakeCluster {
     pub lease: Option<(Lease, Instant)>,
     pub last_token: u64,
     pub rollout: Option<Rollout>,
+    /// The repave's lease (tokens from the same counter) and record.
+    pub repave_lease: Option<(Lease, Instant)>,
+    pub repave: Option<Repave>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +108,13 @@ impl FakeStore {
         data.members.retain(|_, (_, until)| *until > now);
         if data.lease.as_ref().is_some_and(|(_, until)| *until <= now) {
             data.lease = None;
+        }
+        if data
+            .repave_lease
+            .as_ref()
+            .is_some_and(|(_, until)| *until <= now)
+        {
+            data.repave_lease = None;
         }
         Ok(data)
     }
@@ -268,5 +280,72 @@ impl RolloutStore for FakeStore {
             }));
         }
         Ok(rollout.finish(instance, outcome).map(|()| rollout.clone()))
+    }
+}
+
+impl RepaveStore for FakeStore {
+    async fn acquire_repave_lease(
+        &self,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<LeaseAnswer, StoreError> {
+        let since = self.unix_now();
+        let mut data = self.call(format!("acquire-repave {owner}"))?;
+        if let Some((lease, _)) = &data.repave_lease {
+            return Ok(LeaseAnswer::Held(lease.clone()));
+        }
+        data.last_token += 1;
+        let lease = Lease {
+            owner: owner.to_string(),
+            token: data.last_token,
+            since,
+        };
+        data.repave_lease = Some((lease.clone(), Instant::now() + ttl));
+        Ok(LeaseAnswer::Acquired(lease))
+    }
+
+    async fn renew_repave_lease(&self, token: u64, ttl: Duration) -> Result<bool, StoreError> {
+        let mut data = self.call(format!("renew-repave {token}"))?;
+        match data.repave_lease.as_mut().filter(|(l, _)| l.token == token) {
+            Some((_, until)) => {
+                *until = Instant::now() + ttl;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn release_repave_lease(&self, token: u64) -> Result<bool, StoreError> {
+        let mut data = self.call(format!("release-repave {token}"))?;
+        let mine = data
+            .repave_lease
+            .as_ref()
+            .is_some_and(|(l, _)| l.token == token);
+        if mine {
+            data.repave_lease = None;
+        }
+        Ok(mine)
+    }
+
+    async fn read_repave(&self) -> Result<RepaveStatus, StoreError> {
+        let now = self.unix_now();
+        let data = self.call("read-repave".into())?;
+        Ok(RepaveStatus {
+            repave: data.repave.clone(),
+            lease: data.repave_lease.as_ref().map(|(l, _)| l.clone()),
+            now,
+        })
+    }
+
+    async fn write_repave(&self, token: u64, repave: &Repave) -> Result<bool, StoreError> {
+        let mut data = self.call(format!("write-repave {token}"))?;
+        let mine = data
+            .repave_lease
+            .as_ref()
+            .is_some_and(|(l, _)| l.token == token);
+        if mine {
+            data.repave = Some(repave.clone());
+        }
+        Ok(mine)
     }
 }

@@ -37,8 +37,7 @@ pub const LAUNCH_HOOK: &str = "tfe-launch";
 pub const TERMINATE_HOOK: &str = "tfe-terminate";
 
 /// The world of the unit tests: every port faked, tokio's clock (paused in the tests).
-pub type FakeWorld =
-    Parts<
+pub type FakeWorld = Parts<
     FakeSecrets,
     FakeAsg,
     FakeImds,
