@@ -230,25 +230,14 @@ impl Ec2Client {
             ))
         })?;
         let status = response.status().as_u16();
-        let collected = tokio::time::timeout(self.attempt_timeout, async {
-            http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-        })
-        .await;
-        let bytes = match collected {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e)) => {
-                return Err(Failure::Transient(format!(
-                    "the answer (HTTP {status}) could not be read: {e}"
-                )))
-            }
-            Err(_) => {
-                return Err(Failure::Transient(format!(
-                    "the answer (HTTP {status}) was cut short"
-                )))
-            }
-        };
+        // The attempt's own timeout bounds the read too (`describe_with_retries`).
+        let bytes = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| {
+                Failure::Transient(format!("the answer (HTTP {status}) could not be read: {e}"))
+            })?
+            .to_bytes();
         let text = String::from_utf8_lossy(&bytes);
         answer(status, &text)
     }
