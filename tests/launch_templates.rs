@@ -4,14 +4,15 @@
 //! name; `$Latest`, `$Default` and a number; an unknown version or template is `None`; gzip'd user
 //! data is decoded and a version without user data has none; a session token is signed into the
 //! request (moto's recording of it); an endpoint that refuses or never answers is a transient
-//! error naming the endpoint, within the bounded time.
+//! error naming the endpoint, within the bounded time. The project's Auto Scaling emulator, which
+//! the repave's end-to-end tests use, answers the same client the same way.
 
 mod common;
 
 use aws_config::SdkConfig;
 use aws_sdk_autoscaling::config::{Credentials, SharedCredentialsProvider};
 use base64::Engine;
-use common::Moto;
+use common::{Emulator, Moto};
 use flate2::write::GzEncoder;
 use serde_json::Value;
 use std::io::Write;
@@ -258,6 +259,53 @@ async fn versions_by_id_and_name_with_user_data_decoded() {
         );
         assert!(!r.to_string().contains("launch-templates-secret-key"));
     }
+}
+
+#[tokio::test]
+async fn the_emulator_answers_like_ec2() {
+    let emulator = Emulator::start();
+    let view = emulator.post(
+        "/_emulator/launch-templates",
+        serde_json::json!({"name": "tfe-nodes", "versions": [
+            {"user_data": CLOUD_INIT_V1}, {"user_data": CLOUD_INIT_V2}, {}
+        ]}),
+    );
+    let id = view["id"].as_str().unwrap().to_string();
+    let groups = GroupsClient::new(&config(&emulator.url, Duration::from_secs(5)).await);
+    let v1 = TemplateVersion {
+        template_id: id.clone(),
+        template_name: "tfe-nodes".into(),
+        version: 1,
+        default_version: true,
+        user_data: Some(CLOUD_INIT_V1.into()),
+    };
+    let get = |t: TemplateRef| {
+        let groups = groups.clone();
+        async move { groups.describe_template_version(&t).await.unwrap() }
+    };
+    assert_eq!(get(by_id(&id, "$Default")).await, Some(v1.clone()));
+    assert_eq!(
+        get(by_name("tfe-nodes", "2")).await,
+        Some(TemplateVersion {
+            version: 2,
+            default_version: false,
+            user_data: Some(CLOUD_INIT_V2.into()),
+            ..v1.clone()
+        })
+    );
+    assert_eq!(
+        get(by_id(&id, "$Latest")).await,
+        Some(TemplateVersion {
+            version: 3,
+            default_version: false,
+            user_data: None,
+            ..v1
+        })
+    );
+    assert_eq!(get(by_id(&id, "4")).await, None);
+    assert_eq!(get(by_name("no-such-template", "1")).await, None);
+    assert_eq!(get(by_id("lt-0123456789abcdef0", "1")).await, None);
+    assert_eq!(emulator.api_calls("DescribeLaunchTemplateVersions"), 6);
 }
 
 #[tokio::test]
