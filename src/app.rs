@@ -662,7 +662,7 @@ async fn repave_command(cfg: &Settings, args: RepaveArgs) -> Exit {
         .unwrap_or_else(|_| "unknown host".into());
     let req = repave::Request {
         group: args.group,
-        version: args.version,
+        version: args.version.unwrap_or_default(),
         capacity: args.capacity,
         validate_cmd: args.validate_cmd,
         validate_timeout: args.validate_timeout,
