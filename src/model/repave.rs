@@ -452,9 +452,10 @@ impl Repave {
                 String::new()
             };
             out.push_str(&format!(
-                "  {:<8} {:<8} {took}{resumed}: {}\n",
+                "  {:<8} {:<8} at +{:.1} s, {took}{resumed}: {}\n",
                 r.pass.as_str(),
                 r.step.as_str(),
+                r.started_ms.saturating_sub(self.requested_ms) as f64 / 1000.0,
                 r.detail.as_deref().unwrap_or("-")
             ));
         }
