@@ -14,7 +14,7 @@ mod watch;
 
 use crate::model::repave::{Next, OnFailure, Repave, RepaveState};
 use crate::model::rollout::LeaseAnswer;
-use crate::ports::cluster::{ClusterStore, RepaveStore, StoreError};
+use crate::ports::cluster::{ClusterStore, RepaveStore, RolloutStore, StoreError};
 use crate::ports::{AsgError, Clock, World};
 use crate::sys::retry::Backoff;
 use progress::Progress;
@@ -113,7 +113,7 @@ where
 /// as it ended. An error means the repave did not start, or its orchestrator lost the lease.
 /// `confirm` is asked once the plan is shown, before anything changes (not for a dry run or a
 /// resume): false refuses.
-pub async fn run<W: World, S: ClusterStore + RepaveStore>(
+pub async fn run<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
     w: &W,
     store: &S,
     req: &Request,
@@ -239,7 +239,7 @@ async fn take_lease<W: World, S: RepaveStore>(
 
 /// Runs the steps from the first one that did not end, recording each before it starts and when
 /// it ends.
-async fn drive<W: World, S: ClusterStore + RepaveStore>(
+async fn drive<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
     ctx: &mut steps::Ctx<'_, W, S>,
     repave: &mut Repave,
     progress: &mut Progress,

@@ -6,6 +6,8 @@ use super::{aws, RepaveError, Request};
 use crate::model::asg::{ScalingProcess, TemplateRef, Transition};
 use crate::model::cluster::ClusterView;
 use crate::model::repave::{release_in_user_data, Pass, Plan};
+use crate::model::rollout::RolloutState;
+use crate::ports::cluster::RolloutStore;
 use crate::ports::{ClusterStore, GroupControl, GroupInfo, HookInfo, TemplateVersion, World};
 use std::fmt::Write;
 
@@ -34,7 +36,7 @@ fn hook(hooks: &[HookInfo], transition: Transition) -> Option<&HookInfo> {
     hooks.iter().find(|h| h.transition == transition)
 }
 
-pub async fn make<W: World, S: ClusterStore>(
+pub async fn make<W: World, S: ClusterStore + RolloutStore>(
     w: &W,
     store: &S,
     req: &Request,
@@ -93,6 +95,15 @@ pub async fn make<W: World, S: ClusterStore>(
             req.group,
             current.at(&to.version.to_string()).label(),
             current.version
+        )));
+    }
+    let rolling = store.read_rollout().await.map_err(RepaveError::Store)?;
+    if let Some(r) = rolling.rollout.filter(|r| r.state == RolloutState::Running) {
+        return Err(refused(format!(
+            "a rolling restart runs (rollout {} by {}: {}): wait for it to end (`tfe-node-agent cluster`)",
+            r.id,
+            r.requested_by,
+            r.progress()
         )));
     }
     let snapshot = store.read().await.map_err(RepaveError::Store)?;

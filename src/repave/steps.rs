@@ -9,7 +9,7 @@ use super::{aws, RepaveError};
 use crate::model::asg::LifecycleState;
 use crate::model::lifecycle::Phase;
 use crate::model::repave::{Pass, Repave, Step};
-use crate::ports::cluster::{ClusterStore, RepaveStore};
+use crate::ports::cluster::{ClusterStore, RepaveStore, RolloutStore};
 use crate::ports::{GroupControl, GroupUpdate, World};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
-pub async fn run<W: World, S: ClusterStore + RepaveStore>(
+pub async fn run<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
     ctx: &mut Ctx<'_, W, S>,
     repave: &mut Repave,
     step: Step,
@@ -88,7 +88,7 @@ async fn resume<W: World, S>(ctx: &Ctx<'_, W, S>, repave: &Repave) -> Result<Str
 }
 
 /// min = desired = 0, then every instance gone: each node drains behind its terminate hook.
-async fn drain<W: World, S: ClusterStore + RepaveStore>(
+async fn drain<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
     ctx: &mut Ctx<'_, W, S>,
     repave: &mut Repave,
     progress: &mut Progress,
@@ -216,7 +216,7 @@ async fn point<W: World, S>(
 }
 
 /// desired = 1; the first instance of this pass's version in service, or its failure.
-async fn first<W: World, S: ClusterStore + RepaveStore>(
+async fn first<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
     ctx: &mut Ctx<'_, W, S>,
     repave: &mut Repave,
     pass: Pass,
@@ -311,7 +311,7 @@ async fn first<W: World, S: ClusterStore + RepaveStore>(
 
 /// min/desired back to the capacity; every instance of this pass's version in service and the
 /// cluster view consistent.
-async fn scale<W: World, S: ClusterStore + RepaveStore>(
+async fn scale<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
     ctx: &mut Ctx<'_, W, S>,
     repave: &mut Repave,
     pass: Pass,

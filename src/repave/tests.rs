@@ -257,6 +257,23 @@ async fn checks_refuse_before_anything_changes() {
         .await
         .contains("does not launch from a launch template"));
 
+    // A rolling restart runs.
+    let (w, stores) = cluster(FakeGroups::new(group(), hooks(), versions()));
+    stores.data.lock().unwrap().rollout = Some(crate::model::rollout::Rollout {
+        id: "rollout-1".into(),
+        requested_by: "bob".into(),
+        requested_at: 1,
+        instances: vec!["i-old-1".into(), "i-old-2".into()],
+        done: vec!["i-old-1".into()],
+        state: crate::model::rollout::RolloutState::Running,
+        failure: None,
+    });
+    let why = refusal(&w, &request("2")).await;
+    assert!(
+        why.contains("a rolling restart runs (rollout rollout-1 by bob"),
+        "{why}"
+    );
+
     // A live node on another release: the view is not consistent (unless --force).
     let (w, stores) = cluster(FakeGroups::new(group(), hooks(), versions()));
     stores.add_member(member("i-stray", 503), Duration::from_secs(3600));

@@ -8,13 +8,13 @@ use super::steps::{Ctx, StepError};
 use crate::model::asg::LifecycleState;
 use crate::model::lifecycle::Phase;
 use crate::model::repave::{Pass, Repave, Step};
-use crate::ports::cluster::{ClusterStore, RepaveStore};
+use crate::ports::cluster::{ClusterStore, RepaveStore, RolloutStore};
 use crate::ports::World;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub async fn validate<W: World, S: ClusterStore + RepaveStore>(
+pub async fn validate<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
     ctx: &mut Ctx<'_, W, S>,
     repave: &mut Repave,
     pass: Pass,

@@ -7,7 +7,7 @@ use super::{aws, RepaveError, Request};
 use crate::model::asg::LifecycleState;
 use crate::model::cluster::{ClusterView, Finding, Snapshot};
 use crate::model::repave::{Repave, Step};
-use crate::ports::cluster::{ClusterStore, RepaveStore};
+use crate::ports::cluster::{ClusterStore, RepaveStore, RolloutStore};
 use crate::ports::{Clock, GroupControl, GroupInfo, World};
 use crate::sys::retry::Backoff;
 use std::collections::BTreeMap;
@@ -60,7 +60,7 @@ pub struct Ctx<'a, W, S> {
     store_failing: bool,
 }
 
-impl<'a, W: World, S: ClusterStore + RepaveStore> Ctx<'a, W, S> {
+impl<'a, W: World, S: ClusterStore + RolloutStore + RepaveStore> Ctx<'a, W, S> {
     pub fn new(w: &'a W, store: &'a S, req: &'a Request, token: u64) -> Self {
         Ctx {
             w,
