@@ -59,11 +59,13 @@ fn report_of(events: &[Value], context: &str) -> Value {
     last["repave"].clone()
 }
 
+type Lines = Arc<Mutex<Vec<String>>>;
+
 /// The orchestrator run in the background (to be killed or raced), its stdout and stderr kept.
 struct Orchestrator {
     child: Child,
-    out: Arc<Mutex<Vec<String>>>,
-    err: Arc<Mutex<Vec<String>>>,
+    out: Lines,
+    err: Lines,
 }
 
 impl Orchestrator {
@@ -71,7 +73,7 @@ impl Orchestrator {
         let mut child = group.operator(args).spawn().expect("spawn repave");
         let out = Arc::new(Mutex::new(Vec::new()));
         let err = Arc::new(Mutex::new(Vec::new()));
-        let streams: [(Box<dyn std::io::Read + Send>, Arc<Mutex<Vec<String>>>); 2] = [
+        let streams: [(Box<dyn std::io::Read + Send>, Lines); 2] = [
             (Box::new(child.stdout.take().unwrap()), out.clone()),
             (Box::new(child.stderr.take().unwrap()), err.clone()),
         ];
