@@ -336,6 +336,20 @@ fn repave_two_504_nodes_to_505_one_at_a_time_and_a_concurrent_repave_is_refused(
         validated < scaled,
         "validate ends before scale starts\n{context}"
     );
+    // The record's clock is this machine's, like the emulator's: validation ended before the
+    // second version-2 launch.
+    let validate_end = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "validate")
+        .and_then(|s| s["ended_ms"].as_u64())
+        .unwrap_or_else(|| panic!("validate has no ended_ms: {report:#}"));
+    assert!(
+        validate_end as f64 <= v2[1].1 * 1000.0 + 1.0,
+        "the second version-2 launch ({}) before validation ended ({validate_end})",
+        v2[1].1
+    );
     // Each step once, forward, in order.
     let steps: Vec<(String, String, u64)> = report["steps"]
         .as_array()
