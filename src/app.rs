@@ -5,9 +5,13 @@ use crate::adapters::host::SystemHost;
 use crate::adapters::probes::SystemProbes;
 use crate::adapters::redis::RedisStores;
 use crate::adapters::tfe::CliTfe;
-use crate::cli::{AppCommand, AppConfigCommand, Cli, ClusterCommand, Command, RestartMode};
+use crate::cli::{
+    AppCommand, AppConfigCommand, Cli, ClusterCommand, Command, OnFailureArg, RepaveArgs,
+    RestartMode,
+};
 use crate::config::{self, AgentConfig, Settings};
 use crate::model::cluster::ClusterView;
+use crate::model::repave::{OnFailure, RepaveState};
 use crate::model::rollout::RollingView;
 use crate::node::app_config::{self, AppConfigError};
 use crate::node::boot;
@@ -26,6 +30,8 @@ use crate::ports::{
     cluster::RolloutStore, ClusterStore, ClusterStores, Identity, ImdsError, InstanceMetadata,
     Parts, TokioClock,
 };
+use crate::repave::progress::{Progress, Style};
+use crate::repave::{self, RepaveError};
 use crate::sys::retry::Backoff;
 use crate::sys::shutdown;
 use crate::tfe_files::render::{self, Redaction};
@@ -103,6 +109,7 @@ pub async fn run(cli: Cli) -> Exit {
             support_bundle_command(&cfg, &request).await
         }
         Command::Drift { json } => drift_command(&cfg, json).await,
+        Command::Repave(args) => repave_command(&cfg, args).await,
     }
 }
 
@@ -623,6 +630,78 @@ async fn support_bundle_command(cfg: &Settings, request: &support_bundle::Reques
                 BundleError::Refused(_) => Exit::BundleRefused,
                 BundleError::Secrets(c) => Exit::of_configure(c),
                 BundleError::Archive(_) | BundleError::Write(_) => Exit::LocalIo,
+            };
+            fail(code, &e)
+        }
+    }
+}
+
+/// `repave`: the orchestrator (`crate::repave`) with this agent.toml's cluster store.
+async fn repave_command(cfg: &Settings, args: RepaveArgs) -> Exit {
+    use std::io::IsTerminal;
+    let (w, node) = match loaded(cfg).await {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let Some(target) = cluster::store_target(&cfg.cluster, &node) else {
+        eprintln!("no cluster store: [cluster].enabled is false, or no redis_host setting names a Redis; the repave records its steps and follows the nodes there");
+        return Exit::Config;
+    };
+    let store = w.stores.open(target);
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown host".into());
+    let req = repave::Request {
+        group: args.group,
+        version: args.version,
+        capacity: args.capacity,
+        validate_cmd: args.validate_cmd,
+        validate_timeout: args.validate_timeout,
+        on_failure: match args.on_failure {
+            OnFailureArg::Stop => OnFailure::Stop,
+            OnFailureArg::Rollback => OnFailure::Rollback,
+        },
+        dry_run: args.dry_run,
+        resume: args.resume,
+        force: args.force,
+        poll: args.poll_interval,
+        lease_ttl: args.lease_ttl,
+        node_ttl: cfg.cluster.node_ttl,
+        max_nodes: cfg.cluster.max_nodes,
+        owner: format!(
+            "{} on {host} (pid {})",
+            operator::operator_name(),
+            std::process::id()
+        ),
+    };
+    let style = match (args.json, std::io::stdout().is_terminal()) {
+        (true, _) => Style::Json,
+        (false, true) => Style::Terminal,
+        (false, false) => Style::Lines,
+    };
+    let yes = args.yes;
+    let confirm = move |group: &str| {
+        if yes {
+            return true;
+        }
+        if !std::io::stdin().is_terminal() {
+            eprintln!("not on a terminal: pass --yes to repave without a question");
+            return false;
+        }
+        eprintln!("Type the group name ({group}) to repave it:");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).is_ok() && line.trim() == group
+    };
+    match repave::run(&w, &store, &req, &mut Progress::new(style), &confirm).await {
+        Ok(None) => Exit::Ok,
+        Ok(Some(r)) if r.state == RepaveState::Done => Exit::Ok,
+        Ok(Some(_)) => Exit::RepaveStopped,
+        Err(e) => {
+            let code = match &e {
+                RepaveError::Refused(_) | RepaveError::LeaseHeld { .. } => Exit::Refused,
+                RepaveError::Aws { .. } => Exit::Aws,
+                RepaveError::Store(_) => Exit::ClusterStore,
+                RepaveError::LeaseLost { .. } => Exit::RepaveStopped,
             };
             fail(code, &e)
         }

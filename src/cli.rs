@@ -100,6 +100,67 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Repave the whole group onto a launch template version (a new release or image), the one
+    /// way HashiCorp supports for Active/Active: drain every node → 0 → 1 on the new version →
+    /// validate → back to N; resumable, one at a time (the cluster store's repave lease). Run
+    /// from an operator's machine, CI or a node, with AWS credentials and this agent.toml (for
+    /// the cluster store). Exit 0: done (or the dry run's plan); 4: an AWS call failed while
+    /// planning; 11: the store cannot be read; 15: refused, nothing changed; 18: stopped at a
+    /// safe point or rolled back (the report says where and what next).
+    Repave(RepaveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RepaveArgs {
+    /// The Auto Scaling group.
+    #[arg(long)]
+    pub group: String,
+    /// The launch template version to move the group to: a number, `$Latest` or `$Default`.
+    #[arg(long = "launch-template-version")]
+    pub version: String,
+    /// The capacity to come back to (default: the group's desired capacity now).
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// A command run (`sh -c`) once the first new node is in service; it must exit 0. Gets
+    /// REPAVE_GROUP, REPAVE_INSTANCE_ID, REPAVE_PRIVATE_IP, REPAVE_RELEASE.
+    #[arg(long)]
+    pub validate_cmd: Option<String>,
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub validate_timeout: std::time::Duration,
+    /// What to do when a step fails after the group changed version.
+    #[arg(long, value_enum, default_value = "stop")]
+    pub on_failure: OnFailureArg,
+    /// Print the plan and what was found; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed off a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Continue the repave recorded in the cluster store from its first step that did not end.
+    #[arg(long)]
+    pub resume: bool,
+    /// Repave although the cluster view is not consistent.
+    #[arg(long)]
+    pub force: bool,
+    /// One JSON event per line on stdout (CI).
+    #[arg(long)]
+    pub json: bool,
+    /// How often the group and the cluster view are read.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: std::time::Duration,
+    /// The repave lease's TTL, renewed every poll: how soon `--resume` may take over from an
+    /// orchestrator that is gone.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: std::time::Duration,
+}
+
+/// `repave --on-failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnFailureArg {
+    /// Stop at a safe point and say where the group is.
+    Stop,
+    /// Back to the previous version the same way (see docs/operate/repave.md for its limits).
+    Rollback,
 }
 
 #[derive(Debug, Subcommand)]

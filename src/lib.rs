@@ -10,6 +10,7 @@
 //! - `ports`: the `World` the flows are generic over; `adapters`: the real one.
 //! - `observe`: the HTTP API (`/livez`, `/readyz`, `/status`, `/metrics`), the systemd watchdog,
 //!   and `status`; `telemetry`: the metrics and the control loops' liveness they read.
+//! - `repave`: the `repave` command's orchestrator (a whole group, drain → 0 → 1 → validate → N).
 //! - `model`: the pure state machine and the domain's types; `sys`: small helpers.
 
 pub mod adapters;
@@ -20,6 +21,7 @@ pub mod model;
 pub(crate) mod node;
 pub mod observe;
 pub mod ports;
+pub(crate) mod repave;
 pub mod sys;
 pub mod telemetry;
 pub mod tfe_files;

@@ -22,12 +22,14 @@ const RULES: &[(&str, &[&str])] = &[
         "node",
         &["tfe_files", "config", "ports", "telemetry", "model", "sys"],
     ),
+    ("repave", &["ports", "model", "sys"]),
     ("observe", &["node", "config", "telemetry", "model", "sys"]),
     ("cli", &["config"]),
     (
         "app",
         &[
             "observe",
+            "repave",
             "node",
             "telemetry",
             "adapters",
@@ -50,6 +52,7 @@ const ROOMS: &[&str] = &[
     "tfe_files",
     "adapters",
     "node",
+    "repave",
     "observe",
     "cli",
     "app",

@@ -48,6 +48,7 @@ fn record(id: &str) -> MemberRecord {
         last_seen: 1,
         fingerprints: BTreeMap::from([("enc_password".into(), "0123456789abcdef".into())]),
         live_fingerprints: BTreeMap::new(),
+        last_error: None,
     }
 }
 

@@ -1,7 +1,13 @@
-//! `packaging/iam-policy.json` grants exactly what the AWS adapters in `src/adapters/aws/` and the
-//! preflight probes in `src/adapters/probes/` call: every SDK operation found in the source has its
-//! IAM action in the policy, and the policy grants nothing the code does not need (apart from the
-//! extras listed below with their reason).
+//! Two policies, each granting exactly what its code calls: every SDK operation (and EC2 Query
+//! action) found in the source has its IAM actions in the policy, and the policy grants nothing the
+//! code does not need (apart from the extras listed below with their reason).
+//!
+//! - `packaging/iam-policy.json`, the node's: the AWS adapters in `src/adapters/aws/` but the
+//!   repave's own (`groups.rs`, `ec2.rs`), and the preflight probes in `src/adapters/probes/`.
+//! - `packaging/iam-repave-policy.json`, the machine or CI that runs `repave`: `groups.rs`, `ec2.rs`
+//!   and `secrets_manager.rs` (the orchestrator reads the cluster store's password from the shared
+//!   secret, through the node's own adapter). A node never changes its group: none of the repave's
+//!   calls may be in the node's policy.
 //!
 //! The object_storage probe is the exception on purpose: it checks TFE's own S3 and KMS grants
 //! (the role is TFE's too), so this policy must not grant what TFE needs — a grant here would make
@@ -40,6 +46,26 @@ const OPERATIONS: &[(&str, &[&str])] = &[
         "complete_lifecycle_action",
         &["autoscaling:CompleteLifecycleAction"],
     ),
+    // The repave (groups.rs).
+    (
+        "describe_auto_scaling_groups",
+        &["autoscaling:DescribeAutoScalingGroups"],
+    ),
+    // Changing a group's launch template needs the caller to be allowed to launch from it
+    // (ec2:RunInstances), to tag what it launches when the template has tag specifications
+    // (ec2:CreateTags) and to pass its instance profile's role (iam:PassRole): the nodes' template
+    // has both. AWS checks them at UpdateAutoScalingGroup, not at each launch.
+    (
+        "update_auto_scaling_group",
+        &[
+            "autoscaling:UpdateAutoScalingGroup",
+            "ec2:RunInstances",
+            "ec2:CreateTags",
+            "iam:PassRole",
+        ],
+    ),
+    ("suspend_processes", &["autoscaling:SuspendProcesses"]),
+    ("resume_processes", &["autoscaling:ResumeProcesses"]),
     // The object_storage probe: s3:ListBucket, s3:PutObject, s3:GetObject, s3:DeleteObject (and
     // KMS for SSE-KMS) are TFE's grants, see TFE_GRANTS; the version delete is this policy's.
     ("head_bucket", &[]),
@@ -47,6 +73,12 @@ const OPERATIONS: &[(&str, &[&str])] = &[
     ("get_object", &[]),
     ("delete_object", &["s3:DeleteObjectVersion"]),
 ];
+
+/// EC2 Query actions (ec2.rs signs its own request: `const ACTION: &str = "…";`) → IAM actions.
+const QUERY_ACTIONS: &[(&str, &[&str])] = &[(
+    "DescribeLaunchTemplateVersions",
+    &["ec2:DescribeLaunchTemplateVersions"],
+)];
 
 /// What TFE's own object-storage grant gives the role and the probe relies on: never in this
 /// policy (see the module's comment).
@@ -71,23 +103,60 @@ const ALLOWED_EXTRAS: &[(&str, &str)] = &[(
      restricted to calls made through Secrets Manager by kms:ViaService",
 )];
 
-/// The statement actions that must never be on Resource "*".
+/// The statement actions that must never be on Resource "*" (ec2:RunInstances may, under its
+/// launch template condition: checked on its own).
 const SCOPED_ACTIONS: &[&str] = &[
     "autoscaling:CompleteLifecycleAction",
     "autoscaling:RecordLifecycleActionHeartbeat",
+    "autoscaling:UpdateAutoScalingGroup",
+    "autoscaling:SuspendProcesses",
+    "autoscaling:ResumeProcesses",
     "secretsmanager:GetSecretValue",
     "kms:Decrypt",
     "s3:DeleteObjectVersion",
+    "ec2:CreateTags",
+    "iam:PassRole",
 ];
+
+/// What has no resource-level permissions and so may be on "*" without a condition.
+const UNSCOPED_ACTIONS: &[&str] = &[
+    "secretsmanager:BatchGetSecretValue",
+    "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeLifecycleHooks",
+    "ec2:DescribeLaunchTemplateVersions",
+];
+
+/// The repave's own adapter files: never the node's calls.
+const REPAVE_FILES: &[&str] = &["src/adapters/aws/groups.rs", "src/adapters/aws/ec2.rs"];
+/// Node adapter files the repave calls too.
+const SHARED_FILES: &[&str] = &["src/adapters/aws/secrets_manager.rs"];
+
+/// Which code a policy is for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Who {
+    Node,
+    Repave,
+}
+
+impl Who {
+    fn file(self) -> &'static str {
+        match self {
+            Who::Node => "packaging/iam-policy.json",
+            Who::Repave => "packaging/iam-repave-policy.json",
+        }
+    }
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn policy() -> Value {
-    let path = root().join("packaging/iam-policy.json");
-    let text = std::fs::read_to_string(&path).expect("read packaging/iam-policy.json");
-    serde_json::from_str(&text).expect("packaging/iam-policy.json is valid JSON")
+fn policy(who: Who) -> Value {
+    let path = root().join(who.file());
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", who.file()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", who.file()))
 }
 
 fn statements(policy: &Value) -> &Vec<Value> {
@@ -162,7 +231,7 @@ fn client_calls(source: &str) -> Vec<String> {
 /// The folders whose code calls AWS.
 const AWS_CALLERS: &[&str] = &["src/adapters/aws", "src/adapters/probes"];
 
-fn aws_sources() -> Vec<(PathBuf, String)> {
+fn all_aws_sources() -> Vec<(PathBuf, String)> {
     let mut files: Vec<PathBuf> = AWS_CALLERS
         .iter()
         .flat_map(|dir| {
@@ -186,6 +255,18 @@ fn aws_sources() -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// The files whose calls `who`'s policy must grant.
+fn aws_sources(who: Who) -> Vec<(PathBuf, String)> {
+    let is = |p: &Path, list: &[&str]| list.iter().any(|f| p == root().join(f));
+    all_aws_sources()
+        .into_iter()
+        .filter(|(p, _)| match who {
+            Who::Node => !is(p, REPAVE_FILES),
+            Who::Repave => is(p, REPAVE_FILES) || is(p, SHARED_FILES),
+        })
+        .collect()
+}
+
 fn rel(path: &Path) -> String {
     path.strip_prefix(root())
         .unwrap_or(path)
@@ -193,12 +274,28 @@ fn rel(path: &Path) -> String {
         .to_string()
 }
 
-/// The SDK operations the code calls, by method name, with the files calling them.
-fn called_operations() -> BTreeMap<String, BTreeSet<String>> {
+/// The EC2 Query actions a file declares (`const ACTION: &str = "…";`).
+fn query_actions(source: &str) -> Vec<String> {
+    let code = normalize(source);
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = code[from..].find("const ACTION: &str = \"") {
+        let start = from + pos + "const ACTION: &str = \"".len();
+        let end = start + code[start..].find('"').expect("closing quote");
+        found.push(code[start..end].to_string());
+        from = end;
+    }
+    found
+}
+
+/// The SDK operations (by method name) and Query actions `who`'s code calls, with the files
+/// calling them.
+fn called_operations(who: Who) -> BTreeMap<String, BTreeSet<String>> {
     let table: BTreeSet<&str> = OPERATIONS.iter().map(|(m, _)| *m).collect();
+    let queries: BTreeSet<&str> = QUERY_ACTIONS.iter().map(|(a, _)| *a).collect();
     let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut unknown = Vec::new();
-    for (path, text) in aws_sources() {
+    for (path, text) in aws_sources(who) {
         let calls = client_calls(&text);
         // A file that imports an SDK client (`use aws_sdk_…::Client;`) must show calls on it.
         if text
@@ -210,6 +307,22 @@ fn called_operations() -> BTreeMap<String, BTreeSet<String>> {
                 "{} uses an SDK client but the scan found no call on it: fix the scanner",
                 rel(&path)
             );
+        }
+        // A file that builds a Query request names its action in the constant the scan reads.
+        let actions = query_actions(&text);
+        if text.contains("\"Action={") || text.contains("\"Action=") {
+            assert!(
+                !actions.is_empty(),
+                "{} builds a Query request but declares no `const ACTION: &str`: fix the scanner",
+                rel(&path)
+            );
+        }
+        for action in actions {
+            if !queries.contains(action.as_str()) {
+                unknown.push(format!("{}: Query action {action}", rel(&path)));
+                continue;
+            }
+            found.entry(action).or_default().insert(rel(&path));
         }
         for name in calls {
             if NOT_OPERATIONS.contains(&name.as_str()) {
@@ -231,8 +344,8 @@ fn called_operations() -> BTreeMap<String, BTreeSet<String>> {
     }
     assert!(
         unknown.is_empty(),
-        "SDK calls with no IAM mapping in tests/iam_policy.rs OPERATIONS \
-         (add them there and to packaging/iam-policy.json): {unknown:#?}"
+        "AWS calls with no IAM mapping in tests/iam_policy.rs OPERATIONS or QUERY_ACTIONS \
+         (add them there and to the policy): {unknown:#?}"
     );
     found
 }
@@ -240,6 +353,7 @@ fn called_operations() -> BTreeMap<String, BTreeSet<String>> {
 fn required_actions(called: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
     OPERATIONS
         .iter()
+        .chain(QUERY_ACTIONS)
         .filter(|(m, _)| called.contains_key(*m))
         .flat_map(|(_, actions)| actions.iter().map(|a| a.to_string()))
         .collect()
@@ -261,10 +375,17 @@ fn scanner_sees_calls_split_over_lines() {
 }
 
 #[test]
+fn scanner_sees_query_actions() {
+    let src = "/// doc\npub(crate) const ACTION: &str = \"DescribeLaunchTemplateVersions\";\n\
+               // const ACTION: &str = \"InComment\";\nlet b = format!(\"Action={ACTION}\");";
+    assert_eq!(query_actions(src), ["DescribeLaunchTemplateVersions"]);
+}
+
+#[test]
 fn code_calls_every_known_operation_once_at_least() {
-    let called = called_operations();
-    let names: Vec<&str> = called.keys().map(String::as_str).collect();
-    // Today's adapters call all ten; a removed call must also leave the policy (see no_extra).
+    let node = called_operations(Who::Node);
+    let names: Vec<&str> = node.keys().map(String::as_str).collect();
+    // Today's node adapters call all ten; a removed call must also leave the policy (see no_extra).
     assert_eq!(
         names,
         [
@@ -279,140 +400,261 @@ fn code_calls_every_known_operation_once_at_least() {
             "put_object",
             "record_lifecycle_action_heartbeat",
         ],
-        "operations found in src/adapters/aws: {called:#?}"
+        "operations found in the node's adapters: {node:#?}"
+    );
+    let repave = called_operations(Who::Repave);
+    let names: Vec<&str> = repave.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "DescribeLaunchTemplateVersions",
+            "batch_get_secret_value",
+            "describe_auto_scaling_groups",
+            "describe_lifecycle_hooks",
+            "get_secret_value",
+            "resume_processes",
+            "suspend_processes",
+            "update_auto_scaling_group",
+        ],
+        "operations found in the repave's adapters: {repave:#?}"
     );
 }
 
-#[test]
-fn policy_grants_every_action_the_code_needs() {
-    let granted = policy_actions(&policy());
-    let required = required_actions(&called_operations());
-    let missing: Vec<_> = required.difference(&granted).collect();
-    assert!(
-        missing.is_empty(),
-        "packaging/iam-policy.json lacks {missing:?}"
-    );
+/// Actions the policy may grant although no call maps to them, each with its reason.
+fn allowed_extras(_who: Who) -> &'static [(&'static str, &'static str)] {
+    ALLOWED_EXTRAS
 }
 
 #[test]
-fn policy_grants_nothing_extra() {
-    let policy = policy();
-    let granted = policy_actions(&policy);
-    let required = required_actions(&called_operations());
-    for action in &granted {
+fn policies_grant_every_action_the_code_needs() {
+    for who in [Who::Node, Who::Repave] {
+        let granted = policy_actions(&policy(who));
+        let required = required_actions(&called_operations(who));
+        let missing: Vec<_> = required.difference(&granted).collect();
+        assert!(missing.is_empty(), "{} lacks {missing:?}", who.file());
+    }
+}
+
+#[test]
+fn policies_grant_nothing_extra() {
+    for who in [Who::Node, Who::Repave] {
+        let policy = policy(who);
+        let granted = policy_actions(&policy);
+        let required = required_actions(&called_operations(who));
+        for action in &granted {
+            assert!(
+                !action.contains('*'),
+                "wildcard action {action} in {}",
+                who.file()
+            );
+        }
+        let extra: Vec<_> = granted
+            .iter()
+            .filter(|a| !required.contains(*a) && !allowed_extras(who).iter().any(|(x, _)| x == a))
+            .collect();
         assert!(
-            !action.contains('*'),
-            "wildcard action {action} in the policy"
+            extra.is_empty(),
+            "{} grants actions no code needs: {extra:?}",
+            who.file()
         );
     }
-    let extra: Vec<_> = granted
-        .iter()
-        .filter(|a| !required.contains(*a) && !ALLOWED_EXTRAS.iter().any(|(x, _)| x == a))
+}
+
+#[test]
+fn a_node_is_never_allowed_to_change_its_group() {
+    let node = policy_actions(&policy(Who::Node));
+    let repave_only: BTreeSet<String> = required_actions(&called_operations(Who::Repave))
+        .difference(&required_actions(&called_operations(Who::Node)))
+        .cloned()
         .collect();
+    assert!(repave_only.contains("autoscaling:UpdateAutoScalingGroup"));
+    let leaked: Vec<_> = repave_only.intersection(&node).collect();
     assert!(
-        extra.is_empty(),
-        "packaging/iam-policy.json grants actions no code needs: {extra:?}"
+        leaked.is_empty(),
+        "packaging/iam-policy.json grants the repave's {leaked:?}"
     );
 }
 
 #[test]
 fn policy_shape() {
-    let policy = policy();
-    assert_eq!(policy["Version"], "2012-10-17");
-    let mut sids = BTreeSet::new();
-    for s in statements(&policy) {
-        let sid = s["Sid"].as_str().expect("every statement has a Sid");
-        assert!(sids.insert(sid.to_string()), "duplicate Sid {sid}");
-        assert_eq!(s["Effect"], "Allow", "{sid}: only Allow statements");
-        assert!(s.get("NotAction").is_none() && s.get("NotResource").is_none());
+    for who in [Who::Node, Who::Repave] {
+        let policy = policy(who);
+        assert_eq!(policy["Version"], "2012-10-17");
+        let mut sids = BTreeSet::new();
+        for s in statements(&policy) {
+            let sid = s["Sid"].as_str().expect("every statement has a Sid");
+            assert!(sids.insert(sid.to_string()), "duplicate Sid {sid}");
+            assert_eq!(s["Effect"], "Allow", "{sid}: only Allow statements");
+            assert!(s.get("NotAction").is_none() && s.get("NotResource").is_none());
+        }
     }
 }
 
 #[test]
 fn scoped_actions_are_not_on_every_resource() {
-    let policy = policy();
-    for s in statements(&policy) {
-        let actions = strings(&s["Action"]);
-        let resources = strings(&s["Resource"]);
-        for action in actions
-            .iter()
-            .filter(|a| SCOPED_ACTIONS.contains(&a.as_str()))
-        {
-            assert!(
-                resources.iter().all(|r| r != "*"),
-                "{action} must be scoped, not on Resource \"*\""
-            );
-            if action.starts_with("autoscaling:") {
-                assert!(
-                    resources
-                        .iter()
-                        .all(|r| r.starts_with("arn:aws:autoscaling:")
-                            && r.contains(":autoScalingGroupName/")),
-                    "{action} must be scoped to the group ARN: {resources:?}"
-                );
-            }
-            if action.starts_with("s3:") {
-                assert!(
-                    resources
-                        .iter()
-                        .all(|r| r.starts_with("arn:aws:s3:::${s3_bucket}/")
-                            && r.ends_with(&format!("/{MARKER_PREFIX}*"))),
-                    "{action} must be scoped to the marker prefix of TFE's bucket: {resources:?}"
-                );
-            }
-            if action.starts_with("secretsmanager:") {
-                assert!(
-                    resources
-                        .iter()
-                        .all(|r| r.starts_with("arn:aws:secretsmanager:") && r.ends_with("-??????")),
-                    "{action} must be scoped to secret ARNs: {resources:?}"
-                );
-            }
-        }
-        // Only what has no resource-level permissions may be on "*".
-        if resources.iter().any(|r| r == "*") {
-            for action in &actions {
-                assert!(
-                    [
-                        "secretsmanager:BatchGetSecretValue",
-                        "autoscaling:DescribeAutoScalingInstances",
-                        "autoscaling:DescribeLifecycleHooks",
-                    ]
-                    .contains(&action.as_str()),
-                    "{action} on Resource \"*\""
-                );
-            }
+    for who in [Who::Node, Who::Repave] {
+        let policy = policy(who);
+        for s in statements(&policy) {
+            check_scope(who, s);
         }
     }
+}
+
+fn check_scope(who: Who, s: &Value) {
+    let file = who.file();
+    let actions = strings(&s["Action"]);
+    let resources = strings(&s["Resource"]);
+    for action in actions
+        .iter()
+        .filter(|a| SCOPED_ACTIONS.contains(&a.as_str()))
+    {
+        assert!(
+            resources.iter().all(|r| r != "*"),
+            "{file}: {action} must be scoped, not on Resource \"*\""
+        );
+        if action.starts_with("autoscaling:") {
+            assert!(
+                resources
+                    .iter()
+                    .all(|r| r.starts_with("arn:aws:autoscaling:")
+                        && r.ends_with(":autoScalingGroupName/${asg_name}")),
+                "{file}: {action} must be scoped to the group ARN: {resources:?}"
+            );
+        }
+        if action.starts_with("s3:") {
+            assert!(
+                resources
+                    .iter()
+                    .all(|r| r.starts_with("arn:aws:s3:::${s3_bucket}/")
+                        && r.ends_with(&format!("/{MARKER_PREFIX}*"))),
+                "{action} must be scoped to the marker prefix of TFE's bucket: {resources:?}"
+            );
+        }
+        if action.starts_with("secretsmanager:") {
+            assert!(
+                resources
+                    .iter()
+                    .all(|r| r.starts_with("arn:aws:secretsmanager:") && r.ends_with("-??????")),
+                "{file}: {action} must be scoped to secret ARNs: {resources:?}"
+            );
+            // The repave reads the cluster store's password from the shared secret, nothing else.
+            if who == Who::Repave {
+                assert_eq!(
+                    resources,
+                    ["arn:aws:secretsmanager:${region}:${account_id}:secret:tfe/shared-??????"],
+                    "{file}: {action}"
+                );
+            }
+        }
+        if action == "ec2:CreateTags" {
+            assert_eq!(resources, ["arn:aws:ec2:${region}:${account_id}:*/*"]);
+            assert_eq!(
+                s["Condition"],
+                serde_json::json!({"StringEquals": {"ec2:CreateAction": "RunInstances"}}),
+                "{file}: tags only on what is being launched"
+            );
+        }
+        if action == "iam:PassRole" {
+            assert_eq!(
+                resources,
+                ["arn:aws:iam::${account_id}:role/${node_role_name}"]
+            );
+            assert_eq!(
+                s["Condition"],
+                serde_json::json!({"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
+                "{file}: the nodes' role, to EC2 only"
+            );
+        }
+    }
+    if actions.iter().any(|a| a == "ec2:RunInstances") {
+        assert_eq!(
+            actions,
+            ["ec2:RunInstances"],
+            "{file}: RunInstances on its own"
+        );
+        assert_eq!(
+            s["Condition"],
+            serde_json::json!({"ArnLike": {"ec2:LaunchTemplate":
+                "arn:aws:ec2:${region}:${account_id}:launch-template/${launch_template_id}"}}),
+            "{file}: RunInstances only from the nodes' launch template"
+        );
+    }
+    // Only what has no resource-level permissions may be on "*" unconditionally.
+    if resources.iter().any(|r| r == "*") && s.get("Condition").is_none() {
+        for action in &actions {
+            assert!(
+                UNSCOPED_ACTIONS.contains(&action.as_str()),
+                "{file}: {action} on Resource \"*\""
+            );
+        }
+    }
+}
+
+#[test]
+fn placeholders_are_the_documented_ones() {
+    let placeholders = |who: Who| -> BTreeSet<String> {
+        let text = std::fs::read_to_string(root().join(who.file())).unwrap();
+        text.split("${")
+            .skip(1)
+            .map(|rest| rest[..rest.find('}').expect("closing brace")].to_string())
+            .collect()
+    };
+    let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        placeholders(Who::Node),
+        set(&[
+            "account_id",
+            "asg_name",
+            "kms_key_id",
+            "region",
+            "s3_bucket"
+        ])
+    );
+    assert_eq!(
+        placeholders(Who::Repave),
+        set(&[
+            "account_id",
+            "asg_name",
+            "kms_key_id",
+            "launch_template_id",
+            "node_role_name",
+            "region"
+        ])
+    );
 }
 
 #[test]
 fn kms_decrypt_only_through_secrets_manager() {
-    let policy = policy();
-    let kms: Vec<&Value> = statements(&policy)
-        .iter()
-        .filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("kms:")))
-        .collect();
-    assert_eq!(kms.len(), 1, "one KMS statement");
-    let s = kms[0];
-    assert_eq!(strings(&s["Action"]), ["kms:Decrypt"]);
-    assert_eq!(
-        s["Condition"]["StringEquals"]["kms:ViaService"],
-        "secretsmanager.${region}.amazonaws.com"
-    );
-    for r in strings(&s["Resource"]) {
-        assert!(r.starts_with("arn:aws:kms:") && r.contains(":key/"), "{r}");
+    for who in [Who::Node, Who::Repave] {
+        let policy = policy(who);
+        let kms: Vec<&Value> = statements(&policy)
+            .iter()
+            .filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("kms:")))
+            .collect();
+        assert_eq!(kms.len(), 1, "{}: one KMS statement", who.file());
+        let s = kms[0];
+        assert_eq!(strings(&s["Action"]), ["kms:Decrypt"]);
+        assert_eq!(
+            s["Condition"]["StringEquals"]["kms:ViaService"],
+            "secretsmanager.${region}.amazonaws.com"
+        );
+        for r in strings(&s["Resource"]) {
+            assert!(r.starts_with("arn:aws:kms:") && r.contains(":key/"), "{r}");
+        }
     }
 }
 
 #[test]
-fn tfe_grants_stay_out_of_the_agent_policy() {
-    let granted = policy_actions(&policy());
-    for action in TFE_GRANTS {
-        assert!(
-            !granted.contains(*action),
-            "{action} is TFE's grant: in this policy it would let the object_storage probe pass \
-             where TFE fails"
-        );
+fn tfe_grants_stay_out_of_the_agent_policies() {
+    for who in [Who::Node, Who::Repave] {
+        let granted = policy_actions(&policy(who));
+        for action in TFE_GRANTS {
+            assert!(
+                !granted.contains(*action),
+                "{action} is TFE's grant: in {} it would let the object_storage probe pass \
+                 where TFE fails",
+                who.file()
+            );
+        }
     }
 }

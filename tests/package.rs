@@ -145,6 +145,11 @@ fn expected_files(unit: &str) -> Vec<(PathBuf, String, u32)> {
             format!("{DOC}/iam-policy.json"),
             0o644,
         ),
+        (
+            repo().join("packaging/iam-repave-policy.json"),
+            format!("{DOC}/iam-repave-policy.json"),
+            0o644,
+        ),
     ];
     for (src, dest) in cloud_init_templates() {
         files.push((src, dest, 0o644));

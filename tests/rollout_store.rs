@@ -50,6 +50,7 @@ fn rollout(id: &str, instances: &[&str]) -> Rollout {
         last_seen: 1000,
         fingerprints: BTreeMap::new(),
         live_fingerprints: BTreeMap::new(),
+        last_error: None,
     };
     let snapshot = Snapshot {
         identity: None,

@@ -29,6 +29,7 @@ const EXAMPLE_DIR: &str = "examples/terraform";
 const BAKED_AMI: &str = "${path.module}/../../cloud-init/baked-ami.yaml";
 const PACKAGE_FROM_URL: &str = "${path.module}/../../cloud-init/package-from-url.yaml";
 const IAM_POLICY: &str = "${path.module}/../../packaging/iam-policy.json";
+const REPAVE_POLICY: &str = "${path.module}/../../packaging/iam-repave-policy.json";
 /// Auto Scaling's limits on a hook's HeartbeatTimeout, and the cap on its total budget
 /// (GlobalTimeout = min(48 h, 100 x HeartbeatTimeout)).
 const HEARTBEAT_RANGE: std::ops::RangeInclusive<u64> = 30..=7200;
@@ -683,6 +684,67 @@ fn instance_profile_role_has_the_repo_policy_with_exactly_its_placeholders() {
             .iter()
             .all(|a| a.starts_with("s3:") && !a.contains('*')),
         "{actions:?}"
+    );
+}
+
+#[test]
+fn repave_policy_is_the_repo_file_apart_from_the_nodes_role() {
+    let policies: Vec<(String, &Value)> = resources_of("aws_iam_policy")
+        .into_iter()
+        .filter(|(_, p)| {
+            p["policy"]
+                .as_str()
+                .is_some_and(|s| s.contains(REPAVE_POLICY))
+        })
+        .collect();
+    assert_eq!(policies.len(), 1, "one policy from {REPAVE_POLICY}");
+    let (name, policy) = &policies[0];
+    let expr = policy["policy"].as_str().unwrap();
+    assert_eq!(
+        format!("${{templatefile(\"{REPAVE_POLICY}\", local.repave_policy_vars)}}"),
+        expr,
+        "the policy is the file as rendered, nothing around it"
+    );
+    let vars = templatefile_call(expr, REPAVE_POLICY);
+    assert_eq!(
+        keys(&vars),
+        placeholders("packaging/iam-repave-policy.json"),
+        "templatefile map for iam-repave-policy.json vs the file's placeholders"
+    );
+    assert_eq!(
+        vars["asg_name"],
+        resource("aws_autoscaling_group", "tfe")["name"]
+    );
+    assert_eq!(
+        referenced(&vars["launch_template_id"], "aws_launch_template", &["id"]),
+        "node"
+    );
+    assert_eq!(
+        referenced(&vars["node_role_name"], "aws_iam_role", &["name"]),
+        "node"
+    );
+    // Never on the nodes' role: neither inline nor attached.
+    assert!(resources_of("aws_iam_role_policy")
+        .values()
+        .all(|p| !p["policy"].to_string().contains(REPAVE_POLICY)));
+    for attachment in resources_of("aws_iam_role_policy_attachment").values() {
+        assert!(
+            !attachment["policy_arn"]
+                .to_string()
+                .contains(&format!("aws_iam_policy.{name}")),
+            "the repave policy is attached to a role: {attachment}"
+        );
+    }
+    // Its ARN is an output, for the operator or CI to attach.
+    let outputs: Vec<&Value> = tf_files()
+        .filter_map(|(_, f)| f["output"].as_object())
+        .flat_map(|o| o.values())
+        .collect();
+    assert!(
+        outputs.iter().any(|o| o
+            .to_string()
+            .contains(&format!("aws_iam_policy.{name}.arn"))),
+        "an output gives the repave policy's ARN"
     );
 }
 

@@ -18,6 +18,18 @@ locals {
     # Preflight deletes its marker's own version in a versioned bucket (the marker prefix only).
     s3_bucket = var.s3_bucket
   }
+
+  # Every placeholder of packaging/iam-repave-policy.json, no more, no less.
+  repave_policy_vars = {
+    region     = data.aws_region.current.name
+    account_id = data.aws_caller_identity.current.account_id
+    kms_key_id = aws_kms_key.secrets.key_id
+    asg_name   = var.name
+    # Pointing the group at a version of this template needs RunInstances from it, and passing the
+    # nodes' role to EC2 (its instance profile).
+    launch_template_id = aws_launch_template.node.id
+    node_role_name     = aws_iam_role.node.name
+  }
 }
 
 data "aws_iam_policy_document" "assume_ec2" {
@@ -93,4 +105,13 @@ resource "aws_iam_role_policy" "agent_package" {
       Resource = "arn:aws:s3:::${trimprefix(var.package_url, "s3://")}"
     }]
   })
+}
+
+# `tfe-node-agent repave`, run by an operator or CI: its own policy, attached to whoever runs the
+# repave and never to the nodes' role (a node never changes its group). The file is checked against
+# the orchestrator's code by tests/iam_policy.rs; it is used here unchanged.
+resource "aws_iam_policy" "repave" {
+  name        = "${var.name}-repave"
+  description = "tfe-node-agent repave of the ${var.name} Auto Scaling group"
+  policy      = templatefile("${path.module}/../../packaging/iam-repave-policy.json", local.repave_policy_vars)
 }

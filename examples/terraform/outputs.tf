@@ -18,6 +18,11 @@ output "node_role_arn" {
   value       = aws_iam_role.node.arn
 }
 
+output "repave_policy_arn" {
+  description = "ARN of the policy to attach to whoever runs tfe-node-agent repave (an operator, CI)."
+  value       = aws_iam_policy.repave.arn
+}
+
 output "instance_profile_name" {
   description = "Name of the nodes' instance profile."
   value       = aws_iam_instance_profile.node.name

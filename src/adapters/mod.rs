@@ -7,3 +7,7 @@ pub(crate) mod host;
 pub mod probes;
 pub mod redis;
 pub mod tfe;
+
+/// The repave's AWS side and the SDK configuration it is built from: public for
+/// tests/launch_templates.rs, which runs it against moto (the rest of `aws` stays crate-private).
+pub use aws::{sdk_config, GroupsClient};

@@ -32,6 +32,10 @@ pub struct MemberRecord {
     /// this node's first comparison, with drift off, and from agents that predate it.
     #[serde(default)]
     pub live_fingerprints: BTreeMap<String, String>,
+    /// The last error the node met (its whole chain; errors never carry a secret value): what a
+    /// repave reports when a new node fails its boot. Absent from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The cluster's identity: created once, atomically, by the first node; no TTL (a store that

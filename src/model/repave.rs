@@ -217,8 +217,8 @@ pub struct Seen {
     pub gone_ms: Option<u64>,
     /// The node's phase in the cluster view, last seen.
     pub phase: Option<String>,
-    /// How its drain or its launch hook ended (`CONTINUE`, `ABANDON`), when known.
-    pub outcome: Option<String>,
+    /// The last error its agent published in the cluster view (a failed boot's whole chain).
+    pub last_error: Option<String>,
 }
 
 /// The repave as kept in the store.
@@ -359,7 +359,7 @@ impl Repave {
                     step,
                     pass,
                     why: why.clone(),
-                })
+                });
             }
             Some(first) => {
                 first.why = format!(
@@ -367,7 +367,7 @@ impl Repave {
                     first.why,
                     step.as_str(),
                     pass.as_str()
-                )
+                );
             }
         }
         let rollback = self.plan.on_failure == OnFailure::Rollback
@@ -408,7 +408,7 @@ impl Repave {
                     left_service_ms: None,
                     gone_ms: None,
                     phase: None,
-                    outcome: None,
+                    last_error: None,
                 });
                 self.instances.len() - 1
             }

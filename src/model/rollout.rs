@@ -243,6 +243,7 @@ mod tests {
             last_seen,
             fingerprints: Default::default(),
             live_fingerprints: Default::default(),
+            last_error: None,
         }
     }
 

@@ -114,6 +114,7 @@ pub async fn guard<W: World>(
             last_seen: 0,
             fingerprints: BTreeMap::new(),
             live_fingerprints: BTreeMap::new(),
+            last_error: None,
         },
         values,
         salt: None,
@@ -385,8 +386,12 @@ pub async fn run_membership<S: ClusterStore + RolloutStore + 'static>(
     let mut turn: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         alive.tick();
-        let phase = view.borrow_and_update().phase;
+        let (phase, node_error) = {
+            let v = view.borrow_and_update();
+            (v.phase, v.last_error.as_ref().map(|e| e.chain.clone()))
+        };
         membership.me.phase = phase;
+        membership.me.last_error = node_error;
         if phase == Phase::Drained {
             match membership.store.leave(&membership.me.instance_id).await {
                 Ok(()) => log::info!("left the cluster (drained, terminate hook released)"),

@@ -47,6 +47,9 @@ pub enum Exit {
     /// `support-bundle`: the agent's bundle was written, but TFE's (`replicated admin
     /// support-bundle`) failed or timed out.
     TfeBundleFailed = 17,
+    /// `repave`: a step failed and the repave stopped at a safe point or rolled back, or its
+    /// orchestrator lost the lease to another; the report says where the group is.
+    RepaveStopped = 18,
 }
 
 impl From<Exit> for ExitCode {

@@ -10,6 +10,10 @@ pub trait Clock: Sync {
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
     /// Wall-clock seconds since the epoch.
     fn unix_now(&self) -> u64;
+    /// Wall-clock milliseconds since the epoch (the repave's step times and downtime).
+    fn unix_now_ms(&self) -> u64 {
+        self.unix_now() * 1000
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -24,5 +28,10 @@ impl Clock for TokioClock {
     }
     fn unix_now(&self) -> u64 {
         crate::sys::time::unix_now()
+    }
+    fn unix_now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }

@@ -1,6 +1,6 @@
 //! Real adapters for the AWS ports. Endpoints come only from the SDK's standard variables
 //! (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SECRETS_MANAGER, AWS_ENDPOINT_URL_AUTO_SCALING,
-//! AWS_EC2_METADATA_SERVICE_ENDPOINT): there is no private override.
+//! AWS_ENDPOINT_URL_EC2, AWS_EC2_METADATA_SERVICE_ENDPOINT): there is no private override.
 
 mod autoscaling;
 mod ec2;

@@ -313,6 +313,7 @@ mod tests {
             fingerprints: [("enc_password".to_string(), "0123456789abcdef".to_string())].into(),
             live_fingerprints: [("enc_password".to_string(), "fedcba9876543210".to_string())]
                 .into(),
+            last_error: None,
         };
         let sent = record_without_last_seen(&me);
         assert!(!sent.contains("last_seen"), "{sent}");

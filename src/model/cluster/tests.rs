@@ -32,6 +32,7 @@ fn member(id: &str, release: u64, ago: u64) -> MemberRecord {
         ]
         .into(),
         live_fingerprints: BTreeMap::new(),
+        last_error: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn member(instance: &str, release: u64) -> MemberRecord {
         last_seen: 0,
         fingerprints: BTreeMap::new(),
         live_fingerprints: BTreeMap::new(),
+        last_error: None,
     }
 }
 

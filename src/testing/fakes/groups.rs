@@ -1,18 +1,36 @@
 //! [`GroupControl`] in memory: one group, its hooks and its launch template versions, set up by
 //! the test; every change the flow makes is applied to the group (sizes, template, suspended
-//! processes) and recorded, so a test asserts on what the flow did. Instances do not launch or
-//! terminate on their own here: the repave's moving parts are tested against the project's
-//! Auto Scaling emulator (tests/repave.rs).
+//! processes) and recorded, so a test asserts on what the flow did. Capacity converges at once:
+//! a change of desired capacity removes instances (other versions first) and launches
+//! `i-fake-N` InService on the group's version — or, for a version the test marks as failing,
+//! leaves it `Terminating:Wait` (abandoned). `on_launch`/`on_gone` let a test play the nodes'
+//! part (join and leave the cluster store). The real moving parts (hooks, drains, boots) are
+//! tested against the project's Auto Scaling emulator (tests/repave.rs).
 
-use crate::model::asg::ScalingProcess;
+use crate::model::asg::{LifecycleState, ScalingProcess};
 use crate::ports::{
-    AsgError, GroupControl, GroupInfo, GroupUpdate, HookInfo, TemplateRef, TemplateVersion,
+    AsgError, GroupControl, GroupInfo, GroupInstance, GroupUpdate, HookInfo, TemplateRef,
+    TemplateVersion,
 };
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Default)]
+/// What a test does when an instance launches (id, version number) or goes (id).
+pub type OnLaunch = Arc<dyn Fn(&str, u64) + Send + Sync>;
+pub type OnGone = Arc<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Default)]
 pub struct FakeGroups {
     inner: Mutex<Inner>,
+    on_launch: Option<OnLaunch>,
+    on_gone: Option<OnGone>,
+}
+
+impl std::fmt::Debug for FakeGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeGroups")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -21,6 +39,9 @@ struct Inner {
     hooks: Vec<HookInfo>,
     versions: Vec<TemplateVersion>,
     calls: Vec<String>,
+    /// Versions whose instances are abandoned at launch.
+    failing: Vec<u64>,
+    launched: u32,
 }
 
 impl FakeGroups {
@@ -30,9 +51,77 @@ impl FakeGroups {
                 group: Some(group),
                 hooks,
                 versions,
-                calls: Vec::new(),
+                ..Inner::default()
             }),
+            on_launch: None,
+            on_gone: None,
         }
+    }
+
+    /// Calls `launch` for each instance launched, `gone` for each removed.
+    pub fn on_changes(mut self, launch: OnLaunch, gone: OnGone) -> Self {
+        self.on_launch = Some(launch);
+        self.on_gone = Some(gone);
+        self
+    }
+
+    /// Instances of `version` are abandoned at launch (their boot fails).
+    pub fn failing(self, version: u64) -> Self {
+        self.inner.lock().unwrap().failing.push(version);
+        self
+    }
+
+    /// Converges the instances on the desired capacity; answers who launched and who went.
+    fn converge(inner: &mut Inner) -> (Vec<(String, u64)>, Vec<String>) {
+        let versions = inner.versions.clone();
+        let failing = inner.failing.clone();
+        let Some(g) = inner.group.as_mut() else {
+            return Default::default();
+        };
+        let current = g
+            .launch_template
+            .as_ref()
+            .and_then(|t| resolve(&versions, t))
+            .map(|v| v.version)
+            .unwrap_or(0);
+        let mut gone = Vec::new();
+        // Abandoned instances go once the capacity changes; then other versions, then the oldest.
+        g.instances.retain(|i| {
+            let keep = i.lifecycle_state != LifecycleState::TerminatingWait;
+            if !keep {
+                gone.push(i.instance_id.clone());
+            }
+            keep
+        });
+        g.instances
+            .sort_by_key(|i| i.template_version.as_deref() == Some(&current.to_string()));
+        while g.instances.len() > g.desired_capacity as usize {
+            gone.push(g.instances.remove(0).instance_id);
+        }
+        let mut launched = Vec::new();
+        while g.instances.len() < g.desired_capacity as usize {
+            inner.launched += 1;
+            let id = format!("i-fake-{}", inner.launched);
+            let abandoned = failing.contains(&current);
+            g.instances.push(GroupInstance {
+                instance_id: id.clone(),
+                lifecycle_state: if abandoned {
+                    LifecycleState::TerminatingWait
+                } else {
+                    LifecycleState::InService
+                },
+                health_status: "Healthy".into(),
+                availability_zone: "us-east-1a".into(),
+                template_version: Some(current.to_string()),
+            });
+            if !abandoned {
+                launched.push((id, current));
+            }
+            if abandoned {
+                break;
+            }
+        }
+        (launched, gone)
     }
 
     /// The group as the flow left it.
@@ -97,6 +186,22 @@ impl GroupControl for FakeGroups {
             text.push(format!("version={}", t.version));
         }
         inner.calls.push(text.join(" "));
+        let (launched, gone) = if update.desired_capacity.is_some() {
+            Self::converge(&mut inner)
+        } else {
+            Default::default()
+        };
+        drop(inner);
+        for id in gone {
+            if let Some(f) = &self.on_gone {
+                f(&id);
+            }
+        }
+        for (id, version) in launched {
+            if let Some(f) = &self.on_launch {
+                f(&id, version);
+            }
+        }
         Ok(())
     }
 
@@ -135,18 +240,22 @@ impl GroupControl for FakeGroups {
         template: &TemplateRef,
     ) -> Result<Option<TemplateVersion>, AsgError> {
         let inner = self.inner.lock().unwrap();
-        let of_template = |v: &&TemplateVersion| {
-            template.id.as_deref().is_none_or(|id| id == v.template_id)
-                && template
-                    .name
-                    .as_deref()
-                    .is_none_or(|n| n == v.template_name)
-        };
-        let mut versions = inner.versions.iter().filter(of_template);
-        Ok(match template.version.as_str() {
-            "$Latest" => versions.max_by_key(|v| v.version).cloned(),
-            "$Default" => versions.find(|v| v.default_version).cloned(),
-            number => versions.find(|v| v.version.to_string() == number).cloned(),
-        })
+        Ok(resolve(&inner.versions, template))
+    }
+}
+
+fn resolve(versions: &[TemplateVersion], template: &TemplateRef) -> Option<TemplateVersion> {
+    let of_template = |v: &&TemplateVersion| {
+        template.id.as_deref().is_none_or(|id| id == v.template_id)
+            && template
+                .name
+                .as_deref()
+                .is_none_or(|n| n == v.template_name)
+    };
+    let mut versions = versions.iter().filter(of_template);
+    match template.version.as_str() {
+        "$Latest" => versions.max_by_key(|v| v.version).cloned(),
+        "$Default" => versions.find(|v| v.default_version).cloned(),
+        number => versions.find(|v| v.version.to_string() == number).cloned(),
     }
 }
