@@ -289,20 +289,25 @@ fn repave_two_504_nodes_to_505_one_at_a_time_and_a_concurrent_repave_is_refused(
     let (group, old) = boot(GroupOptions::default());
     let mut first = Orchestrator::start(&group, &repave_args(&["--yes", "--json"]));
     first.wait_event("step-started drain", REPAVE, started("drain"));
-    // A second repave while one runs: refused by the lease, naming the holder.
-    let second = group.run(&repave_args(&["--yes", "--json"]), CHECKS);
-    assert_eq!(
-        second.code,
-        Some(15),
-        "a concurrent repave: {}\n{}",
-        second.stderr,
-        second.stdout
-    );
-    let said = format!("{}{}", second.stdout, second.stderr);
-    assert!(
-        said.contains("lease") || said.contains("holder") || said.contains("held"),
-        "the refusal names the lease's holder: {said}"
-    );
+    // A second repave while one runs is refused (15) naming the running one (its pid); so is a
+    // `--resume` of it, by the lease the running one holds and renews.
+    let holder = format!("pid {}", first.child.id());
+    for extra in [
+        &["--yes", "--json"][..],
+        &["--resume", "--yes", "--json"][..],
+    ] {
+        let second = group.run(&repave_args(extra), CHECKS);
+        let said = format!("{}{}", second.stdout, second.stderr);
+        assert_eq!(
+            second.code,
+            Some(15),
+            "a concurrent repave {extra:?}: {said}"
+        );
+        assert!(
+            said.contains(&holder),
+            "the refusal of {extra:?} names the holder ({holder}): {said}"
+        );
+    }
     let code = first.wait(REPAVE);
     let context = format!("{}\n{}", first.text(), group.dump());
     assert_eq!(code, Some(0), "repave exit\n{context}");
