@@ -639,7 +639,16 @@ async fn support_bundle_command(cfg: &Settings, request: &support_bundle::Reques
 /// `repave`: the orchestrator (`crate::repave`) with this agent.toml's cluster store.
 async fn repave_command(cfg: &Settings, args: RepaveArgs) -> Exit {
     use std::io::IsTerminal;
-    let (w, node) = match loaded(cfg).await {
+    // Only what the cluster store needs: the shared secret (redis_pass) and the CA bundle (the
+    // ca_certs setting), so the repave's IAM policy grants no license or TLS key. The rest of
+    // the settings are still checked by the rules of boot.
+    let mut store_only = cfg.clone();
+    store_only.secrets.license = None;
+    store_only.secrets.console_password = None;
+    store_only.secrets.tls_cert = None;
+    store_only.secrets.tls_key = None;
+    store_only.replicated.tls_bootstrap_type = config::TlsBootstrapType::SelfSigned;
+    let (w, node) = match loaded(&store_only).await {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -653,7 +662,7 @@ async fn repave_command(cfg: &Settings, args: RepaveArgs) -> Exit {
         .unwrap_or_else(|_| "unknown host".into());
     let req = repave::Request {
         group: args.group,
-        version: args.version,
+        version: args.version.unwrap_or_default(),
         capacity: args.capacity,
         validate_cmd: args.validate_cmd,
         validate_timeout: args.validate_timeout,

@@ -115,9 +115,10 @@ pub struct RepaveArgs {
     /// The Auto Scaling group.
     #[arg(long)]
     pub group: String,
-    /// The launch template version to move the group to: a number, `$Latest` or `$Default`.
-    #[arg(long = "launch-template-version")]
-    pub version: String,
+    /// The launch template version to move the group to: a number, `$Latest` or `$Default`
+    /// (not needed with `--resume`: the record has it).
+    #[arg(long = "launch-template-version", required_unless_present = "resume")]
+    pub version: Option<String>,
     /// The capacity to come back to (default: the group's desired capacity now).
     #[arg(long)]
     pub capacity: Option<u32>,

@@ -537,11 +537,15 @@ fn check_scope(who: Who, s: &Value) {
                     .all(|r| r.starts_with("arn:aws:secretsmanager:") && r.ends_with("-??????")),
                 "{file}: {action} must be scoped to secret ARNs: {resources:?}"
             );
-            // The repave reads the cluster store's password from the shared secret, nothing else.
+            // The repave reads the cluster store's password from the shared secret and its CA
+            // from the CA bundle, nothing else (no license, no TLS key).
             if who == Who::Repave {
                 assert_eq!(
                     resources,
-                    ["arn:aws:secretsmanager:${region}:${account_id}:secret:tfe/shared-??????"],
+                    [
+                        "arn:aws:secretsmanager:${region}:${account_id}:secret:tfe/shared-??????",
+                        "arn:aws:secretsmanager:${region}:${account_id}:secret:tfe/ca-??????"
+                    ],
                     "{file}: {action}"
                 );
             }
