@@ -528,6 +528,46 @@ impl Group {
                 ));
             }
         }
+        out.push_str("--- the emulator's launch, state, capacity and lifecycle events ---\n");
+        let events = ureq::get(&format!("{}/_emulator/events", self.emulator.url))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json::<Value>().ok())
+            .unwrap_or(Value::Null);
+        for e in events["events"].as_array().into_iter().flatten() {
+            let line = match e["kind"].as_str().unwrap_or_default() {
+                "launch" => format!(
+                    "launch {} version {} ({})",
+                    e["instance"], e["template_version"], e["cause"]
+                ),
+                "state" if e.get("hook").is_none() => format!(
+                    "state {} v{} {} -> {} ({})",
+                    e["instance"],
+                    e["template_version"],
+                    e["from_state"],
+                    e["to_state"],
+                    e["cause"]
+                ),
+                "lifecycle" => format!(
+                    "hook {} {} {} by {}",
+                    e["instance"], e["hook"], e["result"], e["cause"]
+                ),
+                "capacity" => format!(
+                    "capacity {}: min {} max {} desired {} template {}",
+                    e["cause"],
+                    e["min_size"],
+                    e["max_size"],
+                    e["desired_capacity"],
+                    e["launch_template"]
+                ),
+                "processes" => format!("processes {} {}", e["action"], e["suspended"]),
+                _ => continue,
+            };
+            out.push_str(&format!(
+                "  t={:.2} {line}\n",
+                e["t"].as_f64().unwrap_or_default()
+            ));
+        }
         for e in self.launcher_errors.lock().unwrap().iter() {
             out.push_str(&format!("launcher: {e}\n"));
         }
