@@ -273,8 +273,8 @@ class World:
                 for n in self.nodes if os.path.exists(os.path.join(n["fake_state"], "calls.jsonl"))]
         keys = subprocess.run(["redis-cli", "-p", str(self.redis_port), "--scan"], capture_output=True,
                               text=True).stdout.split()
-        dump = "".join(subprocess.run(["redis-cli", "-p", str(self.redis_port), "DUMP", k], capture_output=True,
-                                      text=True).stdout for k in keys)
+        dump = "".join(subprocess.run(["redis-cli", "-p", str(self.redis_port), "GET", k], capture_output=True,
+                                      text=True, errors="replace").stdout for k in keys)
         everything = "".join(texts) + "".join(logs) + "".join("".join(n["lines"]) for n in self.nodes) + dump
         for k, v in self.secrets.items():
             if v in everything:

@@ -10,7 +10,8 @@ orchestrator's `--json` lines (each stamped with the wall clock as it is read):
   - notice latency: each emulator state change of an instance -> the orchestrator's first
     `instance` event showing that instance in that state; and per step the change that ends it ->
     its `step-ended` (drain: the last old instance Terminated; first: the first new one InService;
-    scale: the last new one InService). Target: <= one poll interval (`--poll-interval`, BENCH_POLL, 2s).
+    scale: the last new one InService). Target: <= 2 s (issue 15: within one poll interval of 2 s or
+    less); the worst is also shown against `--poll-interval` (BENCH_POLL).
   - the whole repave's wall time and each step's duration (`step-ended` ms).
 Env: BENCH_RUNS (3), BENCH_POLL (2s), TFE_NODE_AGENT_BIN (default target/debug/tfe-node-agent).
 Writes target/bench/repave.json. Run it with tests/bench/repave.sh."""
@@ -100,8 +101,8 @@ def main():
         "instance_notice_s": stats([x["latency_s"] for r in results for x in r["notices"]] or [float("nan")]),
     }
     ok_down = summary["downtime_minus_build_s"]["max"] <= 10
-    ok_notice = max(v["max"] for v in summary["step_notice_s"].values()) <= POLL_S and \
-        summary["instance_notice_s"]["max"] <= POLL_S
+    worst = max(max(v["max"] for v in summary["step_notice_s"].values()), summary["instance_notice_s"]["max"])
+    ok_notice = worst <= 2.0
     say("summary (min / median / max):")
     for k, v in summary.items():
         if "min" in v:
@@ -109,8 +110,8 @@ def main():
         else:
             for s, w in v.items():
                 print(f"    {k + ' ' + s:<24} {w['min']:7.2f} {w['median']:7.2f} {w['max']:7.2f}")
-    say(f"downtime <= build + 10 s: {'MET' if ok_down else 'NOT MET'}; "
-        f"notice <= one poll interval ({POLL}): {'MET' if ok_notice else 'NOT MET'}")
+    say(f"downtime <= build + 10 s: {'MET' if ok_down else 'NOT MET'}; worst notice {worst:.2f} s: "
+        f"<= 2 s {'MET' if ok_notice else 'NOT MET'}, {worst - POLL_S:+.2f} s against the poll interval ({POLL})")
     os.makedirs(os.path.join(ROOT, "target/bench"), exist_ok=True)
     json.dump({"runs": results, "summary": summary, "poll": POLL}, open(os.path.join(ROOT, "target/bench/repave.json"), "w"),
               indent=1)
