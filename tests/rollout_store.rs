@@ -1,7 +1,8 @@
 //! The rolling restart's lease and rollout record on a real redis-server (tests/common/redis.rs):
 //! tokens only grow, a second acquirer sees the holder, an expired lease can be taken, a stale
 //! token can neither renew, release nor record a turn, a second rollout is refused while one
-//! runs, and a failed turn stops the rollout. Through the library API.
+//! runs, and a failed turn stops the rollout. The repave's lease and record the same way: tokens
+//! from the same counter, every write of the record fenced by the lease. Through the library API.
 
 mod common;
 
@@ -9,12 +10,14 @@ use common::redis::Redis;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tfe_node_agent::adapters::redis::{RedisStore, RedisStores};
+use tfe_node_agent::model::asg::TemplateRef;
 use tfe_node_agent::model::cluster::{MemberRecord, Snapshot};
 use tfe_node_agent::model::lifecycle::Phase;
+use tfe_node_agent::model::repave::{OnFailure, Plan, Repave, Step};
 use tfe_node_agent::model::rollout::{
     Lease, LeaseAnswer, Rollout, RolloutRefusal, RolloutState, TurnOutcome,
 };
-use tfe_node_agent::ports::cluster::{ClusterStores, RolloutStore, StoreTarget};
+use tfe_node_agent::ports::cluster::{ClusterStores, RepaveStore, RolloutStore, StoreTarget};
 
 const PREFIX: &str = "tfe-node-agent:";
 const TTL: Duration = Duration::from_secs(30);
@@ -222,4 +225,83 @@ async fn a_rollout_is_refused_while_one_runs_and_ends_done_or_stopped() {
             "tfe-node-agent:rollout"
         ]
     );
+}
+
+fn repave(id: &str) -> Repave {
+    let from = TemplateRef {
+        id: Some("lt-0123456789abcdef0".into()),
+        name: None,
+        version: "6".into(),
+    };
+    let plan = Plan {
+        group: "tfe-asg".into(),
+        to: from.at("7"),
+        from,
+        from_release: Some(811),
+        to_release: Some(812),
+        min_size: 2,
+        max_size: 4,
+        capacity: 2,
+        already_suspended: vec![],
+        launch_hook: "tfe-launch".into(),
+        terminate_hook: "tfe-terminate".into(),
+        drain_budget_s: 3600,
+        build_budget_s: 3600,
+        validate_cmd: None,
+        validate_timeout_s: 600,
+        on_failure: OnFailure::Stop,
+    };
+    Repave::new(id.into(), "alice on laptop".into(), 1, plan)
+}
+
+#[tokio::test]
+async fn the_repave_record_is_written_only_under_its_lease_whose_tokens_share_the_counter() {
+    let redis = Redis::plain();
+    let store = open(&redis);
+    let rolling = acquired(store.acquire_lease("i-1", TTL).await.unwrap());
+    let lease = acquired(
+        store
+            .acquire_repave_lease("alice on laptop", TTL)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        lease.token > rolling.token,
+        "one counter: {lease:?} after {rolling:?}"
+    );
+    match store.acquire_repave_lease("bob in CI", TTL).await.unwrap() {
+        LeaseAnswer::Held(l) => assert_eq!(l, lease),
+        other => panic!("a second orchestrator got the lease: {other:?}"),
+    }
+
+    let mut record = repave("repave-1");
+    record.start(Step::Suspend, 2);
+    assert!(store.write_repave(lease.token, &record).await.unwrap());
+    let status = store.read_repave().await.unwrap();
+    assert_eq!(status.repave.as_ref(), Some(&record));
+    assert_eq!(status.lease.as_ref(), Some(&lease));
+    assert!(
+        status.now > 1_600_000_000,
+        "the server's clock: {}",
+        status.now
+    );
+
+    // A stale token (the rolling restart's, an older holder's) writes nothing.
+    let mut other = record.clone();
+    other.finish(Step::Suspend, 3, "suspended".into());
+    assert!(!store.write_repave(rolling.token, &other).await.unwrap());
+    assert_eq!(
+        store.read_repave().await.unwrap().repave,
+        Some(record.clone())
+    );
+
+    // Released: the record stays (for --resume and the report), nobody may write it.
+    assert!(store.release_repave_lease(lease.token).await.unwrap());
+    assert!(!store.renew_repave_lease(lease.token, TTL).await.unwrap());
+    assert!(!store.write_repave(lease.token, &other).await.unwrap());
+    let keys: Vec<String> = redis.dump(0).into_iter().map(|(k, _)| k).collect();
+    assert!(keys.contains(&format!("{PREFIX}repave")), "{keys:?}");
+    assert!(!keys.contains(&format!("{PREFIX}repave-lease")), "{keys:?}");
+    // The rolling restart's lease is untouched by the repave's.
+    assert!(store.renew_lease(rolling.token, TTL).await.unwrap());
 }

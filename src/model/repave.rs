@@ -268,8 +268,15 @@ impl Repave {
         }
     }
 
-    fn record(&self, step: Step, pass: Pass) -> Option<&StepRecord> {
+    /// The record of `step` in `pass`.
+    pub fn record(&self, step: Step, pass: Pass) -> Option<&StepRecord> {
         self.steps.iter().find(|r| r.step == step && r.pass == pass)
+    }
+
+    fn record_mut(&mut self, step: Step, pass: Pass) -> Option<&mut StepRecord> {
+        self.steps
+            .iter_mut()
+            .find(|r| r.step == step && r.pass == pass)
     }
 
     /// The first step of the current pass that did not end.
@@ -302,11 +309,7 @@ impl Repave {
     /// Records that `step` of the current pass starts (again, when resumed).
     pub fn start(&mut self, step: Step, now_ms: u64) {
         let pass = self.pass;
-        match self
-            .steps
-            .iter_mut()
-            .find(|r| r.step == step && r.pass == pass)
-        {
+        match self.record_mut(step, pass) {
             Some(r) => r.starts += 1,
             None => self.steps.push(StepRecord {
                 step,
@@ -322,11 +325,7 @@ impl Repave {
     /// Records that `step` of the current pass ended; the last step of a pass ends the repave.
     pub fn finish(&mut self, step: Step, now_ms: u64, detail: String) {
         let pass = self.pass;
-        if let Some(r) = self
-            .steps
-            .iter_mut()
-            .find(|r| r.step == step && r.pass == pass)
-        {
+        if let Some(r) = self.record_mut(step, pass) {
             r.ended_ms = Some(now_ms);
             r.detail = Some(detail);
         }
@@ -344,11 +343,7 @@ impl Repave {
     /// processes and stopping. A failure of the rollback, or of resuming, stops at once.
     pub fn fail(&mut self, step: Step, now_ms: u64, why: String) {
         let pass = self.pass;
-        if let Some(r) = self
-            .steps
-            .iter_mut()
-            .find(|r| r.step == step && r.pass == pass)
-        {
+        if let Some(r) = self.record_mut(step, pass) {
             r.ended_ms = Some(now_ms);
             r.detail = Some(format!("failed: {why}"));
         }
@@ -452,9 +447,10 @@ impl Repave {
                 String::new()
             };
             out.push_str(&format!(
-                "  {:<8} {:<8} {took}{resumed}: {}\n",
+                "  {:<8} {:<8} at +{:.1} s, {took}{resumed}: {}\n",
                 r.pass.as_str(),
                 r.step.as_str(),
+                r.started_ms.saturating_sub(self.requested_ms) as f64 / 1000.0,
                 r.detail.as_deref().unwrap_or("-")
             ));
         }

@@ -264,11 +264,7 @@ async fn drive<W: World, S: ClusterStore + RepaveStore>(
             Err(steps::StepError::Failed(why)) => repave.fail(step, now, why),
         }
         ctx.save(repave).await?;
-        if let Some(record) = repave
-            .steps
-            .iter()
-            .find(|r| r.step == step && r.pass == pass)
-        {
+        if let Some(record) = repave.record(step, pass) {
             progress.step_ended(record);
         }
     }

@@ -134,7 +134,14 @@ async fn drain<W: World, S: ClusterStore + RepaveStore>(
                         .gone_ms
                         .unwrap_or(0)
                         .saturating_sub(s.left_service_ms.unwrap_or(began));
-                    format!("{} in {}", s.instance_id, secs(took))
+                    match &s.last_error {
+                        Some(e) => format!(
+                            "{} in {} (its agent's last error: {e})",
+                            s.instance_id,
+                            secs(took)
+                        ),
+                        None => format!("{} in {}", s.instance_id, secs(took)),
+                    }
                 })
                 .collect();
             return Ok(if drained.is_empty() {

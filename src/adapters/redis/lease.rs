@@ -18,6 +18,30 @@ impl RedisStore {
         serde_json::from_str(text).map_err(|e| self.unreadable("lease", json_problem(&e)))
     }
 
+    /// In one round trip: the server's clock (unix seconds), the record at `key` as it is stored,
+    /// and the lease at `lease_key`.
+    pub(super) async fn read_with_lease(
+        &self,
+        key: &str,
+        lease_key: &str,
+    ) -> Result<(u64, Option<String>, Option<Lease>), StoreError> {
+        let (now, record, lease): (String, Option<String>, Option<String>) = self
+            .link
+            .call(|mut connection| async move {
+                scripts::READ_WITH_LEASE
+                    .key(key)
+                    .key(lease_key)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await?;
+        let now = now
+            .parse::<u64>()
+            .map_err(|_| self.unreadable("server time", format!("{now:?} is not a number")))?;
+        let lease = lease.as_deref().map(|t| self.lease_of(t)).transpose()?;
+        Ok((now, record, lease))
+    }
+
     /// Takes the lease at `key` for `owner` unless someone holds it.
     pub(super) async fn acquire(
         &self,

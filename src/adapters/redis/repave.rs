@@ -27,20 +27,9 @@ impl RepaveStore for RedisStore {
     }
 
     async fn read_repave(&self) -> Result<RepaveStatus, StoreError> {
-        let (now, repave, lease): (String, Option<String>, Option<String>) = self
-            .link
-            .call(|mut connection| async move {
-                // The rolling restart's read: the server's time and two keys.
-                scripts::READ_ROLLOUT
-                    .key(&self.keys.repave)
-                    .key(&self.keys.repave_lease)
-                    .invoke_async(&mut connection)
-                    .await
-            })
+        let (now, repave, lease) = self
+            .read_with_lease(&self.keys.repave, &self.keys.repave_lease)
             .await?;
-        let now = now
-            .parse::<u64>()
-            .map_err(|_| self.unreadable("server time", format!("{now:?} is not a number")))?;
         let repave = repave
             .as_deref()
             .map(|t| {
@@ -48,11 +37,7 @@ impl RepaveStore for RedisStore {
                     .map_err(|e| self.unreadable("repave", json_problem(&e)))
             })
             .transpose()?;
-        Ok(RepaveStatus {
-            repave,
-            lease: lease.as_deref().map(|t| self.lease_of(t)).transpose()?,
-            now,
-        })
+        Ok(RepaveStatus { repave, lease, now })
     }
 
     async fn write_repave(&self, token: u64, repave: &Repave) -> Result<bool, StoreError> {

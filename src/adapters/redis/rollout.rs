@@ -23,22 +23,12 @@ impl RedisStore {
 
     /// The rollout's raw JSON (for the compare-and-set) and the status.
     async fn read_raw(&self) -> Result<(Option<String>, RolloutStatus), StoreError> {
-        let (now, rollout, lease): (String, Option<String>, Option<String>) = self
-            .link
-            .call(|mut connection| async move {
-                scripts::READ_ROLLOUT
-                    .key(&self.keys.rollout)
-                    .key(&self.keys.lease)
-                    .invoke_async(&mut connection)
-                    .await
-            })
+        let (now, rollout, lease) = self
+            .read_with_lease(&self.keys.rollout, &self.keys.lease)
             .await?;
-        let now = now
-            .parse::<u64>()
-            .map_err(|_| self.unreadable("server time", format!("{now:?} is not a number")))?;
         let status = RolloutStatus {
             rollout: rollout.as_deref().map(|t| self.rollout_of(t)).transpose()?,
-            lease: lease.as_deref().map(|t| self.lease_of(t)).transpose()?,
+            lease,
             now,
         };
         Ok((rollout, status))

@@ -143,8 +143,9 @@ return false
     )
 });
 
-/// KEYS: rollout, lease. Answers `[server time, rollout JSON or nil, lease JSON or nil]`.
-pub(super) static READ_ROLLOUT: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS: a record (the rollout, the repave), its lease. Answers `[server time, record JSON or
+/// nil, lease JSON or nil]`.
+pub(super) static READ_WITH_LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local t = redis.call('TIME')

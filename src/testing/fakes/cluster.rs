@@ -187,44 +187,77 @@ impl ClusterStore for FakeStore {
 }
 
 fn held(data: &FakeCluster, token: u64) -> bool {
-    data.lease.as_ref().is_some_and(|(l, _)| l.token == token)
+    is_held(&data.lease, token)
+}
+
+/// A lease slot (the rolling restart's or the repave's): the lease and when it lapses.
+type Slot = Option<(Lease, Instant)>;
+
+fn is_held(slot: &Slot, token: u64) -> bool {
+    slot.as_ref().is_some_and(|(l, _)| l.token == token)
+}
+
+/// Takes the lease in `slot` unless it is held; tokens from the one counter.
+fn take(
+    slot: &mut Slot,
+    last_token: &mut u64,
+    owner: &str,
+    since: u64,
+    ttl: Duration,
+) -> LeaseAnswer {
+    if let Some((lease, _)) = slot {
+        return LeaseAnswer::Held(lease.clone());
+    }
+    *last_token += 1;
+    let lease = Lease {
+        owner: owner.to_string(),
+        token: *last_token,
+        since,
+    };
+    *slot = Some((lease.clone(), Instant::now() + ttl));
+    LeaseAnswer::Acquired(lease)
+}
+
+fn renew(slot: &mut Slot, token: u64, ttl: Duration) -> bool {
+    match slot.as_mut().filter(|(l, _)| l.token == token) {
+        Some((_, until)) => {
+            *until = Instant::now() + ttl;
+            true
+        }
+        None => false,
+    }
+}
+
+fn release(slot: &mut Slot, token: u64) -> bool {
+    let mine = is_held(slot, token);
+    if mine {
+        *slot = None;
+    }
+    mine
 }
 
 impl RolloutStore for FakeStore {
     async fn acquire_lease(&self, owner: &str, ttl: Duration) -> Result<LeaseAnswer, StoreError> {
         let since = self.unix_now();
         let mut data = self.call(format!("acquire {owner}"))?;
-        if let Some((lease, _)) = &data.lease {
-            return Ok(LeaseAnswer::Held(lease.clone()));
-        }
-        data.last_token += 1;
-        let lease = Lease {
-            owner: owner.to_string(),
-            token: data.last_token,
+        let data = &mut *data;
+        Ok(take(
+            &mut data.lease,
+            &mut data.last_token,
+            owner,
             since,
-        };
-        data.lease = Some((lease.clone(), Instant::now() + ttl));
-        Ok(LeaseAnswer::Acquired(lease))
+            ttl,
+        ))
     }
 
     async fn renew_lease(&self, token: u64, ttl: Duration) -> Result<bool, StoreError> {
         let mut data = self.call(format!("renew {token}"))?;
-        match data.lease.as_mut().filter(|(l, _)| l.token == token) {
-            Some((_, until)) => {
-                *until = Instant::now() + ttl;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(renew(&mut data.lease, token, ttl))
     }
 
     async fn release_lease(&self, token: u64) -> Result<bool, StoreError> {
         let mut data = self.call(format!("release {token}"))?;
-        let mine = held(&data, token);
-        if mine {
-            data.lease = None;
-        }
-        Ok(mine)
+        Ok(release(&mut data.lease, token))
     }
 
     async fn start_rollout(
@@ -291,40 +324,24 @@ impl RepaveStore for FakeStore {
     ) -> Result<LeaseAnswer, StoreError> {
         let since = self.unix_now();
         let mut data = self.call(format!("acquire-repave {owner}"))?;
-        if let Some((lease, _)) = &data.repave_lease {
-            return Ok(LeaseAnswer::Held(lease.clone()));
-        }
-        data.last_token += 1;
-        let lease = Lease {
-            owner: owner.to_string(),
-            token: data.last_token,
+        let data = &mut *data;
+        Ok(take(
+            &mut data.repave_lease,
+            &mut data.last_token,
+            owner,
             since,
-        };
-        data.repave_lease = Some((lease.clone(), Instant::now() + ttl));
-        Ok(LeaseAnswer::Acquired(lease))
+            ttl,
+        ))
     }
 
     async fn renew_repave_lease(&self, token: u64, ttl: Duration) -> Result<bool, StoreError> {
         let mut data = self.call(format!("renew-repave {token}"))?;
-        match data.repave_lease.as_mut().filter(|(l, _)| l.token == token) {
-            Some((_, until)) => {
-                *until = Instant::now() + ttl;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        Ok(renew(&mut data.repave_lease, token, ttl))
     }
 
     async fn release_repave_lease(&self, token: u64) -> Result<bool, StoreError> {
         let mut data = self.call(format!("release-repave {token}"))?;
-        let mine = data
-            .repave_lease
-            .as_ref()
-            .is_some_and(|(l, _)| l.token == token);
-        if mine {
-            data.repave_lease = None;
-        }
-        Ok(mine)
+        Ok(release(&mut data.repave_lease, token))
     }
 
     async fn read_repave(&self) -> Result<RepaveStatus, StoreError> {
@@ -339,10 +356,7 @@ impl RepaveStore for FakeStore {
 
     async fn write_repave(&self, token: u64, repave: &Repave) -> Result<bool, StoreError> {
         let mut data = self.call(format!("write-repave {token}"))?;
-        let mine = data
-            .repave_lease
-            .as_ref()
-            .is_some_and(|(l, _)| l.token == token);
+        let mine = is_held(&data.repave_lease, token);
         if mine {
             data.repave = Some(repave.clone());
         }
