@@ -5,12 +5,13 @@
 //! One file per peer: `processes` (spawning, bounded waits, files and pids), `moto`, `emulator`,
 //! `redis` (redis-server for the cluster store; not re-exported, its tests say `common::redis`),
 //! and `node` (one node's world and the agent run in it). Everything is re-exported here, so a
-//! test says `common::Node` or `use common::*` (all but `redis`).
+//! test says `common::Node` or `use common::*` (all but `redis` and `group`, the repave's capacity-managed group of real nodes).
 #![allow(dead_code)]
 
 pub mod e2e;
 pub mod emulator;
 pub mod faults;
+pub mod group;
 pub mod hygiene;
 pub mod moto;
 pub mod node;

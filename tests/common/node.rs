@@ -442,6 +442,11 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent started elsewhere, its stderr collected into `lines` by a reader thread.
+    pub fn from_parts(child: Child, lines: Arc<Mutex<Vec<String>>>) -> Self {
+        Agent { child, lines }
+    }
+
     /// Waits (bounded) for a stderr line containing `needle`; returns all lines so far.
     pub fn wait_line(&self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
