@@ -177,6 +177,15 @@ pub async fn run<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
         {
             repave = r;
         }
+        if repave.state != RepaveState::Running {
+            // The orchestrator it waited for finished it meanwhile.
+            let _ = store.release_repave_lease(token).await;
+            return Err(RepaveError::Refused(format!(
+                "repave {} ended ({}) while this one waited for its lease: nothing to resume",
+                repave.id,
+                repave.state.as_str()
+            )));
+        }
         progress.note(&format!(
             "resuming repave {} (requested by {}) under lease token {token}",
             repave.id, repave.requested_by

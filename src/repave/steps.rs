@@ -95,6 +95,8 @@ async fn drain<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
 ) -> Result<String, StepError> {
     let group = repave.plan.group.clone();
     let began = ctx.now_ms();
+    // The nodes as they serve, so that each one's leaving service is seen.
+    ctx.observe(repave, Step::Drain, progress).await?;
     update(
         ctx,
         &group,
@@ -224,6 +226,10 @@ async fn first<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
 ) -> Result<String, StepError> {
     let group = repave.plan.group.clone();
     let version = repave.plan.target(pass).0.version.clone();
+    // The first start of this step, kept across a resume.
+    let began = repave
+        .record(Step::First, pass)
+        .map_or_else(|| ctx.now_ms(), |r| r.started_ms);
     update(
         ctx,
         &group,
@@ -259,10 +265,12 @@ async fn first<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
                 secs(at.saturating_sub(s.first_seen_ms))
             ));
         }
-        // An instance of this version that left before it served was abandoned (its launch
-        // hook answered ABANDON, or timed out): the boot failed.
+        // An instance of this version launched since the step began that left before it served
+        // was abandoned (its launch hook answered ABANDON, or timed out): the boot failed. (Not
+        // an old node of the same version seen leaving earlier: a rollback's first step.)
         let failed_node = repave.instances.iter().find(|s| {
             s.template_version.as_deref() == Some(version.as_str())
+                && s.first_seen_ms >= began
                 && s.in_service_ms.is_none()
                 && (s.gone_ms.is_some()
                     || seen.group.instances.iter().any(|i| {

@@ -132,13 +132,16 @@ impl GroupControl for GroupsClient {
             call = call.desired_capacity(desired as i32);
         }
         if let Some(t) = &update.launch_template {
-            call = call.launch_template(
-                LaunchTemplateSpecification::builder()
-                    .set_launch_template_id(t.id.clone())
-                    .set_launch_template_name(t.name.clone())
-                    .version(&t.version)
-                    .build(),
-            );
+            // Either the id or the name, never both: Auto Scaling refuses a specification with
+            // both ("Either a LaunchTemplateId or a LaunchTemplateName must be specified, not
+            // both"), though DescribeAutoScalingGroups reports both.
+            let spec = match (&t.id, &t.name) {
+                (Some(id), _) => LaunchTemplateSpecification::builder().launch_template_id(id),
+                (None, name) => {
+                    LaunchTemplateSpecification::builder().set_launch_template_name(name.clone())
+                }
+            };
+            call = call.launch_template(spec.version(&t.version).build());
         }
         call.send()
             .await
