@@ -4,22 +4,22 @@
 //! same `SdkConfig` as every SDK client; the endpoint from the SDK's standard variables
 //! (`AWS_ENDPOINT_URL_EC2`, then `AWS_ENDPOINT_URL`), else `https://ec2.<region>.amazonaws.com`.
 
+mod wire;
+
 use crate::ports::{AsgError, TemplateRef, TemplateVersion};
 use crate::sys::retry::Backoff;
 use aws_sdk_autoscaling::config::{Credentials, ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
-use aws_smithy_xml::decode::{try_data, Document, ScopedDecoder};
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use wire::*;
 
 /// The Query API action (`ec2:DescribeLaunchTemplateVersions` in IAM; tests/iam_policy.rs reads
 /// this constant).
@@ -27,18 +27,6 @@ pub(crate) const ACTION: &str = "DescribeLaunchTemplateVersions";
 const API_VERSION: &str = "2016-11-15";
 /// The SigV4 signing name of EC2.
 const SIGNING_NAME: &str = "ec2";
-/// Answers larger than this are not read (one version's answer is a few KiB; user data is at
-/// most 16 KiB before base64).
-const MAX_ANSWER: usize = 1 << 20;
-/// Codes EC2 answers for a template or version that does not exist (or cannot, being malformed).
-const NOT_FOUND_CODES: &[&str] = &[
-    "InvalidLaunchTemplateId.NotFound",
-    "InvalidLaunchTemplateId.Malformed",
-    "InvalidLaunchTemplateId.VersionNotFound",
-    "InvalidLaunchTemplateName.NotFoundException",
-    "InvalidLaunchTemplateName.MalformedException",
-];
-const THROTTLING_CODES: &[&str] = &["RequestLimitExceeded", "Throttling", "ThrottlingException"];
 /// Credentials are fetched again this long before they expire.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
@@ -304,18 +292,6 @@ impl Ec2Client {
     }
 }
 
-/// Why one try failed; the detail never holds a credential or a response body that is not an
-/// error document.
-#[derive(Debug)]
-enum Failure {
-    /// 5xx, a dropped connection, a timeout, credentials not there yet: may pass.
-    Transient(String),
-    /// RequestLimitExceeded and its kin.
-    Throttled(String),
-    /// Any other refusal (access denied, a bad parameter): final.
-    Final(String),
-}
-
 fn describe_template(t: &TemplateRef) -> String {
     match (&t.id, &t.name) {
         (Some(id), _) => format!("launch template {id} version {}", t.version),
@@ -355,173 +331,10 @@ fn request_body(t: &TemplateRef) -> Result<String, AsgError> {
     ))
 }
 
-/// What one answer means: a version, `None` for an unknown template or version, or a failure.
-fn answer(status: u16, text: &str) -> Result<Option<TemplateVersion>, Failure> {
-    if (200..300).contains(&status) {
-        return match parse_versions(text) {
-            Ok(mut versions) => Ok(versions.drain(..).next()),
-            Err(e) => Err(Failure::Transient(format!(
-                "the answer (HTTP {status}) could not be read: {e}"
-            ))),
-        };
-    }
-    let (code, message) = match parse_error(text) {
-        Some(found) => found,
-        None if status >= 500 || status == 429 => {
-            return Err(Failure::Transient(format!(
-                "HTTP {status}: {}",
-                excerpt(text)
-            )))
-        }
-        None => return Err(Failure::Final(format!("HTTP {status}: {}", excerpt(text)))),
-    };
-    let detail = format!("{code}: {message} (HTTP {status})");
-    if NOT_FOUND_CODES.contains(&code.as_str()) {
-        Ok(None)
-    } else if THROTTLING_CODES.contains(&code.as_str()) || status == 429 {
-        Err(Failure::Throttled(detail))
-    } else if status >= 500 {
-        Err(Failure::Transient(detail))
-    } else {
-        Err(Failure::Final(detail))
-    }
-}
-
-/// At most 300 characters of an error body, on one line.
-fn excerpt(text: &str) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match line.char_indices().nth(300) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
-        None if line.is_empty() => "(empty body)".into(),
-        None => line,
-    }
-}
-
-/// `<Response><Errors><Error><Code>…</Code><Message>…</Message></Error></Errors>…`: the first
-/// error's code and message.
-fn parse_error(text: &str) -> Option<(String, String)> {
-    let mut doc = Document::new(text);
-    let mut root = doc.root_element().ok()?;
-    while let Some(mut tag) = root.next_tag() {
-        if !tag.start_el().matches("Errors") {
-            continue;
-        }
-        while let Some(mut error) = tag.next_tag() {
-            if !error.start_el().matches("Error") {
-                continue;
-            }
-            let (mut code, mut message) = (None, String::new());
-            while let Some(mut field) = error.next_tag() {
-                if field.start_el().matches("Code") {
-                    code = try_data(&mut field).ok().map(|c| c.trim().to_string());
-                } else if field.start_el().matches("Message") {
-                    message = try_data(&mut field)
-                        .map(|m| m.trim().to_string())
-                        .unwrap_or_default();
-                }
-            }
-            return code.map(|c| (c, message));
-        }
-    }
-    None
-}
-
-fn text_of(tag: &mut ScopedDecoder<'_, '_>) -> Result<String, String> {
-    try_data(tag)
-        .map(|t| t.trim().to_string())
-        .map_err(|e| e.to_string())
-}
-
-/// The versions of a DescribeLaunchTemplateVersions answer, in its order.
-fn parse_versions(text: &str) -> Result<Vec<TemplateVersion>, String> {
-    let mut doc = Document::new(text);
-    let mut root = doc.root_element().map_err(|e| e.to_string())?;
-    if !root
-        .start_el()
-        .matches("DescribeLaunchTemplateVersionsResponse")
-    {
-        return Err(format!(
-            "unexpected root element <{}>",
-            root.start_el().local()
-        ));
-    }
-    let mut versions = Vec::new();
-    while let Some(mut set) = root.next_tag() {
-        if !set.start_el().matches("launchTemplateVersionSet") {
-            continue;
-        }
-        while let Some(mut item) = set.next_tag() {
-            if item.start_el().matches("item") {
-                versions.push(parse_version(&mut item)?);
-            }
-        }
-    }
-    Ok(versions)
-}
-
-fn parse_version(item: &mut ScopedDecoder<'_, '_>) -> Result<TemplateVersion, String> {
-    let mut version = TemplateVersion {
-        template_id: String::new(),
-        template_name: String::new(),
-        version: 0,
-        default_version: false,
-        user_data: None,
-    };
-    let mut number = None;
-    while let Some(mut field) = item.next_tag() {
-        let name = field.start_el().local().to_string();
-        match name.as_str() {
-            "launchTemplateId" => version.template_id = text_of(&mut field)?,
-            "launchTemplateName" => version.template_name = text_of(&mut field)?,
-            "versionNumber" => {
-                let text = text_of(&mut field)?;
-                number = Some(
-                    text.parse::<u64>()
-                        .map_err(|_| format!("versionNumber {text:?} is not a number"))?,
-                );
-            }
-            "defaultVersion" => version.default_version = text_of(&mut field)? == "true",
-            "launchTemplateData" => {
-                while let Some(mut data) = field.next_tag() {
-                    if data.start_el().matches("userData") {
-                        let encoded = text_of(&mut data)?;
-                        version.user_data = decode_user_data(&encoded)?;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    version.version = number.ok_or("a version without a versionNumber")?;
-    Ok(version)
-}
-
-/// The user data as cloud-init reads it: base64, then gunzipped when it starts with gzip's magic
-/// number; lossy UTF-8. Empty user data is none.
-fn decode_user_data(encoded: &str) -> Result<Option<String>, String> {
-    let compact: String = encoded.split_whitespace().collect();
-    if compact.is_empty() {
-        return Ok(None);
-    }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .map_err(|e| format!("userData is not base64: {e}"))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .take(MAX_ANSWER as u64 * 16)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("userData is gzip but does not decompress: {e}"))?;
-        out
-    } else {
-        raw
-    };
-    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
     use std::io::Write;
 
     const ANSWER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
