@@ -33,13 +33,13 @@ pub async fn run<W: World, S: ClusterStore + RolloutStore + RepaveStore>(
     progress: &mut Progress,
 ) -> Result<String, StepError> {
     match step {
-        Step::Suspend => suspend(ctx, repave).await,
+        Step::Suspend => processes(ctx, repave, true).await,
         Step::Drain => drain(ctx, repave, progress).await,
         Step::Point => point(ctx, repave, pass).await,
         Step::First => first(ctx, repave, pass, progress).await,
         Step::Validate => super::validate::validate(ctx, repave, pass, progress).await,
         Step::Scale => scale(ctx, repave, pass, progress).await,
-        Step::Resume => resume(ctx, repave).await,
+        Step::Resume => processes(ctx, repave, false).await,
     }
 }
 
@@ -55,35 +55,32 @@ async fn update<W: World, S>(
     .await
 }
 
-async fn suspend<W: World, S>(ctx: &Ctx<'_, W, S>, repave: &Repave) -> Result<String, StepError> {
+/// Suspends (or resumes) the processes the plan holds for the repave's duration.
+async fn processes<W: World, S>(
+    ctx: &Ctx<'_, W, S>,
+    repave: &Repave,
+    suspend: bool,
+) -> Result<String, StepError> {
     let processes = repave.plan.suspends();
     let groups = ctx.w.groups();
     let group = &repave.plan.group;
-    aws("SuspendProcesses", group, || {
-        groups.suspend_processes(group, &processes)
-    })
-    .await?;
-    let names: Vec<&str> = processes.iter().map(|p| p.as_str()).collect();
-    Ok(if names.is_empty() {
-        "nothing to suspend: all were suspended before".into()
+    if suspend {
+        aws("SuspendProcesses", group, || {
+            groups.suspend_processes(group, &processes)
+        })
+        .await?;
     } else {
-        format!("suspended {}", names.join(", "))
-    })
-}
-
-async fn resume<W: World, S>(ctx: &Ctx<'_, W, S>, repave: &Repave) -> Result<String, StepError> {
-    let processes = repave.plan.suspends();
-    let groups = ctx.w.groups();
-    let group = &repave.plan.group;
-    aws("ResumeProcesses", group, || {
-        groups.resume_processes(group, &processes)
-    })
-    .await?;
+        aws("ResumeProcesses", group, || {
+            groups.resume_processes(group, &processes)
+        })
+        .await?;
+    }
     let names: Vec<&str> = processes.iter().map(|p| p.as_str()).collect();
-    Ok(if names.is_empty() {
-        "nothing to resume".into()
-    } else {
-        format!("resumed {}", names.join(", "))
+    Ok(match (names.is_empty(), suspend) {
+        (true, true) => "nothing to suspend: all were suspended before".into(),
+        (true, false) => "nothing to resume".into(),
+        (false, true) => format!("suspended {}", names.join(", ")),
+        (false, false) => format!("resumed {}", names.join(", ")),
     })
 }
 

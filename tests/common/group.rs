@@ -95,15 +95,7 @@ impl GroupNode {
 
     /// Start events of one fake tool command (e.g. "node-drain").
     pub fn tool_calls(&self, word: &str) -> Vec<Value> {
-        self.calls()
-            .into_iter()
-            .filter(|c| {
-                c["event"] == "start"
-                    && c["argv"]
-                        .as_array()
-                        .is_some_and(|a| a.iter().any(|w| w == word))
-            })
-            .collect()
+        super::node::tool_starts(self.calls(), word)
     }
 
     pub fn install_runs(&self) -> Vec<Value> {

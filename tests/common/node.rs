@@ -332,15 +332,7 @@ impl Node {
 
     /// Calls of one fake tool command (e.g. "node-drain", "stop"), start events only.
     pub fn tool_calls(&self, word: &str) -> Vec<Value> {
-        self.calls()
-            .into_iter()
-            .filter(|c| {
-                c["event"] == "start"
-                    && c["argv"]
-                        .as_array()
-                        .is_some_and(|a| a.iter().any(|w| w == word))
-            })
-            .collect()
+        tool_starts(self.calls(), word)
     }
 
     /// Runs the agent to completion (bounded), asserting it printed no secret value.
@@ -586,4 +578,17 @@ fn read_all(mut r: impl Read) -> String {
 /// What `Emulator::resolutions` shows after exactly one resolution of the launch hook.
 pub fn launch_resolved(result: &str, cause: &str) -> Vec<(String, String, String)> {
     vec![("tfe-launch".into(), result.into(), cause.into())]
+}
+
+/// The start events of one fake tool command (e.g. "node-drain", "stop") in a fake's call log.
+pub fn tool_starts(calls: Vec<Value>, word: &str) -> Vec<Value> {
+    calls
+        .into_iter()
+        .filter(|c| {
+            c["event"] == "start"
+                && c["argv"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|w| w == word))
+        })
+        .collect()
 }
